@@ -1,0 +1,34 @@
+# Two commands do all the set-up:
+#   make demo   create the environment, run the whole workflow on the bundled demo
+#   make test   create the environment, run the tests
+VENV   ?= .venv
+PYTHON ?= python3
+# The CPU build of PyTorch already on these machines; override on GPU hosts,
+# e.g. make TORCH_SPEC='torch>=2.10' test
+TORCH_SPEC ?= torch==2.13.0
+CORES  ?= 2
+BIN     = $(VENV)/bin
+
+.PHONY: env demo test lint clean-demo
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[test,slurm]"
+	touch $@
+
+demo: env
+	$(BIN)/snakemake --configfile config/demo.yaml --cores $(CORES) --printshellcmds
+	@$(BIN)/python -m virnucflow.demo where results
+
+test: env
+	$(BIN)/python -m pytest -q
+
+lint: env
+	$(BIN)/snakemake --lint --configfile config/demo.yaml
+
+clean-demo:
+	rm -rf results/demo_* logs resources/demo_models

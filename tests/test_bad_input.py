@@ -1,0 +1,129 @@
+"""Every bad FASTA input ends with one clear line, exit status 1 and no outputs."""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import pytest
+
+from .conftest import run_cli
+
+
+def _preprocess(tmp_path, fasta):
+    out = tmp_path / "out"
+    res = run_cli(
+        "preprocess", "--fasta", fasta, "--chunk-length", 500,
+        "--chunked", out / "chunked.fa", "--nucleotide", out / "nt.fa",
+        "--protein", out / "aa.faa", "--records", out / "records.tsv",
+    )
+    return res, out
+
+
+def _assert_fails(res, out, expected):
+    assert res.returncode == 1, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert lines[-1] == f"virnucflow: error: {expected}"
+    assert "Traceback" not in res.stderr
+    assert not out.exists() or list(out.iterdir()) == [], "outputs left behind"
+
+
+def _write(tmp_path, name, content: bytes):
+    p = tmp_path / name
+    p.write_bytes(content)
+    return p
+
+
+GOOD = b">seq1 first\nATGGCTAGCAAAGGT\n"
+
+CASES = {
+    "empty_file": (b"", "{p}: empty file: no FASTA records"),
+    "blank_lines_only": (b"\n\n   \n", "{p}: empty file: no FASTA records"),
+    "not_fasta_fastq": (
+        b"@read1\nACGT\n+\nIIII\n",
+        "{p}: not a FASTA file: line 1 comes before any '>' header (starts with b'@read1\\n')",
+    ),
+    "not_fasta_text": (
+        b"hello world\n>x\nACGT\n",
+        "{p}: not a FASTA file: line 1 comes before any '>' header (starts with b'hello world\\n')",
+    ),
+    "duplicate_ids": (
+        GOOD + b">seq2\nACGT\n>seq1 again\nACGT\n",
+        "{p}: duplicate sequence ID 'seq1' (lines 1 and 5); IDs must be unique within a sample",
+    ),
+    "non_iupac_character": (
+        GOOD + b">seq2\nACGTACGT\nACGXACGT\n",
+        "{p}: record 'seq2' (line 5): character 'X' is not an IUPAC nucleotide code (allowed: ACGTURYSWKMBDHVN, any case)",
+    ),
+    "protein_fasta": (
+        b">p1\nMKVLAAGIVGLLLA\n",  # M, K and V are IUPAC codes; L is the first that is not
+        "{p}: record 'p1' (line 2): character 'L' is not an IUPAC nucleotide code (allowed: ACGTURYSWKMBDHVN, any case)",
+    ),
+    "gap_character": (
+        b">a\nACGT-ACGT\n",
+        "{p}: record 'a' (line 2): character '-' is not an IUPAC nucleotide code (allowed: ACGTURYSWKMBDHVN, any case)",
+    ),
+    "empty_header": (b">\nACGT\n", "{p}: line 1: record header '>' has no sequence ID"),
+    "record_without_sequence": (
+        GOOD + b">empty\n>seq3\nACGT\n",
+        "{p}: record 'empty' (line 3) has no sequence",
+    ),
+    "binary_header": (b">\xff\xfe\nACGT\n", "{p}: line 1: header is not valid UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_fasta(tmp_path, name):
+    content, expected = CASES[name]
+    p = _write(tmp_path, f"{name}.fa", content)
+    res, out = _preprocess(tmp_path, p)
+    _assert_fails(res, out, expected.format(p=p))
+
+
+def test_bad_fasta_inside_gzip(tmp_path):
+    p = tmp_path / "dups.fa.gz"
+    p.write_bytes(gzip.compress(GOOD + GOOD, mtime=0))
+    res, out = _preprocess(tmp_path, p)
+    _assert_fails(res, out, f"{p}: duplicate sequence ID 'seq1' (lines 1 and 3); IDs must be unique within a sample")
+
+
+def test_truncated_gzip(tmp_path):
+    p = tmp_path / "cut.fa.gz"
+    data = gzip.compress(GOOD * 50, mtime=0)
+    p.write_bytes(data[: len(data) // 2])
+    res, out = _preprocess(tmp_path, p)
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1].startswith(f"virnucflow: error: {p}: cannot read file past line ")
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_missing_file(tmp_path):
+    p = tmp_path / "nope.fa"
+    res, out = _preprocess(tmp_path, p)
+    _assert_fails(res, out, f"{p}: file not found")
+
+
+def test_directory_instead_of_file(tmp_path):
+    p = tmp_path / "adir"
+    p.mkdir()
+    res, out = _preprocess(tmp_path, p)
+    _assert_fails(res, out, f"{p}: is a directory, not a FASTA file")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_file(tmp_path):
+    p = _write(tmp_path, "locked.fa", GOOD)
+    p.chmod(0)
+    res, out = _preprocess(tmp_path, p)
+    _assert_fails(res, out, f"{p}: file is not readable (permission denied)")
+
+
+def test_error_after_many_good_records_leaves_nothing(tmp_path):
+    """A problem deep in the file must not leave the outputs written so far."""
+    body = b"".join(b">r%d\n%s\n" % (i, b"ATG" * 200) for i in range(300))
+    p = _write(tmp_path, "late.fa", body + b">bad\nAC*GT\n")
+    res, out = _preprocess(tmp_path, p)
+    _assert_fails(
+        res, out,
+        f"{p}: record 'bad' (line 602): character '*' is not an IUPAC nucleotide code (allowed: ACGTURYSWKMBDHVN, any case)",
+    )

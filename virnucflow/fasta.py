@@ -1,0 +1,144 @@
+"""Streaming, validating FASTA reader (plain or gzip).
+
+Records are parsed as Biopython's ``SeqIO.parse(path, "fasta")`` parses them,
+which is what the original VirNucPro used: the ID is the first word of the
+header, the description the whole header without '>', and spaces, tabs and
+carriage returns inside sequence lines are dropped. Unlike Biopython, every
+problem a user can make is reported as one :class:`InputError` naming the file
+and the record or line: a missing or unreadable file, an empty file, text that
+is not FASTA, a record with an empty header or no sequence, a duplicate ID, or
+a character outside the IUPAC nucleotide codes. Lowercase is kept here (the
+original writes its chunked FASTA in the input's case); callers uppercase.
+
+Memory is bounded by the longest record, not by the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from .errors import InputError
+
+#: IUPAC nucleotide codes (with U for RNA), both cases.
+IUPAC_NUCLEOTIDES = b"ACGTURYSWKMBDHVN"
+_ALLOWED = IUPAC_NUCLEOTIDES + IUPAC_NUCLEOTIDES.lower()
+# Biopython drops these anywhere inside sequence lines.
+_DROPPED = b" \t\r\n"
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class FastaRecord:
+    id: str
+    description: str
+    seq: str  # input case, whitespace removed
+    line: int  # 1-based line number of the header
+
+
+def open_maybe_gzip(path: str | os.PathLike) -> BinaryIO:
+    """Open ``path`` for binary reading, transparently gunzipping it.
+
+    Raises :class:`InputError` for a missing, unreadable or non-regular file.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: file not found")
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory, not a FASTA file")
+    try:
+        handle = open(p, "rb")
+        magic = handle.peek(2)[:2]
+    except PermissionError:
+        raise InputError(f"{p}: file is not readable (permission denied)") from None
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read file ({exc.strerror or exc})") from None
+    if magic == _GZIP_MAGIC:
+        handle.close()
+        return gzip.open(p, "rb")  # type: ignore[return-value]
+    return handle
+
+
+def read_fasta(path: str | os.PathLike, check_duplicates: bool = True) -> Iterator[FastaRecord]:
+    """Yield the records of a FASTA file, validating as it goes.
+
+    The generator raises :class:`InputError` at the first problem; callers that
+    write outputs must therefore write them atomically (see ``atomic``).
+    """
+    p = Path(path)
+    seen: dict[str, int] = {}
+    n_records = 0
+    header: bytes | None = None
+    header_line = 0
+    parts: list[bytes] = []
+    lineno = 0
+    with open_maybe_gzip(p) as handle:
+        try:
+            for lineno, raw in enumerate(handle, start=1):
+                if raw[:1] == b">":
+                    if header is not None:
+                        n_records += 1
+                        yield _make_record(p, header, header_line, parts, seen, check_duplicates)
+                    header, header_line, parts = raw, lineno, []
+                    continue
+                line = raw.translate(None, _DROPPED)
+                if not line:
+                    continue
+                if header is None:
+                    raise InputError(
+                        f"{p}: not a FASTA file: line {lineno} comes before any '>' header "
+                        f"(starts with {raw[:20]!r})"
+                    )
+                bad = line.translate(None, _ALLOWED)
+                if bad:
+                    char = bad[:1].decode("latin-1")
+                    rid = _header_id(p, header, header_line)
+                    raise InputError(
+                        f"{p}: record '{rid}' (line {lineno}): character {char!r} is not an "
+                        "IUPAC nucleotide code (allowed: ACGTURYSWKMBDHVN, any case)"
+                    )
+                parts.append(line)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise InputError(f"{p}: cannot read file past line {lineno} ({exc})") from None
+    if header is not None:
+        n_records += 1
+        yield _make_record(p, header, header_line, parts, seen, check_duplicates)
+    if n_records == 0:
+        raise InputError(f"{p}: empty file: no FASTA records")
+
+
+def _header_id(path: Path, header: bytes, line: int) -> str:
+    try:
+        title = header[1:].decode("utf-8").rstrip()
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: line {line}: header is not valid UTF-8 text") from None
+    words = title.split(None, 1)
+    if not words:
+        raise InputError(f"{path}: line {line}: record header '>' has no sequence ID")
+    return words[0]
+
+
+def _make_record(
+    path: Path,
+    header: bytes,
+    line: int,
+    parts: list[bytes],
+    seen: dict[str, int],
+    check_duplicates: bool,
+) -> FastaRecord:
+    rid = _header_id(path, header, line)
+    if check_duplicates:
+        first = seen.get(rid)
+        if first is not None:
+            raise InputError(
+                f"{path}: duplicate sequence ID '{rid}' (lines {first} and {line}); "
+                "IDs must be unique within a sample"
+            )
+        seen[rid] = line
+    seq = b"".join(parts)
+    if not seq:
+        raise InputError(f"{path}: record '{rid}' (line {line}) has no sequence")
+    return FastaRecord(rid, header[1:].decode("utf-8").rstrip(), seq.decode("ascii"), line)

@@ -1,0 +1,207 @@
+"""Embedding and feature files (HDF5), the merge step, and the original's formats.
+
+Per shard and model the embedding step writes an HDF5 file with
+
+- ``ids``        (N,) UTF-8 strings: frame IDs (``{record}_chunk_{k}F1`` ...)
+- ``index``      (N,) int64: each frame's position in the sample's identified files
+- ``embeddings`` (N, D) float32: pooled vectors
+
+and attributes naming the model, precision, attention backend and packing.
+:func:`merge_features` joins the DNABERT-S and ESM-2 files of a sample by ID
+into ``features.h5`` (``features`` (N, D_nt + D_aa) float32, nucleotide first as
+in the original, rows in input order) and refuses any mismatch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import h5py
+import numpy as np
+
+from . import __version__
+from .atomic import atomic_outputs
+from .errors import InputError, MergeError, NumericalError
+
+_STR = h5py.string_dtype("utf-8")
+_MAX_LISTED = 10
+
+
+@dataclass
+class EmbeddingTable:
+    """Pooled vectors of one model for a set of frames."""
+
+    ids: list[str]
+    index: np.ndarray  # (N,) int64
+    vectors: np.ndarray  # (N, D) float32
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+
+def _listed(items: Sequence[str]) -> str:
+    shown = ", ".join(repr(i) for i in items[:_MAX_LISTED])
+    more = f" and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
+    return shown + more
+
+
+def _encode_attr(value: Any) -> Any:
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, sort_keys=True)
+    if value is None:
+        return "none"
+    return value
+
+
+def write_table(path: str | os.PathLike, table: EmbeddingTable, dataset: str = "embeddings") -> None:
+    """Write ``table`` to an HDF5 file atomically."""
+    n = len(table.ids)
+    if table.vectors.ndim != 2 or table.vectors.shape[0] != n or table.index.shape != (n,):
+        raise ValueError(
+            f"inconsistent table: {n} ids, index {table.index.shape}, vectors {table.vectors.shape}"
+        )
+    with atomic_outputs([path]) as (tmp,):
+        with h5py.File(tmp, "w") as h5:
+            h5.create_dataset("ids", data=np.array(table.ids, dtype=object), dtype=_STR)
+            h5.create_dataset("index", data=table.index.astype(np.int64))
+            h5.create_dataset(dataset, data=table.vectors.astype(np.float32, copy=False))
+            for key, value in table.attrs.items():
+                h5.attrs[key] = _encode_attr(value)
+            h5.attrs.setdefault("workflow_version", __version__)
+
+
+def read_table(path: str | os.PathLike, dataset: str = "embeddings") -> EmbeddingTable:
+    """Read an embedding (or feature) file written by :func:`write_table`."""
+    p = Path(path)
+    try:
+        with h5py.File(p, "r") as h5:
+            ids = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in h5["ids"][()]]
+            index = np.asarray(h5["index"][()], dtype=np.int64)
+            vectors = np.asarray(h5[dataset][()], dtype=np.float32)
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
+    except FileNotFoundError:
+        raise InputError(f"{p}: file not found") from None
+    except (OSError, KeyError) as exc:
+        raise InputError(f"{p}: not a VirNucFlow {dataset} file ({exc})") from None
+    if vectors.ndim != 2:
+        vectors = vectors.reshape(len(ids), -1)
+    return EmbeddingTable(ids, index, vectors, attrs)
+
+
+def concat_tables(paths: Iterable[str | os.PathLike]) -> EmbeddingTable:
+    """Concatenate per-shard tables of one model (attributes of the first non-empty)."""
+    tables = [read_table(p) for p in paths]
+    if not tables:
+        raise MergeError("no embedding files to merge")
+    dims = {t.dim for t in tables if t.ids}
+    if len(dims) > 1:
+        raise MergeError(f"embedding files disagree on the vector width: {sorted(dims)}")
+    attrs = next((t.attrs for t in tables if t.ids), tables[0].attrs)
+    dim = dims.pop() if dims else tables[0].dim
+    ids = [i for t in tables for i in t.ids]
+    index = np.concatenate([t.index for t in tables]) if ids else np.zeros(0, np.int64)
+    vectors = (
+        np.concatenate([t.vectors for t in tables if t.ids]) if ids else np.zeros((0, dim), np.float32)
+    )
+    return EmbeddingTable(ids, index, vectors, attrs)
+
+
+def _duplicates(ids: Sequence[str]) -> list[str]:
+    seen: set[str] = set()
+    dups = []
+    for i in ids:
+        if i in seen:
+            dups.append(i)
+        seen.add(i)
+    return dups
+
+
+def join_by_id(nucleotide: EmbeddingTable, protein: EmbeddingTable) -> EmbeddingTable:
+    """Join DNABERT-S and ESM-2 vectors into features ``[nucleotide | protein]``.
+
+    Every ID must be present exactly once in both tables with the same input
+    position; anything else raises :class:`MergeError` naming the IDs (never a
+    silent shift of vectors against IDs).
+    """
+    for name, table in (("DNABERT-S", nucleotide), ("ESM-2", protein)):
+        dups = _duplicates(table.ids)
+        if dups:
+            raise MergeError(f"{name} embeddings list these IDs more than once: {_listed(dups)}")
+    nt_pos = {i: k for k, i in enumerate(nucleotide.ids)}
+    aa_pos = {i: k for k, i in enumerate(protein.ids)}
+    only_nt = [i for i in nucleotide.ids if i not in aa_pos]
+    only_aa = [i for i in protein.ids if i not in nt_pos]
+    if only_nt or only_aa:
+        parts = []
+        if only_nt:
+            parts.append(f"{len(only_nt)} IDs have no ESM-2 embedding: {_listed(only_nt)}")
+        if only_aa:
+            parts.append(f"{len(only_aa)} IDs have no DNABERT-S embedding: {_listed(only_aa)}")
+        raise MergeError("; ".join(parts))
+    order = np.argsort(nucleotide.index, kind="stable")
+    ids = [nucleotide.ids[k] for k in order]
+    aa_rows = np.fromiter((aa_pos[i] for i in ids), dtype=np.int64, count=len(ids))
+    moved = [i for i, a, b in zip(ids, protein.index[aa_rows], nucleotide.index[order]) if a != b]
+    if moved:
+        raise MergeError(f"IDs at different input positions in the two models' files: {_listed(moved)}")
+    features = np.concatenate([nucleotide.vectors[order], protein.vectors[aa_rows]], axis=1)
+    bad = ~np.isfinite(features).all(axis=1)
+    if bad.any():
+        raise NumericalError(f"non-finite feature values for {_listed([ids[k] for k in np.flatnonzero(bad)])}")
+    return EmbeddingTable(ids, nucleotide.index[order], features)
+
+
+def merge_features(
+    nucleotide_files: Sequence[str | os.PathLike],
+    protein_files: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    attrs: dict[str, Any] | None = None,
+    merged_pt: str | os.PathLike | None = None,
+) -> EmbeddingTable:
+    """Merge per-shard embedding files of a sample into ``features.h5``."""
+    nt = concat_tables(nucleotide_files)
+    aa = concat_tables(protein_files)
+    table = join_by_id(nt, aa)
+    meta = {f"dnabert_{k}": v for k, v in nt.attrs.items() if k != "workflow_version"}
+    meta.update({f"esm_{k}": v for k, v in aa.attrs.items() if k != "workflow_version"})
+    meta.update({"dims": [nt.dim, aa.dim], "layout": "[DNABERT-S | ESM-2] mean-pooled, float32"})
+    meta["demo_models"] = bool(nt.attrs.get("demo_model", False) or aa.attrs.get("demo_model", False))
+    meta.update(attrs or {})
+    table.attrs = meta
+    write_table(out, table, dataset="features")
+    if merged_pt:
+        export_merged_pt(table, merged_pt)
+    return table
+
+
+def export_merged_pt(table: EmbeddingTable, path: str | os.PathLike) -> None:
+    """Write the original's ``output_N_merged.pt``: ``{'ids': [...], 'data': FloatTensor[N, D]}``."""
+    import torch
+
+    with atomic_outputs([path]) as (tmp,):
+        torch.save({"ids": list(table.ids), "data": torch.from_numpy(table.vectors.copy())}, tmp)
+
+
+def read_original_dnabert_pt(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """IDs and vectors from the original's ``*_DNABERT_S.pt``."""
+    import torch
+
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    vectors = np.array([d["mean_representation"] for d in obj["data"]], dtype=np.float32)
+    return list(obj["nucleotide"]), vectors.reshape(len(obj["nucleotide"]), -1)
+
+
+def read_original_esm_pt(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """IDs and vectors from the original's ``*_ESM.pt``."""
+    import torch
+
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if not obj["data"]:
+        return list(obj["proteins"]), np.zeros((0, 0), np.float32)
+    return list(obj["proteins"]), torch.stack(obj["data"]).float().numpy()

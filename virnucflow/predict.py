@@ -1,0 +1,161 @@
+"""Prediction outputs in the original's formats, plus a per-sequence summary.
+
+- ``prediction_results.txt``: ``Sequence_ID  Prediction  score1  score2`` per
+  frame, scores written as ``str(numpy.float32)`` (what the original's
+  ``'\\t'.join(map(str, probability))`` writes).
+- ``prediction_results_highestscore.csv`` (tab-separated despite the name):
+  ``Modified_ID  Is_Virus`` per window, computed as the original does from the
+  text file it has just written: ``Modified_ID`` is the frame ID without its
+  2-character frame suffix, ``Is_Virus`` is ``max(score2) >= max(score1)``
+  over the window's frames, rows sorted by ID as strings (pandas groupby).
+- ``summary.tsv``: one row per input sequence, in input order.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .atomic import atomic_outputs
+
+DEMO_BANNER = (
+    "# DEMO MODELS (random weights, built by VirNucFlow for testing): "
+    "these scores and calls mean nothing\n"
+)
+SUMMARY_COLUMNS = [
+    "sequence_id",
+    "length",
+    "chunks",
+    "frames_scored",
+    "chunks_scored",
+    "viral_chunks",
+    "viral_chunk_fraction",
+    "max_viral_score",
+    "call",
+]
+
+
+def write_predictions(path: str | os.PathLike, ids: Sequence[str], scores: np.ndarray, demo: bool = False) -> None:
+    """Write ``prediction_results.txt`` exactly as the original formats it."""
+    scores = np.asarray(scores, dtype=np.float32)
+    with atomic_outputs([path]) as (tmp,):
+        with open(tmp, "w") as f:
+            if demo:
+                f.write(DEMO_BANNER)
+            f.write("Sequence_ID\tPrediction\tscore1\tscore2\n")
+            for seqid, row in zip(ids, scores):
+                # torch.max semantics: the first maximum wins, so a tie is "others".
+                prediction = "virus" if row[1] > row[0] else "others"
+                f.write(f"{seqid}\t{prediction}\t{str(row[0])}\t{str(row[1])}\n")
+
+
+def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", comment=None, skiprows=_banner_lines(path), keep_default_na=False,
+                       dtype={"Sequence_ID": str, "Prediction": str})
+
+
+def _banner_lines(path: str | os.PathLike) -> int:
+    with open(path) as f:
+        n = 0
+        for line in f:
+            if not line.startswith("#"):
+                break
+            n += 1
+    return n
+
+
+def highest_scores(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Per-window call from per-frame scores, as the original's ``determine_virus``."""
+    df = predictions.assign(Modified_ID=predictions["Sequence_ID"].str[:-2])
+    grouped = df.groupby("Modified_ID", sort=True)
+    is_virus = grouped["score2"].max() >= grouped["score1"].max()
+    return pd.DataFrame({"Modified_ID": is_virus.index.astype(str), "Is_Virus": is_virus.to_numpy(dtype=bool)})
+
+
+def write_highest_scores(prediction_txt: str | os.PathLike, out: str | os.PathLike, demo: bool = False) -> pd.DataFrame:
+    """Write ``prediction_results_highestscore.csv`` from ``prediction_results.txt``."""
+    table = highest_scores(read_predictions(prediction_txt))
+    with atomic_outputs([out]) as (tmp,):
+        with open(tmp, "w") as f:
+            if demo:
+                f.write(DEMO_BANNER)
+            table.to_csv(f, sep="\t", index=False)
+    return table
+
+
+def record_of_chunk(chunk_id: str) -> str:
+    """Input record ID of a window ID ``{record}_chunk_{k}`` (the record may contain '_chunk_')."""
+    return chunk_id.rsplit("_chunk_", 1)[0]
+
+
+def summarise(records_tsv: str | os.PathLike, predictions: pd.DataFrame, windows: pd.DataFrame) -> pd.DataFrame:
+    """One row per input sequence, in input order.
+
+    ``call`` is ``virus`` when at least half of the sequence's scored windows
+    are viral by the original's per-window rule, ``non-viral`` otherwise, and
+    ``no-frames`` when no frame of any window passed the ORF filter (nothing to
+    score). ``max_viral_score`` is the highest per-frame viral score (score2).
+    """
+    records = pd.read_csv(records_tsv, sep="\t", keep_default_na=False, dtype={"record_id": str})
+    pred = predictions.assign(record=predictions["Sequence_ID"].str[:-2].map(record_of_chunk))
+    per_rec = pred.groupby("record").agg(frames_scored=("score2", "size"), max_viral_score=("score2", "max"))
+    win = windows.assign(record=windows["Modified_ID"].map(record_of_chunk))
+    per_win = win.groupby("record").agg(chunks_scored=("Is_Virus", "size"), viral_chunks=("Is_Virus", "sum"))
+    out = records.rename(columns={"record_id": "sequence_id"}).set_index("sequence_id")
+    out = out.join(per_rec).join(per_win).reset_index()
+    out["frames_scored"] = out["frames_scored"].fillna(0).astype(int)
+    out["chunks_scored"] = out["chunks_scored"].fillna(0).astype(int)
+    out["viral_chunks"] = out["viral_chunks"].fillna(0).astype(int)
+    frac = out["viral_chunks"] / out["chunks_scored"].where(out["chunks_scored"] > 0)
+    out["viral_chunk_fraction"] = frac.round(4)
+    out["max_viral_score"] = out["max_viral_score"].astype(float).round(6)
+    out["call"] = np.where(out["chunks_scored"] == 0, "no-frames", np.where(frac >= 0.5, "virus", "non-viral"))
+    return out[SUMMARY_COLUMNS]
+
+
+def write_summary(path: str | os.PathLike, summary: pd.DataFrame, demo: bool = False) -> None:
+    with atomic_outputs([path]) as (tmp,):
+        with open(tmp, "w") as f:
+            if demo:
+                f.write(DEMO_BANNER)
+            summary.to_csv(f, sep="\t", index=False, na_rep="NA")
+
+
+def predict_sample(
+    features_h5: str | os.PathLike,
+    models_json: str | os.PathLike,
+    records_tsv: str | os.PathLike,
+    predictions_out: str | os.PathLike,
+    highest_out: str | os.PathLike,
+    summary_out: str | os.PathLike,
+) -> pd.DataFrame:
+    """Score a sample's features and write its three prediction outputs."""
+    import json
+    import logging
+
+    import torch
+
+    from .classifier import classify, load_classifier
+    from .features import read_table
+
+    log = logging.getLogger("virnucflow")
+    table = read_table(features_h5, dataset="features")
+    with open(models_json) as f:
+        classifier_path = json.load(f)["classifier"]["path"]
+    model, meta = load_classifier(classifier_path)
+    demo = bool(meta["demo_model"] or table.attrs.get("demo_models", False))
+    if demo:
+        log.warning("DEMO MODELS in use: the predictions of this run mean nothing")
+    scores = classify(model, torch.from_numpy(table.vectors)).numpy()
+    write_predictions(predictions_out, table.ids, scores, demo=demo)
+    windows = write_highest_scores(predictions_out, highest_out, demo=demo)
+    summary = summarise(records_tsv, read_predictions(predictions_out), windows)
+    write_summary(summary_out, summary, demo=demo)
+    log.info(
+        "%d frames scored; %d of %d input sequences called viral",
+        len(table.ids), int((summary["call"] == "virus").sum()), len(summary),
+    )
+    return summary

@@ -1,0 +1,245 @@
+"""VirNucPro's preprocessing, reproduced exactly: windows, six frames, ORF filter.
+
+The original (Li-Jing-1997/VirNucPro, ``units.py``: ``split_fasta_chunk``,
+``translate_dna``, ``identify_seq``; ``prediction.py``: ``make_predictdata``)
+does, for each input record:
+
+1. cut the sequence into ``ceil(L / chunk)`` windows of ``chunk`` bases whose
+   overlaps spread the surplus ``ceil(L/chunk)*chunk - L`` with its own integer
+   arithmetic (see :func:`chunk_bounds`; the last window can come out shorter
+   than ``chunk``, exactly as in the original), IDs ``{id}_chunk_{k}``;
+2. translate each window (uppercased) in frames 1-3 and, on the reverse
+   complement, frames 1-3 with a 61+3 codon table; codons with any other letter
+   (N, IUPAC ambiguity codes) are dropped, not translated to X;
+3. keep the frames whose translation has no ``*`` and is not empty, with IDs
+   suffixed ``F1..F3`` / ``R1..R3`` and a nucleotide slice of
+   ``3 * len(protein) + 1`` bases starting at the frame offset (see
+   :func:`frame_nucleotides`).
+
+The classifier was trained on features of exactly these slices, so they are
+reproduced with their quirks and must not be "fixed".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Iterable, Iterator, TextIO
+
+from .atomic import atomic_outputs
+from .errors import InputError
+from .fasta import read_fasta
+
+CODON_TABLE = {
+    "TCA": "S", "TCC": "S", "TCG": "S", "TCT": "S", "TTC": "F", "TTT": "F", "TTA": "L", "TTG": "L",
+    "TAC": "Y", "TAT": "Y", "TAA": "*", "TAG": "*", "TGC": "C", "TGT": "C", "TGA": "*", "TGG": "W",
+    "CTA": "L", "CTC": "L", "CTG": "L", "CTT": "L", "CCA": "P", "CCC": "P", "CCG": "P", "CCT": "P",
+    "CAC": "H", "CAT": "H", "CAA": "Q", "CAG": "Q", "CGA": "R", "CGC": "R", "CGG": "R", "CGT": "R",
+    "ATA": "I", "ATC": "I", "ATT": "I", "ATG": "M", "ACA": "T", "ACC": "T", "ACG": "T", "ACT": "T",
+    "AAC": "N", "AAT": "N", "AAA": "K", "AAG": "K", "AGC": "S", "AGT": "S", "AGA": "R", "AGG": "R",
+    "GTA": "V", "GTC": "V", "GTG": "V", "GTT": "V", "GCA": "A", "GCC": "A", "GCG": "A", "GCT": "A",
+    "GAC": "D", "GAT": "D", "GAA": "E", "GAG": "E", "GGA": "G", "GGC": "G", "GGG": "G", "GGT": "G",
+}  # fmt: skip
+
+
+class _Translation(dict):
+    """Codon -> amino acid; any codon with a non-ACGT letter maps to '' (dropped)."""
+
+    def __missing__(self, codon: str) -> str:
+        return ""
+
+
+_TRANSLATE = _Translation(CODON_TABLE)
+# Only A, C, G, T (either case) are complemented; other letters stay as they are.
+_COMPLEMENT = str.maketrans("ACGTacgt", "TGCAtgca")
+_STOP = re.compile(r"(?=TAA|TAG|TGA)")
+_CODONS = re.compile(r"...", re.DOTALL)
+FASTA_WIDTH = 60  # Biopython's FASTA writer wraps at 60 columns
+
+
+def chunk_bounds(length: int, chunk: int) -> list[tuple[int, int]]:
+    """Half-open ``(start, end)`` windows of a sequence of ``length`` bases.
+
+    The original spreads the overlap ``surplus = n*chunk - length`` over the
+    windows with ``lower = int(surplus / n)`` and shifts window ``k`` back by
+    the sum of the first ``k`` entries of ``[lower+1]*need + [lower]*(n-1-need)``
+    where ``need = surplus - lower*(n-1)`` (a list repeated by a negative count
+    is empty). ``need`` can exceed ``n-1``, in which case every shift is
+    ``lower+1`` and the last window ends early: e.g. 1200 bases in 500-base
+    windows give (0,500), (399,899), (798,1200).
+    """
+    if chunk < 1:
+        raise ValueError("chunk length must be positive")
+    if length <= 0:
+        return []
+    n = -(-length // chunk)
+    surplus = n * chunk - length
+    lower = int(surplus / n)  # float division then truncation, as the original
+    need = surplus - lower * (n - 1)
+    shifts = [lower + 1] * need + [lower] * (n - 1 - need) + [0]
+    bounds = []
+    moved = 0
+    for a, shift in zip(range(0, length, chunk), shifts):
+        start = a - moved if a > 1 else a
+        bounds.append((start, min(start + chunk, length)))
+        moved += shift
+    return bounds
+
+
+def reverse_complement(seq: str) -> str:
+    """Reverse complement as the original: only ACGT/acgt are complemented."""
+    return seq.translate(_COMPLEMENT)[::-1]
+
+
+def translate_frame(seq: str, frame: int) -> str:
+    """Translate codons starting at ``frame, frame+3, ...`` (incomplete tail ignored)."""
+    return "".join(map(_TRANSLATE.__getitem__, _CODONS.findall(seq, frame)))
+
+
+def _stop_frames(seq: str) -> set[int]:
+    """Frames (0, 1, 2) that contain a stop codon."""
+    return {m.start() % 3 for m in _STOP.finditer(seq)}
+
+
+def six_frames(seq: str) -> list[str]:
+    """The six translations [F1, F2, F3, R1, R2, R3] of an uppercase sequence.
+
+    Equivalent to the original's ``translate_dna``. Frames that contain a stop
+    are returned as ``"*"`` without being translated (callers only test for
+    ``*``), which skips most of the work on non-coding windows.
+    """
+    rc = reverse_complement(seq)
+    out = []
+    for strand in (seq, rc):
+        stops = _stop_frames(strand)
+        out.extend("*" if f in stops else translate_frame(strand, f) for f in range(3))
+    return out
+
+
+def frame_nucleotides(seq: str, rc: str, frame_number: int, protein_length: int) -> str:
+    """The nucleotide slice that the original pairs with frame ``frame_number`` (1-6).
+
+    Forward frame f (1-3): ``seq[f-1 : f + 3*len(protein)]``; reverse frame r
+    (1-3): ``rc[r-1 : r + 3*len(protein)]``. The slice is one base longer than
+    the codons it covers (an off-by-one in the original), and shorter than the
+    window when codons with ambiguous letters were dropped from the protein.
+    DNABERT-S embeddings and hence the classifier were trained on exactly this
+    slice, so it is kept as is.
+    """
+    n = protein_length * 3
+    if frame_number <= 3:
+        return seq[frame_number - 1 : frame_number + n]
+    r = frame_number - 3
+    return rc[r - 1 : r + n]
+
+
+@dataclass(frozen=True)
+class Frame:
+    id: str  # {chunk_id}F1..F3 / R1..R3
+    nucleotide: str
+    protein: str
+
+
+def identify_frames(chunk_id: str, window: str) -> list[Frame]:
+    """Frames of one window kept by the original: no stop codon, non-empty protein."""
+    seq = window.upper()
+    proteins = six_frames(seq)
+    rc = None
+    frames = []
+    for number, protein in enumerate(proteins, start=1):
+        if "*" in protein or not protein:
+            continue
+        if number > 3 and rc is None:
+            rc = reverse_complement(seq)
+        suffix = f"F{number}" if number <= 3 else f"R{number - 3}"
+        frames.append(Frame(chunk_id + suffix, frame_nucleotides(seq, rc or "", number, len(protein)), protein))
+    return frames
+
+
+def write_fasta_wrapped(handle: TextIO, rid: str, seq: str, width: int = FASTA_WIDTH) -> None:
+    """Write one record as Biopython's FASTA writer does (``>id``, 60 columns)."""
+    handle.write(f">{rid}\n")
+    handle.write("".join(seq[i : i + width] + "\n" for i in range(0, len(seq), width)))
+
+
+@dataclass
+class PreprocessStats:
+    records: int = 0
+    bases: int = 0
+    chunks: int = 0
+    frames: int = 0
+
+
+def preprocess(
+    fasta: str | os.PathLike,
+    chunk_length: int,
+    chunked_out: str | os.PathLike,
+    nucleotide_out: str | os.PathLike,
+    protein_out: str | os.PathLike,
+    records_out: str | os.PathLike | None = None,
+) -> PreprocessStats:
+    """Write the original's three preprocessing outputs for one FASTA file.
+
+    - ``chunked_out``: windows, wrapped at 60 columns, in the input's case;
+    - ``nucleotide_out`` / ``protein_out``: kept frames, one sequence per line;
+    - ``records_out`` (optional): per input record ``record_id, length,
+      chunks, frames`` (TSV), used to summarise calls per input sequence.
+
+    All outputs appear together or not at all.
+    """
+    if chunk_length < 3:
+        raise InputError(f"chunk_length must be at least 3 (one codon), got {chunk_length}")
+    stats = PreprocessStats()
+    outs = [chunked_out, nucleotide_out, protein_out] + ([records_out] if records_out else [])
+    with atomic_outputs(outs) as tmps:
+        handles = [open(t, "w", buffering=1 << 20) for t in tmps]
+        try:
+            chunked, nuc, prot = handles[:3]
+            recs = handles[3] if records_out else None
+            if recs:
+                recs.write("record_id\tlength\tchunks\tframes\n")
+            for record in read_fasta(fasta):
+                n_frames = 0
+                bounds = chunk_bounds(len(record.seq), chunk_length)
+                for k, (start, end) in enumerate(bounds, start=1):
+                    chunk_id = f"{record.id}_chunk_{k}"
+                    window = record.seq[start:end]
+                    write_fasta_wrapped(chunked, chunk_id, window)
+                    for frame in identify_frames(chunk_id, window):
+                        nuc.write(f">{frame.id}\n{frame.nucleotide}\n")
+                        prot.write(f">{frame.id}\n{frame.protein}\n")
+                        n_frames += 1
+                if recs:
+                    recs.write(f"{record.id}\t{len(record.seq)}\t{len(bounds)}\t{n_frames}\n")
+                stats.records += 1
+                stats.bases += len(record.seq)
+                stats.chunks += len(bounds)
+                stats.frames += n_frames
+        finally:
+            for h in handles:
+                h.close()
+    return stats
+
+
+def iter_identified(nucleotide_fa: str | os.PathLike, protein_faa: str | os.PathLike) -> Iterator[Frame]:
+    """Read the paired identified files back (two-line records, same IDs in order)."""
+    with open(nucleotide_fa) as nf, open(protein_faa) as pf:
+        for lineno, (nh, ns, ph, ps) in enumerate(_pairs(nf, pf), start=1):
+            if not nh.startswith(">") or nh != ph:
+                raise InputError(
+                    f"{nucleotide_fa} and {protein_faa}: record {lineno} does not match "
+                    f"({nh.strip()!r} vs {ph.strip()!r})"
+                )
+            yield Frame(nh[1:].rstrip("\n"), ns.rstrip("\n"), ps.rstrip("\n"))
+
+
+def _pairs(nf: Iterable[str], pf: Iterable[str]) -> Iterator[tuple[str, str, str, str]]:
+    n_it, p_it = iter(nf), iter(pf)
+    for nh in n_it:
+        ns = next(n_it, "")
+        ph = next(p_it, "")
+        ps = next(p_it, "")
+        yield nh, ns, ph, ps
+    if next(p_it, None) is not None:
+        raise InputError("identified protein file has more records than the nucleotide file")
