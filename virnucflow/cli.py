@@ -97,6 +97,12 @@ def cmd_predict(a: argparse.Namespace) -> None:
     predict_sample(a.features, a.models_json, a.records, a.predictions, a.highest, a.summary)
 
 
+def cmd_export_merged_pt(a: argparse.Namespace) -> None:
+    from .features import export_merged_pt, read_table
+
+    export_merged_pt(read_table(a.features, dataset="features"), a.out)
+
+
 def cmd_build_demo(a: argparse.Namespace) -> None:
     from .demo import build_demo_models
 
@@ -179,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--highest", required=True)
     s.add_argument("--summary", required=True)
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("export-merged-pt", help="features.h5 -> the original's _merged.pt")
+    s.add_argument("--features", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_export_merged_pt)
 
     s = sub.add_parser("aggregate", help="prediction_results.txt -> prediction_results_highestscore.csv")
     s.add_argument("--predictions", required=True)

@@ -56,6 +56,8 @@ def _encode_attr(value: Any) -> Any:
         return json.dumps(value, sort_keys=True)
     if value is None:
         return "none"
+    if isinstance(value, str):
+        return str(value)  # plain str: h5py cannot store str subclasses such as torch's version string
     return value
 
 

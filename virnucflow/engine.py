@@ -1,0 +1,270 @@
+"""The embedding engine: one model over a shard's sequences, keeping the GPU busy.
+
+Per job:
+
+1. a worker thread reads the shard, removes duplicate sequences (identical
+   windows or ORFs are embedded once and their vector reused) and tokenises,
+   while the main thread loads the model onto the device;
+2. the sequences are planned into token-budget batches (packed: best-fit
+   decreasing; padded: length-sorted), the budget chosen from free GPU memory
+   and the model unless configured;
+3. a prefetch thread builds each batch as pinned CPU tensors ahead of the GPU;
+   the main thread copies it asynchronously, runs the model and writes the
+   pooled vectors into one device buffer: no host synchronisation until the
+   end, when the buffer is copied back once and checked for NaN/Inf;
+4. a batch that runs out of GPU memory is split in two and retried; a single
+   sequence that does not fit is an error naming it.
+
+Non-finite vectors fail the job with the IDs named (the NaN/Inf gate); the
+merge step checks again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from . import __version__
+from .errors import NumericalError, ResourceError
+from .features import EmbeddingTable, write_table
+from .models.attention import resolve_backend
+from .models.packing import make_packed, make_padded, packing_efficiency, plan_packed, plan_padded
+from .models.precision import Precision, resolve_device, resolve_precision
+
+log = logging.getLogger("virnucflow")
+
+# Upper bounds for automatic token budgets: beyond these, batches are already
+# large enough to keep an H100 busy and more only costs memory.
+MAX_BUDGET = {"esm2": 32768, "dnabert_s": 65536}
+CPU_BUDGET = 4096
+PREFETCH = 3
+
+
+@dataclass
+class EmbedOptions:
+    precision: str = "fp16"
+    packing: bool = True
+    attention: str = "auto"
+    token_budget: int | str = "auto"
+    device: str = "auto"
+    dedup: bool = True
+    threads: int = 1
+
+
+@dataclass
+class EmbedStats:
+    sequences: int = 0
+    unique_sequences: int = 0
+    tokens: int = 0  # tokens run through the model (unique sequences)
+    tokens_if_no_dedup: int = 0
+    batches: int = 0
+    token_budget: int = 0
+    packing_efficiency: float = 1.0
+    oom_splits: int = 0
+    seconds_compute: float = 0.0
+    tokens_per_second: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def dedup_saving(self) -> float:
+        return 1 - self.tokens / self.tokens_if_no_dedup if self.tokens_if_no_dedup else 0.0
+
+
+def choose_budget(model: torch.nn.Module, kind: str, device: torch.device, dtype: torch.dtype, longest: int,
+                  requested: int | str = "auto") -> int:
+    """Tokens per batch: configured, or what half the free GPU memory holds (capped)."""
+    if requested != "auto":
+        budget = int(requested)
+    elif device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        budget = int(0.5 * free / model.activation_bytes_per_token(dtype))
+        budget = min(budget, MAX_BUDGET[kind])
+    else:
+        budget = CPU_BUDGET
+    budget = max(budget, longest)  # a batch must hold the longest sequence
+    return (budget + 127) // 128 * 128
+
+
+class Embedder:
+    """Runs a prepared model (``ESM2`` or ``DNABERT``) over lists of token arrays."""
+
+    def __init__(self, model: torch.nn.Module, kind: str, device: torch.device, precision: Precision,
+                 packed: bool, backend: str, pad_id: int, token_budget: int | str = "auto"):
+        self.model, self.kind, self.device, self.precision = model, kind, device, precision
+        self.packed, self.backend, self.pad_id = packed, backend, pad_id
+        self.token_budget = token_budget
+        self.pin = device.type == "cuda"
+
+    @classmethod
+    def create(cls, model: torch.nn.Module, kind: str, opts: EmbedOptions, pad_id: int) -> "Embedder":
+        device = resolve_device(opts.device)
+        precision = resolve_precision(opts.precision, device)
+        if precision.name == "fp32":
+            torch.backends.cuda.matmul.allow_tf32 = False  # FP32 means FP32, also on Ampere and later
+        if device.type == "cpu" and opts.threads:
+            torch.set_num_threads(max(1, int(opts.threads)))
+        backend = resolve_backend(opts.attention, device, precision.dtype, alibi=(kind == "dnabert_s"), packed=opts.packing)
+        model.prepare(device, precision.dtype)
+        return cls(model, kind, device, precision, opts.packing, backend, pad_id, opts.token_budget)
+
+    # ------------------------------------------------------------------ batches
+
+    def _build(self, tokens: Sequence[np.ndarray], items: np.ndarray, pad_to: int | None):
+        if self.packed:
+            return make_packed(tokens, items, pad_to=pad_to, filler=self.pad_id, pin=self.pin)
+        return make_padded(tokens, items, self.pad_id, pin=self.pin)
+
+    @torch.inference_mode()
+    def _run(self, batch) -> torch.Tensor:
+        return self.model.embed(batch.to(self.device), self.backend)
+
+    def embed_tokens(self, tokens: Sequence[np.ndarray], stats: EmbedStats | None = None) -> np.ndarray:
+        """(N, D) float32 pooled vectors of token arrays (no deduplication here)."""
+        stats = stats or EmbedStats()
+        lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
+        dim = self.model.output_dim
+        if len(tokens) == 0:
+            return np.zeros((0, dim), np.float32)
+        budget = choose_budget(self.model, self.kind, self.device, self.precision.dtype, int(lengths.max()), self.token_budget)
+        plan = (plan_packed if self.packed else plan_padded)(lengths, budget)
+        # FlexAttention compiles per shape: give every packed batch the budget's length.
+        pad_to = budget if (self.packed and self.backend == "flex") else None
+        stats.token_budget, stats.batches = budget, len(plan)
+        stats.packing_efficiency = packing_efficiency(lengths, plan, budget, padded=not self.packed)
+        stats.tokens = int(lengths.sum())
+        out = torch.empty((len(tokens), dim), dtype=torch.float32, device=self.device)
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+            pending = [pool.submit(self._build, tokens, b, pad_to) for b in plan[:PREFETCH]]
+            for k in range(len(plan)):
+                batch = pending[k].result()
+                if k + PREFETCH < len(plan):
+                    pending.append(pool.submit(self._build, tokens, plan[k + PREFETCH], pad_to))
+                pending[k] = None  # drop the reference once consumed
+                self._embed_into(out, batch, tokens, pad_to, stats)
+        vectors = out.cpu().numpy()  # the one device-to-host copy (synchronises)
+        stats.seconds_compute = time.perf_counter() - t0
+        stats.tokens_per_second = stats.tokens / stats.seconds_compute if stats.seconds_compute else 0.0
+        return vectors
+
+    def _embed_into(self, out: torch.Tensor, batch, tokens, pad_to, stats: EmbedStats) -> None:
+        items = torch.as_tensor(batch.items)
+        try:
+            pooled = self._run(batch)
+        except torch.OutOfMemoryError:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(batch.items) == 1:
+                n = int(len(tokens[int(batch.items[0])]))
+                raise ResourceError(f"out of GPU memory embedding one sequence of {n} tokens with {self.kind}; "
+                                    "use a GPU with more memory or a shorter chunk_length") from None
+            stats.oom_splits += 1
+            half = len(batch.items) // 2
+            log.warning("out of GPU memory on a batch of %d sequences: splitting it", len(batch.items))
+            for part in (batch.items[:half], batch.items[half:]):
+                self._embed_into(out, self._build(tokens, part, pad_to), tokens, pad_to, stats)
+            return
+        out.index_copy_(0, items.to(self.device, non_blocking=True), pooled)
+
+
+def dedup(seqs: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """Unique sequences (first-seen order) and, per input, the index of its unique copy."""
+    first: dict[str, int] = {}
+    inverse = np.fromiter((first.setdefault(s, len(first)) for s in seqs), dtype=np.int64, count=len(seqs))
+    return list(first), inverse
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def _load(kind: str, path: str):
+    from .models.checkpoints import load_dnabert, load_esm2
+
+    if kind == "esm2":
+        model, meta = load_esm2(path)
+        from .models.esm2 import PAD, tokenize
+
+        return model, meta, (lambda seqs: [tokenize(s) for s in seqs]), PAD
+    model, meta = load_dnabert(path)
+    tok = model.tokenizer
+    return model, meta, tok.encode_batch, tok.pad_id
+
+
+def embed_shard(kind: str, models_json: str | os.PathLike, shard: str | os.PathLike, out: str | os.PathLike,
+                opts: EmbedOptions) -> EmbedStats:
+    """Embed one shard file with one model and write its HDF5 embedding file."""
+    from .shard import read_shard
+
+    manifest = json.loads(Path(models_json).read_text())
+    entry = manifest[kind]
+    index, ids, nts, aas = read_shard(shard)
+    seqs = nts if kind == "dnabert_s" else aas
+    attrs = {
+        "model_kind": kind, "model_spec": entry["spec"], "model_path": entry["path"],
+        "model_description": entry["description"], "model_config": entry.get("config", {}),
+        "demo_model": bool(entry.get("demo", False)), "workflow_version": __version__,
+        "torch_version": torch.__version__,
+    }
+    stats = EmbedStats(sequences=len(seqs))
+    if not seqs:
+        log.info("%s: empty shard, nothing to embed", shard)
+        write_table(out, EmbeddingTable([], index, np.zeros((0, entry["dim"]), np.float32),
+                                        {**attrs, "precision": opts.precision, "attention": opts.attention}))
+        return stats
+
+    # Read/deduplicate/tokenise in a thread while the model loads.
+    prepared: dict = {}
+
+    def tokenise(tokenizer: Callable) -> None:
+        unique, inverse = dedup(seqs) if opts.dedup else (list(seqs), np.arange(len(seqs)))
+        prepared.update(unique=unique, inverse=inverse, tokens=tokenizer(unique))
+
+    t0 = time.perf_counter()
+    model, meta, tokenizer, pad_id = _load(kind, entry["path"])
+    worker = threading.Thread(target=tokenise, args=(tokenizer,), name="tokenise")
+    worker.start()
+    embedder = Embedder.create(model, kind, opts, pad_id)
+    worker.join()
+    t_load = time.perf_counter() - t0
+    tokens = prepared["tokens"]
+    stats.unique_sequences = len(tokens)
+    stats.tokens_if_no_dedup = int(sum(len(tokens[i]) for i in prepared["inverse"]))
+    vectors = embedder.embed_tokens(tokens, stats)[prepared["inverse"]]
+    bad = ~np.isfinite(vectors).all(axis=1)
+    if bad.any():
+        names = [ids[i] for i in np.flatnonzero(bad)[:10]]
+        raise NumericalError(
+            f"{shard}: {int(bad.sum())} {kind} embeddings are not finite in {embedder.precision.name} "
+            f"(first: {', '.join(names)}); rerun with embedding.precision: fp32"
+        )
+    attrs.update(
+        precision=embedder.precision.name, precision_requested=embedder.precision.requested,
+        attention=embedder.backend, packing=embedder.packed, device=_device_name(embedder.device),
+        pooling="ESM-2: mean over residues 1..min(1024, len) (original)" if kind == "esm2"
+        else "DNABERT-S: mean over all tokens incl. [CLS]/[SEP] (original)",
+        stats={**asdict(stats), "dedup_saving": stats.dedup_saving, "seconds_load": t_load},
+    )
+    write_table(out, EmbeddingTable(ids, index, vectors, attrs))
+    log.info(
+        "%s %s: %d sequences (%d unique, dedup saved %.1f%% of tokens), %d tokens in %d batches "
+        "(budget %d, packing efficiency %.1f%%), %s/%s/%s on %s: load %.1f s, compute %.1f s, %.0f tokens/s",
+        kind, shard, stats.sequences, stats.unique_sequences, 100 * stats.dedup_saving, stats.tokens,
+        stats.batches, stats.token_budget, 100 * stats.packing_efficiency, embedder.precision.name,
+        "packed" if embedder.packed else "padded", embedder.backend, _device_name(embedder.device),
+        t_load, stats.seconds_compute, stats.tokens_per_second,
+    )
+    return stats
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

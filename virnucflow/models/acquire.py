@@ -1,0 +1,197 @@
+"""Model acquisition: names or paths -> validated local files, and a manifest.
+
+``models.esm2``, ``models.dnabert_s`` and ``models.classifier`` each take a
+path (used as is; relative to the working directory) or a known name:
+
+======================= ===================================================
+``esm2_t36_3B_UR50D``   fair-esm checkpoint in torch hub's ``checkpoints/``
+(and the other sizes)   (``$TORCH_HOME/hub/checkpoints``, default
+                        ``~/.cache/torch/hub/checkpoints``)
+``zhihan1996/DNABERT-S`` Hugging Face cache (``$HF_HOME``, default
+                        ``~/.cache/huggingface``)
+``virnucpro-500``,      the original classifiers, in the workflow's
+``virnucpro-300``       ``resources/models/`` folder
+======================= ===================================================
+
+A missing known file is downloaded there when ``models.download`` is on and
+the machine is online; otherwise the error names the file, where to put it and
+the command that fetches it. :func:`check_models` validates all three files
+(formats, keys and shapes, feature width against the classifier) on the
+machine that runs Snakemake, before any GPU job starts, and writes the
+manifest the embedding and prediction jobs read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..atomic import atomic_outputs
+from ..errors import ModelFileError
+
+log = logging.getLogger("virnucflow")
+
+FAIR_ESM_URL = "https://dl.fbaipublicfiles.com/fair-esm/models/{name}.pt"
+CLASSIFIER_URL = "https://github.com/Li-Jing-1997/VirNucPro/raw/main/{file}"
+DNABERT_FILES = ["config.json", "pytorch_model.bin", "model.safetensors", "tokenizer.json",
+                 "tokenizer_config.json", "special_tokens_map.json"]
+ESM_NAMES = ["esm2_t6_8M_UR50D", "esm2_t12_35M_UR50D", "esm2_t30_150M_UR50D",
+             "esm2_t33_650M_UR50D", "esm2_t36_3B_UR50D", "esm2_t48_15B_UR50D"]
+DNABERT_NAMES = ["zhihan1996/DNABERT-S"]
+CLASSIFIER_NAMES = {"virnucpro-500": "500_model.pth", "virnucpro-300": "300_model.pth"}
+KIND_LABEL = {"esm2": "models.esm2", "dnabert_s": "models.dnabert_s", "classifier": "models.classifier"}
+
+
+def torch_hub_checkpoints() -> Path:
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def resources_dir() -> Path:
+    return Path(os.environ.get("VIRNUCFLOW_RESOURCES", "resources")) / "models"
+
+
+def known_kind(spec: str) -> str | None:
+    if spec in ESM_NAMES:
+        return "esm2"
+    if spec in DNABERT_NAMES:
+        return "dnabert_s"
+    if spec in CLASSIFIER_NAMES:
+        return "classifier"
+    return None
+
+
+@dataclass
+class Resolved:
+    kind: str
+    spec: str
+    path: Path
+    known: bool
+
+
+def _download(url: str, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s -> %s", url, dest)
+    with atomic_outputs([dest]) as (tmp,):
+        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
+            while chunk := response.read(1 << 24):
+                out.write(chunk)
+
+
+def _fetch_hint(kind: str, spec: str, path: Path) -> str:
+    if kind == "esm2":
+        return f"wget -P {path.parent} {FAIR_ESM_URL.format(name=spec)}"
+    if kind == "dnabert_s":
+        return f"hf download {spec}  (huggingface_hub >= 0.34; older: huggingface-cli download {spec})"
+    return f"wget -O {path} {CLASSIFIER_URL.format(file=CLASSIFIER_NAMES[spec])}"
+
+
+def resolve(kind: str, spec: str, allow_download: bool = True) -> Resolved:
+    """Local path of the model ``spec`` (a known name or a path), fetching it if allowed."""
+    label = KIND_LABEL[kind]
+    named = known_kind(spec)
+    if named is not None and named != kind:
+        raise ModelFileError(f"{label}: {spec!r} is a {KIND_LABEL[named]} model, not a {label} one")
+    if named is None:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise ModelFileError(f"{path}: model file not found ({label}); give a local path or one of the known names "
+                                 f"({', '.join(_names(kind))})")
+        return Resolved(kind, spec, path.resolve(), known=False)
+    if kind == "dnabert_s":
+        return Resolved(kind, spec, _resolve_hf(spec, allow_download), known=True)
+    path = torch_hub_checkpoints() / f"{spec}.pt" if kind == "esm2" else resources_dir() / CLASSIFIER_NAMES[spec]
+    if not path.is_file():
+        url = FAIR_ESM_URL.format(name=spec) if kind == "esm2" else CLASSIFIER_URL.format(file=CLASSIFIER_NAMES[spec])
+        if not allow_download:
+            raise ModelFileError(f"{path}: {spec} is not downloaded and models.download is off; "
+                                 f"put the file there or run: {_fetch_hint(kind, spec, path)}")
+        try:
+            _download(url, path)
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            raise ModelFileError(f"{path}: {spec} is missing and could not be downloaded ({exc}); on a machine with "
+                                 f"internet run: {_fetch_hint(kind, spec, path)}, then copy the file there") from None
+    return Resolved(kind, spec, path.resolve(), known=True)
+
+
+def _names(kind: str) -> list[str]:
+    return {"esm2": ESM_NAMES, "dnabert_s": DNABERT_NAMES, "classifier": list(CLASSIFIER_NAMES)}[kind]
+
+
+def _resolve_hf(repo: str, allow_download: bool) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo, allow_patterns=DNABERT_FILES, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        pass
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    where = Path(HF_HUB_CACHE) / ("models--" + repo.replace("/", "--"))
+    if not allow_download:
+        raise ModelFileError(f"{where}: {repo} is not in the Hugging Face cache and models.download is off; "
+                             f"run: {_fetch_hint('dnabert_s', repo, where)}")
+    try:
+        return Path(snapshot_download(repo, allow_patterns=DNABERT_FILES))
+    except Exception as exc:  # huggingface_hub raises many network error types
+        raise ModelFileError(f"{where}: {repo} is missing and could not be downloaded ({type(exc).__name__}); on a "
+                             f"machine with internet run: {_fetch_hint('dnabert_s', repo, where)}") from None
+
+
+def describe_esm2(path: Path) -> dict:
+    from .checkpoints import check_state_dict, describe_shapes, read_esm2
+    from .esm2 import ESM2
+
+    config, state, meta = read_esm2(path)
+    check_state_dict(describe_shapes(lambda: ESM2(config)), state, str(path), f"ESM-2 ({config.num_layers} layers, {config.embed_dim} wide)")
+    return {"dim": config.embed_dim, "demo": meta["demo_model"], "format": meta["format"], "config": config.to_dict(),
+            "description": f"ESM-2 {config.num_layers} layers x {config.embed_dim}, {meta['format']} format"}
+
+
+def describe_dnabert(path: Path) -> dict:
+    from .checkpoints import check_state_dict, describe_shapes, read_dnabert
+    from .dnabert import DNABERT, Tokenizer
+
+    config, state, meta = read_dnabert(path)
+    check_state_dict(describe_shapes(lambda: DNABERT(config)), state, str(path), f"DNABERT-S ({config.num_hidden_layers} layers, {config.hidden_size} wide)")
+    try:
+        Tokenizer(path / "tokenizer.json")
+    except Exception as exc:
+        raise ModelFileError(f"{path / 'tokenizer.json'}: not a tokenizers JSON file ({exc})") from None
+    return {"dim": config.hidden_size, "demo": meta["demo_model"], "format": meta["format"], "config": config.to_dict(),
+            "description": f"DNABERT-S {config.num_hidden_layers} layers x {config.hidden_size}"}
+
+
+def describe_classifier(path: Path) -> dict:
+    from ..classifier import load_classifier
+
+    _, meta = load_classifier(path)
+    return {"dim": meta["input_dim"], "demo": meta["demo_model"], "hidden_dim": meta["hidden_dim"],
+            "description": f"VirNucPro MLP {meta['input_dim']} -> {meta['hidden_dim']} -> 2"}
+
+
+def check_models(esm2: str, dnabert_s: str, classifier: str, out: str | os.PathLike | None, allow_download: bool = True) -> dict:
+    """Resolve and validate the three models; write the manifest to ``out``."""
+    manifest = {}
+    for kind, spec, describe in (("esm2", esm2, describe_esm2), ("dnabert_s", dnabert_s, describe_dnabert),
+                                 ("classifier", classifier, describe_classifier)):
+        r = resolve(kind, str(spec), allow_download)
+        manifest[kind] = {"spec": r.spec, "path": str(r.path), **describe(r.path)}
+    width = manifest["dnabert_s"]["dim"] + manifest["esm2"]["dim"]
+    if manifest["classifier"]["dim"] != width:
+        raise ModelFileError(
+            f"{manifest['classifier']['path']}: the classifier takes {manifest['classifier']['dim']} features but "
+            f"DNABERT-S ({manifest['dnabert_s']['dim']}) + ESM-2 ({manifest['esm2']['dim']}) give {width}; "
+            "VirNucPro's classifiers need the published DNABERT-S (768) and ESM-2 3B (2560)"
+        )
+    if out is not None:
+        with atomic_outputs([out]) as (tmp,):
+            Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest

@@ -1,0 +1,312 @@
+"""Reading model files and loading them strictly, for both models.
+
+Formats:
+
+- fair-esm checkpoints (``esm2_t36_3B_UR50D.pt``): ``{"cfg": {"model":
+  Namespace(encoder_layers=..., encoder_embed_dim=..., encoder_attention_heads=...,
+  token_dropout=...)}, "model": state_dict}`` with keys prefixed
+  ``encoder.sentence_encoder.`` (or ``encoder.``), as fair-esm's
+  ``upgrade_state_dict`` strips them;
+- Hugging Face model directories: ``config.json`` plus ``model.safetensors``,
+  ``pytorch_model.bin`` or their sharded ``*.index.json`` forms; ESM-2 as
+  ``EsmModel``/``EsmForMaskedLM`` (``facebook/esm2_*``), DNABERT-S as its
+  ``BertModel`` (``zhihan1996/DNABERT-S``, keys without prefix; a ``bert.``
+  prefix and ``cls.*`` MLM head are accepted too).
+
+Everything is read with ``torch.load(weights_only=True)`` (the only non-tensor
+global allowed is ``argparse.Namespace`` for fair-esm's config) or
+safetensors, memory-mapped where possible. Models are built on the meta device
+and the file's tensors assigned, so a 3B checkpoint is never copied in host
+memory. Any missing, unexpected or mis-shaped key is an error naming the file
+and the keys: a model is never half loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+from torch import nn
+
+from ..errors import ModelFileError
+from .dnabert import DNABERT, DNABERTConfig
+from .esm2 import ESM2, ESM2Config
+
+log = logging.getLogger("virnucflow")
+_MAX_LISTED = 5
+# Heads that the published files carry but embeddings do not use.
+ESM_UNUSED = re.compile(r"^(lm_head\.|contact_head\.|pooler\.|embeddings\.position_embeddings\.|embeddings\.position_ids)")
+DNABERT_UNUSED = re.compile(r"^(cls\.)")
+
+
+# --------------------------------------------------------------------------- raw files
+
+
+def load_torch_file(path: Path, extra_globals: list | None = None) -> object:
+    """``torch.load`` with weights_only=True, memory-mapped when the format allows."""
+    if not path.is_file():
+        raise ModelFileError(f"{path}: file not found")
+    globals_ = extra_globals or []
+    errors = (RuntimeError, OSError, EOFError, zipfile.BadZipFile, ValueError, pickle.UnpicklingError)
+    try:
+        with torch.serialization.safe_globals(globals_):
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:
+                if "mmap" not in str(exc):  # legacy (non-zip) files cannot be memory-mapped
+                    raise
+                return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelFileError(f"{path}: refused to load: {_short(exc)}") from None
+    except errors as exc:
+        raise ModelFileError(f"{path}: truncated or not a PyTorch checkpoint ({_short(exc)})") from None
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:240] + ("..." if len(text) > 240 else "")
+
+
+def read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """State dict of a Hugging Face model directory (safetensors or .bin, sharded or not)."""
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = directory / index_name
+        if index.is_file():
+            try:
+                files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            except (json.JSONDecodeError, KeyError) as exc:
+                raise ModelFileError(f"{index}: not a weight index ({_short(exc)})") from None
+            state: dict[str, torch.Tensor] = {}
+            for name in files:
+                state.update(_read_weight_file(directory / name))
+            return state
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (directory / name).is_file():
+            return _read_weight_file(directory / name)
+    raise ModelFileError(
+        f"{directory}: no weights found (expected model.safetensors, pytorch_model.bin or a sharded index)"
+    )
+
+
+def _read_weight_file(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        if not path.is_file():
+            raise ModelFileError(f"{path}: file not found")
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelFileError(f"{path}: truncated or not a safetensors file ({_short(exc)})") from None
+    obj = load_torch_file(path)
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelFileError(f"{path}: not a state dict of tensors")
+    return dict(obj)
+
+
+def read_hf_config(directory: Path) -> dict:
+    cfg = directory / "config.json"
+    if not cfg.is_file():
+        raise ModelFileError(f"{directory}: not a Hugging Face model directory (no config.json)")
+    try:
+        return json.loads(cfg.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{cfg}: not valid JSON ({_short(exc)})") from None
+
+
+# --------------------------------------------------------------------------- strict loading
+
+
+def check_state_dict(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor], source: str, what: str) -> None:
+    """Raise :class:`ModelFileError` unless ``got`` has exactly ``expected``'s keys and shapes."""
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [
+        f"{k} {list(got[k].shape)} vs {list(expected[k].shape)}"
+        for k in expected
+        if k in got and tuple(got[k].shape) != tuple(expected[k].shape)
+    ]
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape (file vs model)", shapes)):
+        if items:
+            shown = ", ".join(items[:_MAX_LISTED]) + (f", ... ({len(items)} in all)" if len(items) > _MAX_LISTED else "")
+            problems.append(f"{len(items)} {label}: {shown}")
+    if problems:
+        raise ModelFileError(f"{source}: weights do not match {what}: " + "; ".join(problems))
+
+
+def build_and_load(factory: Callable[[], nn.Module], state: Mapping[str, torch.Tensor], source: str, what: str) -> nn.Module:
+    """Build the model on the meta device, check ``state`` strictly, assign its tensors."""
+    with torch.device("meta"):
+        model = factory()
+    expected = model.state_dict()
+    check_state_dict(expected, state, source, what)
+    model.load_state_dict({k: state[k] for k in expected}, strict=True, assign=True)
+    return model.eval()
+
+
+def describe_shapes(factory: Callable[[], nn.Module]) -> dict[str, torch.Tensor]:
+    with torch.device("meta"):
+        return factory().state_dict()
+
+
+# --------------------------------------------------------------------------- ESM-2
+
+
+def _strip(state: Mapping[str, torch.Tensor], prefix_pattern: str, unused: re.Pattern) -> dict[str, torch.Tensor]:
+    pat = re.compile(prefix_pattern)
+    out = {}
+    for k, v in state.items():
+        k = pat.sub("", k)
+        if not unused.match(k):
+            out[k] = v
+    return out
+
+
+def read_fair_esm(path: Path) -> tuple[ESM2Config, dict[str, torch.Tensor], dict]:
+    """Config, state dict (fair-esm names) and extra metadata of a fair-esm checkpoint."""
+    obj = load_torch_file(path, [argparse.Namespace])
+    if not isinstance(obj, Mapping) or "model" not in obj or "cfg" not in obj:
+        raise ModelFileError(
+            f"{path}: not a fair-esm ESM-2 checkpoint (expected a dict with 'cfg' and 'model'; "
+            f"found {sorted(obj)[:6] if isinstance(obj, Mapping) else type(obj).__name__})"
+        )
+    cfg = obj["cfg"].get("model") if isinstance(obj["cfg"], Mapping) else None
+    get = (lambda k: getattr(cfg, k, None)) if not isinstance(cfg, Mapping) else cfg.get
+    fields = ("encoder_layers", "encoder_embed_dim", "encoder_attention_heads")
+    if cfg is None or any(get(k) is None for k in fields):
+        raise ModelFileError(f"{path}: fair-esm checkpoint has no model config ({', '.join(fields)})")
+    config = ESM2Config(
+        num_layers=int(get("encoder_layers")),
+        embed_dim=int(get("encoder_embed_dim")),
+        attention_heads=int(get("encoder_attention_heads")),
+        token_dropout=bool(get("token_dropout") if get("token_dropout") is not None else True),
+        name=path.stem,
+    )
+    state = _strip(obj["model"], r"^(encoder\.sentence_encoder\.|encoder\.)", ESM_UNUSED)
+    meta = {"demo_model": bool(get("virnucflow_demo") or False), "format": "fair-esm"}
+    return config, state, meta
+
+
+_HF_ESM_KEYS = [
+    (r"^embeddings\.word_embeddings\.", "embed_tokens."),
+    (r"^encoder\.emb_layer_norm_after\.", "emb_layer_norm_after."),
+    (r"^encoder\.layer\.(\d+)\.attention\.self\.query\.", r"layers.\1.self_attn.q_proj."),
+    (r"^encoder\.layer\.(\d+)\.attention\.self\.key\.", r"layers.\1.self_attn.k_proj."),
+    (r"^encoder\.layer\.(\d+)\.attention\.self\.value\.", r"layers.\1.self_attn.v_proj."),
+    (r"^encoder\.layer\.(\d+)\.attention\.self\.rotary_embeddings\.", r"layers.\1.self_attn.rot_emb."),
+    (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"layers.\1.self_attn.out_proj."),
+    (r"^encoder\.layer\.(\d+)\.attention\.LayerNorm\.", r"layers.\1.self_attn_layer_norm."),
+    (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"layers.\1.fc1."),
+    (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"layers.\1.fc2."),
+    (r"^encoder\.layer\.(\d+)\.LayerNorm\.", r"layers.\1.final_layer_norm."),
+]
+
+
+def hf_esm_to_fair(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename Hugging Face EsmModel keys to fair-esm's (the inverse of transformers' convert_esm.py)."""
+    out = {}
+    for k, v in state.items():
+        k = re.sub(r"^esm\.", "", k)
+        if ESM_UNUSED.match(k):
+            continue
+        for pattern, repl in _HF_ESM_KEYS:
+            new = re.sub(pattern, repl, k)
+            if new != k:
+                k = new
+                break
+        out[k] = v
+    return out
+
+
+def read_hf_esm(directory: Path) -> tuple[ESM2Config, dict[str, torch.Tensor], dict]:
+    cfg = read_hf_config(directory)
+    if cfg.get("model_type") != "esm":
+        raise ModelFileError(f"{directory / 'config.json'}: model_type {cfg.get('model_type')!r} is not an ESM-2 ('esm') model")
+    if cfg.get("position_embedding_type", "rotary") != "rotary" or cfg.get("emb_layer_norm_before"):
+        raise ModelFileError(f"{directory / 'config.json'}: an ESM-1 style config (absolute positions or embedding LayerNorm), not ESM-2")
+    try:
+        config = ESM2Config(
+            num_layers=int(cfg["num_hidden_layers"]),
+            embed_dim=int(cfg["hidden_size"]),
+            attention_heads=int(cfg["num_attention_heads"]),
+            token_dropout=bool(cfg.get("token_dropout", True)),
+            vocab_size=int(cfg.get("vocab_size", 33)),
+            layer_norm_eps=float(cfg.get("layer_norm_eps", 1e-5)),
+            name=directory.name,
+        )
+    except KeyError as exc:
+        raise ModelFileError(f"{directory / 'config.json'}: missing {exc}") from None
+    if int(cfg.get("intermediate_size", 4 * config.embed_dim)) != config.ffn_dim:
+        raise ModelFileError(f"{directory / 'config.json'}: intermediate_size must be 4 x hidden_size for ESM-2")
+    state = hf_esm_to_fair(read_hf_weights(directory))
+    # Some exports do not persist rotary inv_freq; fair-esm's default values are then used.
+    missing_freq = [k for k in describe_shapes(lambda: ESM2(config)) if k.endswith("inv_freq") and k not in state]
+    if missing_freq:
+        log.warning("%s: no rotary inv_freq in the weights; using the default frequencies", directory)
+        with torch.device("cpu"):
+            default = ESM2(ESM2Config(1, config.embed_dim, config.attention_heads)).layers[0].self_attn.rot_emb.inv_freq
+        state.update({k: default.clone() for k in missing_freq})
+    return config, state, {"demo_model": bool(cfg.get("virnucflow_demo", False)), "format": "huggingface"}
+
+
+def read_esm2(path: str | Path) -> tuple[ESM2Config, dict[str, torch.Tensor], dict]:
+    p = Path(path)
+    if not p.exists():
+        raise ModelFileError(f"{p}: ESM-2 model not found")
+    return read_hf_esm(p) if p.is_dir() else read_fair_esm(p)
+
+
+def load_esm2(path: str | Path) -> tuple[ESM2, dict]:
+    """ESM-2 from a fair-esm ``.pt`` or a Hugging Face directory (on the CPU, memory-mapped)."""
+    config, state, meta = read_esm2(path)
+    model = build_and_load(lambda: ESM2(config), state, str(path), f"ESM-2 {config.name} ({config.num_layers} layers, {config.embed_dim} wide)")
+    return model, {**meta, "config": config.to_dict()}
+
+
+# --------------------------------------------------------------------------- DNABERT-S
+
+
+def read_dnabert(path: str | Path) -> tuple[DNABERTConfig, dict[str, torch.Tensor], dict]:
+    p = Path(path)
+    if not p.exists():
+        raise ModelFileError(f"{p}: DNABERT-S model directory not found")
+    if not p.is_dir():
+        raise ModelFileError(f"{p}: DNABERT-S must be a Hugging Face model directory (config.json, weights, tokenizer.json)")
+    cfg = read_hf_config(p)
+    if cfg.get("model_type") != "bert":
+        raise ModelFileError(f"{p / 'config.json'}: model_type {cfg.get('model_type')!r} is not a DNABERT-S ('bert') model")
+    try:
+        config = DNABERTConfig.from_hf(cfg, name=p.name)
+    except KeyError as exc:
+        raise ModelFileError(f"{p / 'config.json'}: missing {exc}") from None
+    if not (p / "tokenizer.json").is_file():
+        raise ModelFileError(f"{p}: no tokenizer.json (DNABERT-S's BPE tokenizer is part of the model directory)")
+    state = _strip(read_hf_weights(p), r"^bert\.", DNABERT_UNUSED)
+    return config, state, {"demo_model": bool(cfg.get("virnucflow_demo", False)), "format": "huggingface"}
+
+
+def load_dnabert(path: str | Path) -> tuple[DNABERT, dict]:
+    """DNABERT-S and its tokenizer from a Hugging Face model directory."""
+    from .dnabert import Tokenizer
+
+    config, state, meta = read_dnabert(path)
+    model = build_and_load(lambda: DNABERT(config), state, str(path), f"DNABERT-S ({config.num_hidden_layers} layers, {config.hidden_size} wide)")
+    try:
+        tokenizer = Tokenizer(Path(path) / "tokenizer.json")
+    except Exception as exc:  # tokenizers raises its own exception types
+        raise ModelFileError(f"{Path(path) / 'tokenizer.json'}: not a tokenizers JSON file ({_short(exc)})") from None
+    if tokenizer.vocab_size > config.vocab_size:
+        raise ModelFileError(
+            f"{Path(path) / 'tokenizer.json'}: {tokenizer.vocab_size} tokens but the model has only {config.vocab_size} embeddings"
+        )
+    model.tokenizer = tokenizer
+    return model, {**meta, "config": config.to_dict()}

@@ -1,0 +1,229 @@
+"""DNABERT-S (Zhou et al. 2024): the DNABERT-2 / MosaicBERT encoder, in plain PyTorch.
+
+Computes what the model's Hugging Face remote code (``bert_layers.py``,
+PyTorch attention path) computes, without ``trust_remote_code`` or Triton:
+
+- embeddings: ``LayerNorm(word + token_type[0])`` (no position embeddings);
+- per layer, post-LN: ``x = LN(x + dense(attn(Wqkv(x))))`` then
+  ``x = LN(x + wo(gelu(h[:, :I]) * h[:, I:]))`` with ``h = gated_layers(x)``
+  (GEGLU, the first half is the gate, erf GELU, no bias on ``gated_layers``);
+- attention: fused ``Wqkv`` laid out ``(t h d)``, scores ``q.k / sqrt(d)`` plus
+  the symmetric ALiBi bias ``-slope[h] * |i - j|`` with DNABERT-2's slope
+  order (see ``attention.alibi_slopes``);
+- no final LayerNorm; the output is the last layer. ``pooler.dense`` is loaded
+  (it is in the checkpoint) but the original VirNucPro does not use it.
+
+Module and parameter names follow the checkpoint (``embeddings.*``,
+``encoder.layer.N.attention.self.Wqkv``, ... , ``pooler.dense``), so the
+published state dict loads strictly. Tokenisation uses the model's own
+``tokenizer.json`` through the ``tokenizers`` library (BPE, ``[CLS] $A
+[SEP]``). Pooling is the original VirNucPro's: mean over every token, [CLS] and
+[SEP] included.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import PackedAttention, PaddedAttention, alibi_slopes
+from .packing import PackedBatch, PaddedBatch
+from .pooling import DNABERT_POOLING, pool_packed, pool_padded
+
+
+@dataclass(frozen=True)
+class DNABERTConfig:
+    vocab_size: int = 4096
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    name: str = "DNABERT-S"
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_hf(cls, cfg: dict, name: str = "DNABERT-S") -> "DNABERTConfig":
+        keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+        missing = [k for k in keys if k not in cfg]
+        if missing:
+            raise KeyError(", ".join(missing))
+        return cls(
+            **{k: int(cfg[k]) for k in keys},
+            type_vocab_size=int(cfg.get("type_vocab_size", 2)),
+            layer_norm_eps=float(cfg.get("layer_norm_eps", 1e-12)),
+            pad_token_id=int(cfg.get("pad_token_id", 0) or 0),
+            name=name,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Tokenizer:
+    """DNABERT-S's BPE tokenizer from ``tokenizer.json`` (adds [CLS] ... [SEP]).
+
+    The published file stores fixed padding and truncation to 2000 tokens;
+    Hugging Face switches both off for a plain ``tokenizer(seq)`` call, and so
+    do we, so long windows are neither cut nor padded.
+    """
+
+    def __init__(self, path: str | Path):
+        from tokenizers import Tokenizer as _Tokenizer
+
+        self.path = Path(path)
+        self._tok = _Tokenizer.from_file(str(path))
+        self._tok.no_padding()
+        self._tok.no_truncation()
+        self.pad_id = self._tok.token_to_id("[PAD]")
+        self.pad_id = 0 if self.pad_id is None else self.pad_id
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, seq: str) -> np.ndarray:
+        return np.asarray(self._tok.encode(seq).ids, dtype=np.int64)
+
+    def encode_batch(self, seqs: list[str]) -> list[np.ndarray]:
+        return [np.asarray(e.ids, dtype=np.int64) for e in self._tok.encode_batch(seqs)]
+
+
+class BertEmbeddings(nn.Module):
+    def __init__(self, cfg: DNABERTConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.word_embeddings(tokens) + self.token_type_embeddings.weight[0])
+
+
+class BertSelfAttention(nn.Module):
+    def __init__(self, cfg: DNABERTConfig):
+        super().__init__()
+        self.Wqkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
+
+
+class BertSelfOutput(nn.Module):
+    def __init__(self, cfg: DNABERTConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+
+
+class BertAttention(nn.Module):
+    def __init__(self, cfg: DNABERTConfig):
+        super().__init__()
+        self.add_module("self", BertSelfAttention(cfg))  # checkpoint name: attention.self.Wqkv
+        self.output = BertSelfOutput(cfg)
+
+
+class BertGatedLinearUnitMLP(nn.Module):
+    def __init__(self, cfg: DNABERTConfig):
+        super().__init__()
+        self.intermediate_size = cfg.intermediate_size
+        self.gated_layers = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
+        self.wo = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.gated_layers(x)  # (..., 2I)
+        gate, value = h[..., : self.intermediate_size], h[..., self.intermediate_size :]
+        return self.layernorm(x + self.wo(F.gelu(gate) * value))
+
+
+class BertLayer(nn.Module):
+    def __init__(self, cfg: DNABERTConfig):
+        super().__init__()
+        self.num_heads = cfg.num_attention_heads
+        self.head_dim = cfg.head_dim
+        self.attention = BertAttention(cfg)
+        self.mlp = BertGatedLinearUnitMLP(cfg)
+
+    def forward(self, x: torch.Tensor, attend) -> torch.Tensor:
+        """x (..., E); ``attend(q, k, v, scale)`` over (..., H, D) applies ALiBi."""
+        qkv = self.attention._modules["self"].Wqkv(x)
+        q, k, v = qkv.view(x.shape[:-1] + (3, self.num_heads, self.head_dim)).unbind(-3)
+        o = attend(q, k, v, 1.0 / math.sqrt(self.head_dim))
+        out = self.attention.output
+        x = out.LayerNorm(x + out.dense(o.flatten(-2)))
+        return self.mlp(x)
+
+
+class BertEncoder(nn.Module):
+    def __init__(self, cfg: DNABERTConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(BertLayer(cfg) for _ in range(cfg.num_hidden_layers))
+
+
+class BertPooler(nn.Module):
+    def __init__(self, cfg: DNABERTConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+
+
+class DNABERT(nn.Module):
+    def __init__(self, cfg: DNABERTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embeddings = BertEmbeddings(cfg)
+        self.encoder = BertEncoder(cfg)
+        self.pooler = BertPooler(cfg)  # in the checkpoint; unused for embeddings
+        self._slopes: torch.Tensor | None = None
+
+    def slopes(self, device: torch.device) -> torch.Tensor:
+        """(H,) FP32 ALiBi slopes (not a buffer: never cast to the model's dtype)."""
+        if self._slopes is None or self._slopes.device != device:
+            self._slopes = torch.tensor(alibi_slopes(self.cfg.num_attention_heads), dtype=torch.float32, device=device)
+        return self._slopes
+
+    @property
+    def output_dim(self) -> int:
+        return self.cfg.hidden_size
+
+    def prepare(self, device: torch.device, dtype: torch.dtype) -> "DNABERT":
+        """Inference set-up: weights on ``device`` in ``dtype``."""
+        self.to(device=device, dtype=dtype)
+        self.eval()
+        return self
+
+    def forward_padded(self, batch: PaddedBatch, backend: str = "math") -> torch.Tensor:
+        """(B, L) tokens -> (B, L, E) last-layer states (pad rows are garbage)."""
+        x = self.embeddings(batch.tokens)
+        attend = PaddedAttention(backend, batch.mask, alibi=self.slopes(batch.tokens.device))
+        for layer in self.encoder.layer:
+            x = layer(x, attend)
+        return x
+
+    def forward_packed(self, batch: PackedBatch, backend: str) -> torch.Tensor:
+        """(T,) packed tokens -> (T, E)."""
+        x = self.embeddings(batch.tokens)
+        attend = PackedAttention(backend, batch, self.cfg.num_attention_heads, alibi=self.slopes(batch.tokens.device))
+        for layer in self.encoder.layer:
+            x = layer(x, attend)
+        return x
+
+    def embed(self, batch: PackedBatch | PaddedBatch, backend: str) -> torch.Tensor:
+        """Pooled (B, E) float32 vectors: mean over all tokens, as the original."""
+        if isinstance(batch, PackedBatch):
+            return pool_packed(self.forward_packed(batch, backend), batch, DNABERT_POOLING)
+        return pool_padded(self.forward_padded(batch, backend), batch, DNABERT_POOLING)
+
+    def activation_bytes_per_token(self, dtype: torch.dtype) -> int:
+        e, i = self.cfg.hidden_size, self.cfg.intermediate_size
+        itemsize = torch.finfo(dtype).bits // 8
+        # residual, qkv (3E), attention out, gated (2I), GEGLU (I), FP32 pooling.
+        return itemsize * (6 * e + 4 * i) + 4 * e

@@ -1,0 +1,291 @@
+"""ESM-2 (Lin et al. 2023), as fair-esm's ``esm.model.esm2.ESM2`` computes it.
+
+Architecture: learned token embeddings (scale 1) with the token-dropout
+rescale that fair-esm applies at inference too (``x * 0.88 / (1 - mask
+ratio)``, per sequence), then ``num_layers`` pre-LN transformer layers
+(``x += attn(LN(x))``, ``x += fc2(gelu(fc1(LN(x))))``, erf GELU, FFN 4x),
+self-attention with separate q/k/v/out projections, q scaled by
+``head_dim**-0.5`` *before* the rotary embedding (NeoX rotate-half, applied to
+q and k, positions starting at 0 on ``<cls>``, ``inv_freq`` read from the
+checkpoint), and a final ``emb_layer_norm_after``. Module and parameter names
+follow fair-esm, so its state dict loads unchanged (the LM and contact heads
+are not needed for embeddings and are not built).
+
+Two forwards share the layer code:
+
+- :meth:`ESM2.forward_padded`: (B, L) padded tokens, the reference path
+  (fair-esm's layout, key padding mask, FP32 softmax);
+- :meth:`ESM2.forward_packed`: (T,) packed tokens with ``cu_seqlens``, rotary
+  positions restarting at each sequence and computed once per batch in FP32,
+  token-dropout rescale per sequence, packed attention backends.
+
+Pooling (:meth:`ESM2.embed`) is the original VirNucPro's: mean of the last
+layer over residues only, first 1024 residues.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import PackedAttention, PaddedAttention
+from .packing import PackedBatch, PaddedBatch
+from .pooling import ESM_POOLING, pool_packed, pool_padded
+
+# fair-esm's alphabet ("ESM-1b" architecture): prepend <cls>, append <eos>, pad with <pad>.
+ALPHABET = (
+    ["<cls>", "<pad>", "<eos>", "<unk>"]
+    + list("LAGVSERTIDPKQNFYMHWCXBUZO.-")
+    + ["<null_1>", "<mask>"]
+)
+CLS, PAD, EOS, UNK = 0, 1, 2, 3
+MASK = ALPHABET.index("<mask>")  # 32
+_LOOKUP = np.full(256, UNK, dtype=np.int64)
+for _i, _tok in enumerate(ALPHABET[4:31], start=4):
+    _LOOKUP[ord(_tok)] = _i
+
+TOKEN_DROPOUT_RATIO = 0.15 * 0.8  # fair-esm's mask_ratio_train
+
+
+@dataclass(frozen=True)
+class ESM2Config:
+    num_layers: int
+    embed_dim: int
+    attention_heads: int
+    token_dropout: bool = True
+    vocab_size: int = len(ALPHABET)
+    layer_norm_eps: float = 1e-5
+    name: str = "esm2"
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.attention_heads
+
+    @property
+    def ffn_dim(self) -> int:
+        return 4 * self.embed_dim
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# The published sizes (fair-esm pretrained.py / README).
+KNOWN_CONFIGS = {
+    "esm2_t6_8M_UR50D": ESM2Config(6, 320, 20, name="esm2_t6_8M_UR50D"),
+    "esm2_t12_35M_UR50D": ESM2Config(12, 480, 20, name="esm2_t12_35M_UR50D"),
+    "esm2_t30_150M_UR50D": ESM2Config(30, 640, 20, name="esm2_t30_150M_UR50D"),
+    "esm2_t33_650M_UR50D": ESM2Config(33, 1280, 20, name="esm2_t33_650M_UR50D"),
+    "esm2_t36_3B_UR50D": ESM2Config(36, 2560, 40, name="esm2_t36_3B_UR50D"),
+    "esm2_t48_15B_UR50D": ESM2Config(48, 5120, 40, name="esm2_t48_15B_UR50D"),
+}
+
+
+def tokenize(protein: str) -> np.ndarray:
+    """``<cls>`` + residues + ``<eos>`` as fair-esm's batch converter (unknown letters -> <unk>)."""
+    body = _LOOKUP[np.frombuffer(protein.encode("ascii"), dtype=np.uint8)]
+    return np.concatenate(([CLS], body, [EOS])).astype(np.int64)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class RotaryEmbedding(nn.Module):
+    """Holds ``inv_freq`` (loaded from the checkpoint, not recomputed)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, dim, 2).float() / dim))
+        self.register_buffer("inv_freq", inv_freq)
+
+
+class Rotary:
+    """cos/sin tables for one batch, FP32, shaped to broadcast over (..., H, D)."""
+
+    def __init__(self, inv_freq: torch.Tensor, positions: torch.Tensor, shape: tuple[int, ...]):
+        freqs = positions.float()[:, None] * inv_freq.float()[None, :]  # (N, D/2)
+        emb = torch.cat((freqs, freqs), dim=-1)  # (N, D)
+        self.cos = emb.cos().view(shape)
+        self.sin = emb.sin().view(shape)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        return (xf * self.cos + rotate_half(xf) * self.sin).to(x.dtype)
+
+
+class MultiheadAttention(nn.Module):
+    def __init__(self, embed_dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.scaling = self.head_dim**-0.5
+        self.k_proj = nn.Linear(embed_dim, embed_dim)
+        self.v_proj = nn.Linear(embed_dim, embed_dim)
+        self.q_proj = nn.Linear(embed_dim, embed_dim)
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+        self.rot_emb = RotaryEmbedding(self.head_dim)
+        self.qkv: nn.Linear | None = None  # fused [q*scaling; k; v] after fuse_qkv()
+
+    def fuse_qkv(self) -> None:
+        """One (3E, E) projection with the q scaling folded in; drops q/k/v_proj."""
+        with torch.no_grad():
+            w = torch.cat([self.q_proj.weight * self.scaling, self.k_proj.weight, self.v_proj.weight])
+            b = torch.cat([self.q_proj.bias * self.scaling, self.k_proj.bias, self.v_proj.bias])
+            fused = nn.Linear(w.shape[1], w.shape[0], device=w.device, dtype=w.dtype)
+            fused.weight.copy_(w)
+            fused.bias.copy_(b)
+        self.qkv = fused
+        del self.q_proj, self.k_proj, self.v_proj
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(..., E) -> q (scaled), k, v, each (..., H, D)."""
+        shape = x.shape[:-1] + (self.num_heads, self.head_dim)
+        if self.qkv is not None:
+            q, k, v = self.qkv(x).split(self.num_heads * self.head_dim, dim=-1)
+        else:
+            q, k, v = self.q_proj(x) * self.scaling, self.k_proj(x), self.v_proj(x)
+        return q.reshape(shape), k.reshape(shape), v.reshape(shape)
+
+
+class TransformerLayer(nn.Module):
+    def __init__(self, cfg: ESM2Config):
+        super().__init__()
+        self.self_attn = MultiheadAttention(cfg.embed_dim, cfg.attention_heads)
+        self.self_attn_layer_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
+        self.fc1 = nn.Linear(cfg.embed_dim, cfg.ffn_dim)
+        self.fc2 = nn.Linear(cfg.ffn_dim, cfg.embed_dim)
+        self.final_layer_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor, rotary: Rotary, attend) -> torch.Tensor:
+        """x (..., E); ``attend(q, k, v, scale)`` over (..., H, D)."""
+        q, k, v = self.self_attn.project(self.self_attn_layer_norm(x))
+        o = attend(rotary(q), rotary(k), v, 1.0)  # q already scaled
+        x = x + self.self_attn.out_proj(o.flatten(-2))
+        return x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))
+
+
+class ESM2(nn.Module):
+    def __init__(self, cfg: ESM2Config):
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=PAD)
+        self.layers = nn.ModuleList(TransformerLayer(cfg) for _ in range(cfg.num_layers))
+        self.emb_layer_norm_after = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
+        self._inv_freqs: list[torch.Tensor] | None = None  # FP32 copies, set by prepare()
+
+    # ------------------------------------------------------------------ set-up
+
+    @property
+    def output_dim(self) -> int:
+        return self.cfg.embed_dim
+
+    def prepare(self, device: torch.device, dtype: torch.dtype, fuse: bool = True) -> "ESM2":
+        """Inference set-up: FP32 copies of the rotary frequencies (before any cast),
+        weights on ``device`` in ``dtype``, q/k/v fused into one projection."""
+        self._inv_freqs = [layer.self_attn.rot_emb.inv_freq.detach().to(device, torch.float32) for layer in self.layers]
+        self.to(device=device, dtype=dtype)
+        if fuse:
+            for layer in self.layers:
+                layer.self_attn.fuse_qkv()
+        self.eval()
+        return self
+
+    def _rotary_tables(self, positions: torch.Tensor, shape: tuple[int, ...]) -> list[Rotary]:
+        """One table per distinct inv_freq (all layers share one in the published models)."""
+        freqs = self._inv_freqs or [layer.self_attn.rot_emb.inv_freq.float() for layer in self.layers]
+        tables: list[tuple[torch.Tensor, Rotary]] = []
+        out = []
+        for f in freqs:
+            f = f.to(positions.device)
+            match = next((t for g, t in tables if g.shape == f.shape and torch.equal(g, f)), None)
+            if match is None:
+                match = Rotary(f, positions, shape)
+                tables.append((f, match))
+            out.append(match)
+        return out
+
+    # ------------------------------------------------------------------ embeddings
+
+    def _embed(self, tokens: torch.Tensor, mask_fraction: torch.Tensor | None) -> torch.Tensor:
+        x = self.embed_tokens(tokens)
+        if self.cfg.token_dropout:
+            x = x.masked_fill((tokens == MASK).unsqueeze(-1), 0.0)
+            x = x * (1 - TOKEN_DROPOUT_RATIO) / (1 - mask_fraction)[..., None]
+        return x
+
+    # ------------------------------------------------------------------ forwards
+
+    def forward_padded(self, batch: PaddedBatch, backend: str = "math") -> torch.Tensor:
+        """(B, L) tokens -> (B, L, E) final-layer states (after emb_layer_norm_after)."""
+        tokens = batch.tokens
+        real = batch.mask  # (B, L)
+        fraction = (tokens == MASK).sum(-1).to(self.embed_tokens.weight.dtype) / real.sum(-1)
+        x = self._embed(tokens, fraction[:, None])
+        x = x * real.unsqueeze(-1).type_as(x)
+        attend = PaddedAttention(backend, real)
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        rotaries = self._rotary_tables(positions, (1, tokens.shape[1], 1, self.cfg.head_dim))
+        for layer, rotary in zip(self.layers, rotaries):
+            x = layer(x, rotary, attend)
+        return self.emb_layer_norm_after(x)
+
+    def forward_packed(self, batch: PackedBatch, backend: str) -> torch.Tensor:
+        """(T,) packed tokens -> (T, E) final-layer states."""
+        tokens = batch.tokens
+        n = len(batch.lengths)
+        seg = batch.segments.long()
+        lengths = torch.cat([(batch.cu_seqlens[1:] - batch.cu_seqlens[:-1]), tokens.new_ones(1, dtype=torch.int32)])
+        masks = torch.zeros(n + 1, device=tokens.device, dtype=torch.float32)
+        masks.index_add_(0, seg, (tokens == MASK).float())
+        fraction = (masks / lengths.float()).to(self.embed_tokens.weight.dtype)[seg]  # per token
+        x = self._embed(tokens, fraction)
+        attend = PackedAttention(backend, batch, self.cfg.attention_heads)
+        rotaries = self._rotary_tables(batch.positions, (-1, 1, self.cfg.head_dim))
+        for layer, rotary in zip(self.layers, rotaries):
+            x = layer(x, rotary, attend)
+        return self.emb_layer_norm_after(x)
+
+    def embed(self, batch: PackedBatch | PaddedBatch, backend: str) -> torch.Tensor:
+        """Pooled (B, E) float32 vectors, as the original VirNucPro pools ESM-2."""
+        if isinstance(batch, PackedBatch):
+            return pool_packed(self.forward_packed(batch, backend), batch, ESM_POOLING)
+        return pool_padded(self.forward_padded(batch, backend), batch, ESM_POOLING)
+
+    # ------------------------------------------------------------------ sizing
+
+    def activation_bytes_per_token(self, dtype: torch.dtype) -> int:
+        """Rough peak activation memory per packed token (for the token budget)."""
+        e, f = self.cfg.embed_dim, self.cfg.ffn_dim
+        itemsize = torch.finfo(dtype).bits // 8
+        # residual, LN out, qkv (3E), attention out, fc1 out (F) and GELU out (F),
+        # FP32 rotary/pooling temporaries.
+        return itemsize * (6 * e + 2 * f) + 4 * (2 * e + 2 * self.cfg.head_dim)
+
+
+def init_random(model: nn.Module, seed: int) -> None:
+    """Deterministic random weights that make every layer matter.
+
+    Linear weights ~ N(0, 1/fan_in) so each sublayer changes the residual
+    stream by about as much as it carries (tests comparing implementations
+    must not pass just because layers are near-identity), biases N(0, 0.02),
+    LayerNorm affine near (1, 0), embeddings N(0, 1).
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("inv_freq"):
+                continue
+            if p.ndim == 2 and "embed" not in name:
+                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[1]))
+            elif p.ndim == 2:
+                p.copy_(torch.randn(p.shape, generator=g))
+            elif "norm" in name.lower() and name.endswith("weight"):
+                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.02 * torch.randn(p.shape, generator=g))

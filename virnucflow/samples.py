@@ -1,0 +1,61 @@
+"""The sample sheet: TSV with columns ``sample`` and ``fasta``.
+
+Checked when the workflow starts, so a typo fails in seconds with one line
+naming the sheet, the line and the problem, not hours later in a job.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+
+NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    fasta: str
+    line: int
+
+
+def read_sample_sheet(path: str | os.PathLike, check_files: bool = True) -> list[Sample]:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: sample sheet not found")
+    with open(p, newline="") as f:
+        rows = [r for r in csv.reader(f, delimiter="\t") if r and not (len(r) == 1 and not r[0].strip())]
+    if not rows or rows[0][0].startswith("#") and len(rows) == 1:
+        raise InputError(f"{p}: sample sheet is empty")
+    header = [h.strip() for h in rows[0]]
+    if "sample" not in header or "fasta" not in header:
+        raise InputError(f"{p}: sample sheet needs tab-separated columns 'sample' and 'fasta' (found {header})")
+    si, fi = header.index("sample"), header.index("fasta")
+    samples: list[Sample] = []
+    seen: dict[str, int] = {}
+    for lineno, row in enumerate(rows[1:], start=2):
+        if row[0].startswith("#"):
+            continue
+        if len(row) <= max(si, fi):
+            raise InputError(f"{p}: line {lineno}: expected {len(header)} tab-separated columns, found {len(row)}")
+        name, fasta = row[si].strip(), row[fi].strip()
+        if not NAME.match(name):
+            raise InputError(f"{p}: line {lineno}: sample name {name!r} may only contain letters, digits, '_', '.' and '-'")
+        if name in seen:
+            raise InputError(f"{p}: sample {name!r} is listed twice (lines {seen[name]} and {lineno})")
+        seen[name] = lineno
+        if check_files:
+            fp = Path(fasta)
+            if not fp.is_file():
+                raise InputError(f"{p}: line {lineno}: sample {name!r}: FASTA file {fasta} not found")
+            if not os.access(fp, os.R_OK):
+                raise InputError(f"{p}: line {lineno}: sample {name!r}: FASTA file {fasta} is not readable")
+        samples.append(Sample(name, fasta, lineno))
+    if not samples:
+        raise InputError(f"{p}: sample sheet lists no samples")
+    return samples

@@ -1,0 +1,61 @@
+# Merge per-shard embeddings by ID into features (refusing any mismatch or
+# NaN/Inf), score them with the VirNucPro classifier, summarise per sequence.
+
+
+rule merge:
+    input:
+        dnabert=gather.embed("results/{{sample}}/embeddings/dnabert_s/{scatteritem}.h5"),
+        esm=gather.embed("results/{{sample}}/embeddings/esm2/{scatteritem}.h5"),
+    output:
+        features="results/{sample}/features.h5",
+    log:
+        "logs/{sample}/merge.log",
+    benchmark:
+        "logs/benchmarks/{sample}/merge.tsv"
+    params:
+        chunk_length=config["chunk_length"],
+    conda:
+        ENV
+    script:
+        "../scripts/merge.py"
+
+
+rule export_merged_pt:
+    input:
+        features=rules.merge.output.features,
+    output:
+        pt="results/{sample}/{sample}_merged.pt",
+    log:
+        "logs/{sample}/export_merged_pt.log",
+    benchmark:
+        "logs/benchmarks/{sample}/export_merged_pt.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/export_merged_pt.py"
+
+
+rule predict:
+    input:
+        features=rules.merge.output.features,
+        models=rules.check_models.output.manifest,
+        records=rules.preprocess.output.records,
+    output:
+        predictions="results/{sample}/prediction_results.txt",
+        highest="results/{sample}/prediction_results_highestscore.csv",
+        summary=report(
+            "results/{sample}/summary.tsv",
+            caption="../report/summary.rst",
+            category="Calls",
+            labels={"sample": "{sample}", "table": "per-sequence summary"},
+        ),
+    log:
+        "logs/{sample}/predict.log",
+    benchmark:
+        "logs/benchmarks/{sample}/predict.tsv"
+    conda:
+        ENV
+    message:
+        "{wildcards.sample}: scoring frames with the VirNucPro classifier"
+    script:
+        "../scripts/predict.py"
