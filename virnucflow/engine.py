@@ -236,6 +236,7 @@ def embed_shard(kind: str, models_json: str | os.PathLike, shard: str | os.PathL
     embedder = Embedder.create(model, kind, opts, pad_id)
     worker.join()
     t_load = time.perf_counter() - t0
+    stats.extra["seconds_load"] = round(t_load, 2)
     tokens = prepared["tokens"]
     stats.unique_sequences = len(tokens)
     stats.tokens_if_no_dedup = int(sum(len(tokens[i]) for i in prepared["inverse"]))

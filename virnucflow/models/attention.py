@@ -138,9 +138,15 @@ def resolve_backend(requested: str, device: torch.device, dtype: torch.dtype, al
     """The backend to use: ``requested`` if it can run, else the best that can."""
     if requested not in ALL_BACKENDS:
         raise ValueError(f"attention must be one of {', '.join(ALL_BACKENDS)}, got {requested!r}")
-    order = (("flash_attn", "flex", "sdpa") if alibi else ("varlen", "flash_attn", "flex", "sdpa")) if packed else (
-        ("sdpa",) if device.type == "cuda" else ("math", "sdpa")
-    )
+    half = dtype in (torch.float16, torch.bfloat16)
+    if packed:
+        order = ("flash_attn", "flex", "sdpa") if alibi else ("varlen", "flash_attn", "flex", "sdpa")
+    elif alibi and half:
+        # SDPA takes the ALiBi bias in the inputs' dtype (bf16 rounds 65.0 to 0.25 steps):
+        # the math path keeps scores, bias and softmax in FP32.
+        order = ("math", "sdpa")
+    else:
+        order = ("sdpa", "math") if device.type == "cuda" else ("math", "sdpa")
     if requested != "auto":
         reason = can_run(requested, device, dtype, alibi, packed)
         if reason is None:
@@ -165,7 +171,7 @@ class PackedAttention:
         self.max_seqlen = batch.max_seqlen
         self.cu = batch.cu_seqlens
         if backend == "flex":
-            self._block_mask = _document_block_mask(batch.segments)
+            self._block_mask = document_block_mask(batch)
             self._score_mod = _alibi_score_mod(alibi) if alibi is not None else None
         elif backend == "sdpa":
             self._init_sdpa()
@@ -222,16 +228,61 @@ class PackedAttention:
         return out
 
 
-def _document_block_mask(segments: torch.Tensor):
-    from torch.nn.attention.flex_attention import create_block_mask
+FLEX_BLOCK = 128
 
-    seg = segments
+
+def document_block_mask(batch: PackedBatch):
+    """FlexAttention BlockMask letting tokens attend within their own sequence only.
+
+    Built directly from the batch layout (no evaluation of the mask over the
+    T x T grid): query block ``qb`` can only see the key blocks spanning the
+    sequences that ``qb`` touches; blocks entirely inside one sequence on both
+    sides are "full" (no mask evaluation in the kernel), the others partial.
+    """
+    from torch.nn.attention.flex_attention import BlockMask
+
+    seg, pos = batch.segments, batch.positions
+    device = seg.device
+    t = seg.shape[0]
+    n = len(batch.lengths)
+    nb = -(-t // FLEX_BLOCK)
+    idx = torch.arange(t, device=device)
+    start = idx - pos  # first token of each token's sequence
+    real = seg < n
+    cu = batch.cu_seqlens.long()
+    segc = seg.long().clamp(max=max(n - 1, 0))
+    seq_len = torch.where(real, cu[segc + 1] - cu[segc], (t - start).clamp(max=FLEX_BLOCK))
+    end = start + seq_len  # one past the last token of each token's sequence
+    first = torch.arange(nb, device=device) * FLEX_BLOCK
+    last = (first + FLEX_BLOCK - 1).clamp(max=t - 1)
+    kv_lo = start[first] // FLEX_BLOCK
+    kv_hi = (end[last] - 1) // FLEX_BLOCK
+    pure = (start[first] == start[last]) & (first + FLEX_BLOCK - 1 < t)  # one sequence, whole block
+    longest = max(batch.max_seqlen, FLEX_BLOCK)
+    span = (2 * longest + FLEX_BLOCK) // FLEX_BLOCK + 2  # host bound on key blocks per query block
+    kb = kv_lo[:, None] + torch.arange(span, device=device)[None, :]  # (nb, span)
+    valid = kb <= kv_hi[:, None]
+    kbc = kb.clamp(max=nb - 1)
+    full = valid & pure[:, None] & pure[kbc] & (start[first][:, None] == start[first][kbc])
+    partial = valid & ~full
+
+    def compact(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # kept blocks first, then padding; indices laid out (1, 1, nb, nb) as FlexAttention expects
+        order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
+        idx = torch.zeros((nb, nb), dtype=torch.int32, device=device)
+        width = min(span, nb)
+        idx[:, :width] = kbc.gather(1, order)[:, :width].to(torch.int32)
+        return keep.sum(1).to(torch.int32)[None, None], idx[None, None]
+
+    kv_num, kv_idx = compact(partial)
+    full_num, full_idx = compact(full)
 
     def same_sequence(b, h, q_idx, kv_idx):
         return seg[q_idx] == seg[kv_idx]
 
-    n = seg.shape[0]
-    return create_block_mask(same_sequence, None, None, n, n, device=seg.device, _compile=True)
+    # Inference only: the transposed (query-block) lists are needed for backward passes.
+    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=FLEX_BLOCK,
+                                    mask_mod=same_sequence, seq_lengths=(t, t), compute_q_blocks=False)
 
 
 def _alibi_score_mod(slopes: torch.Tensor):

@@ -227,6 +227,33 @@ def hf_esm_to_fair(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
+def fair_to_hf_esm(state: Mapping[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    """fair-esm ESM-2 names -> Hugging Face EsmModel names (as transformers' convert_esm.py)."""
+    inverse = [
+        (r"^embed_tokens\.", "embeddings.word_embeddings."),
+        (r"^emb_layer_norm_after\.", "encoder.emb_layer_norm_after."),
+        (r"^layers\.(\d+)\.self_attn\.q_proj\.", r"encoder.layer.\1.attention.self.query."),
+        (r"^layers\.(\d+)\.self_attn\.k_proj\.", r"encoder.layer.\1.attention.self.key."),
+        (r"^layers\.(\d+)\.self_attn\.v_proj\.", r"encoder.layer.\1.attention.self.value."),
+        (r"^layers\.(\d+)\.self_attn\.rot_emb\.", r"encoder.layer.\1.attention.self.rotary_embeddings."),
+        (r"^layers\.(\d+)\.self_attn\.out_proj\.", r"encoder.layer.\1.attention.output.dense."),
+        (r"^layers\.(\d+)\.self_attn_layer_norm\.", r"encoder.layer.\1.attention.LayerNorm."),
+        (r"^layers\.(\d+)\.fc1\.", r"encoder.layer.\1.intermediate.dense."),
+        (r"^layers\.(\d+)\.fc2\.", r"encoder.layer.\1.output.dense."),
+        (r"^layers\.(\d+)\.final_layer_norm\.", r"encoder.layer.\1.LayerNorm."),
+    ]
+    out = {}
+    for k, v in state.items():
+        for pattern, repl in inverse:
+            new = re.sub(pattern, repl, k)
+            if new != k:
+                out[prefix + new] = v
+                break
+        else:
+            raise KeyError(f"no Hugging Face name for {k}")
+    return out
+
+
 def read_hf_esm(directory: Path) -> tuple[ESM2Config, dict[str, torch.Tensor], dict]:
     cfg = read_hf_config(directory)
     if cfg.get("model_type") != "esm":
@@ -248,9 +275,13 @@ def read_hf_esm(directory: Path) -> tuple[ESM2Config, dict[str, torch.Tensor], d
     if int(cfg.get("intermediate_size", 4 * config.embed_dim)) != config.ffn_dim:
         raise ModelFileError(f"{directory / 'config.json'}: intermediate_size must be 4 x hidden_size for ESM-2")
     state = hf_esm_to_fair(read_hf_weights(directory))
-    # Some exports do not persist rotary inv_freq; fair-esm's default values are then used.
+    # transformers >= 5 keeps one model-level rotary table instead of one per layer.
+    shared_freq = state.pop("rotary_embeddings.inv_freq", None)
     missing_freq = [k for k in describe_shapes(lambda: ESM2(config)) if k.endswith("inv_freq") and k not in state]
-    if missing_freq:
+    if shared_freq is not None:
+        state.update({k: shared_freq for k in missing_freq})
+    elif missing_freq:
+        # Some exports do not persist inv_freq at all; fair-esm's default values are then used.
         log.warning("%s: no rotary inv_freq in the weights; using the default frequencies", directory)
         with torch.device("cpu"):
             default = ESM2(ESM2Config(1, config.embed_dim, config.attention_heads)).layers[0].self_attn.rot_emb.inv_freq

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
 from .attention import PackedAttention, PaddedAttention, alibi_slopes
 from .packing import PackedBatch, PaddedBatch
 from .pooling import DNABERT_POOLING, pool_packed, pool_padded
@@ -140,9 +141,9 @@ class BertGatedLinearUnitMLP(nn.Module):
         self.layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.gated_layers(x)  # (..., 2I)
-        gate, value = h[..., : self.intermediate_size], h[..., self.intermediate_size :]
-        return self.layernorm(x + self.wo(F.gelu(gate) * value))
+        h = self.gated_layers(x)  # (..., 2I): gate | value
+        ln = self.layernorm
+        return kernels.add_layer_norm(x, self.wo(kernels.geglu(h)), ln.weight, ln.bias, ln.eps, write_sum=False)[1]
 
 
 class BertLayer(nn.Module):
@@ -159,7 +160,8 @@ class BertLayer(nn.Module):
         q, k, v = qkv.view(x.shape[:-1] + (3, self.num_heads, self.head_dim)).unbind(-3)
         o = attend(q, k, v, 1.0 / math.sqrt(self.head_dim))
         out = self.attention.output
-        x = out.LayerNorm(x + out.dense(o.flatten(-2)))
+        ln = out.LayerNorm
+        x = kernels.add_layer_norm(x, out.dense(o.flatten(-2)), ln.weight, ln.bias, ln.eps, write_sum=False)[1]
         return self.mlp(x)
 
 

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
 from .attention import PackedAttention, PaddedAttention
 from .packing import PackedBatch, PaddedBatch
 from .pooling import ESM_POOLING, pool_packed, pool_padded
@@ -91,11 +92,6 @@ def tokenize(protein: str) -> np.ndarray:
     return np.concatenate(([CLS], body, [EOS])).astype(np.int64)
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
 class RotaryEmbedding(nn.Module):
     """Holds ``inv_freq`` (loaded from the checkpoint, not recomputed)."""
 
@@ -106,17 +102,20 @@ class RotaryEmbedding(nn.Module):
 
 
 class Rotary:
-    """cos/sin tables for one batch, FP32, shaped to broadcast over (..., H, D)."""
+    """FP32 cos/sin tables for one batch: (N, D), one row per position (padded) or token (packed)."""
 
-    def __init__(self, inv_freq: torch.Tensor, positions: torch.Tensor, shape: tuple[int, ...]):
+    def __init__(self, inv_freq: torch.Tensor, positions: torch.Tensor):
         freqs = positions.float()[:, None] * inv_freq.float()[None, :]  # (N, D/2)
         emb = torch.cat((freqs, freqs), dim=-1)  # (N, D)
-        self.cos = emb.cos().view(shape)
-        self.sin = emb.sin().view(shape)
+        self.cos, self.sin = emb.cos(), emb.sin()
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        return (xf * self.cos + rotate_half(xf) * self.sin).to(x.dtype)
+    def padded(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, L, H, D), table per position."""
+        return kernels.rotary_reference(x, self.cos[None, :, None, :], self.sin[None, :, None, :])
+
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        """x (T, H, D), table per token."""
+        return kernels.rotary_reference(x, self.cos[:, None, :], self.sin[:, None, :])
 
 
 class MultiheadAttention(nn.Module):
@@ -152,6 +151,15 @@ class MultiheadAttention(nn.Module):
             q, k, v = self.q_proj(x) * self.scaling, self.k_proj(x), self.v_proj(x)
         return q.reshape(shape), k.reshape(shape), v.reshape(shape)
 
+    def project_rotated(self, x: torch.Tensor, rotary: Rotary, packed: bool):
+        """q (scaled) and k rotated, and v; (T, H, D) packed or (B, L, H, D) padded."""
+        if packed and self.qkv is not None:
+            # one fused pass: split, rotate q and k in FP32, write all three contiguous
+            return kernels.rotary_qkv(self.qkv(x), rotary.cos, rotary.sin, self.num_heads)
+        q, k, v = self.project(x)
+        rotate = rotary.packed if packed else rotary.padded
+        return rotate(q), rotate(k), v
+
 
 class TransformerLayer(nn.Module):
     def __init__(self, cfg: ESM2Config):
@@ -161,13 +169,6 @@ class TransformerLayer(nn.Module):
         self.fc1 = nn.Linear(cfg.embed_dim, cfg.ffn_dim)
         self.fc2 = nn.Linear(cfg.ffn_dim, cfg.embed_dim)
         self.final_layer_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
-
-    def forward(self, x: torch.Tensor, rotary: Rotary, attend) -> torch.Tensor:
-        """x (..., E); ``attend(q, k, v, scale)`` over (..., H, D)."""
-        q, k, v = self.self_attn.project(self.self_attn_layer_norm(x))
-        o = attend(rotary(q), rotary(k), v, 1.0)  # q already scaled
-        x = x + self.self_attn.out_proj(o.flatten(-2))
-        return x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))
 
 
 class ESM2(nn.Module):
@@ -196,8 +197,9 @@ class ESM2(nn.Module):
         self.eval()
         return self
 
-    def _rotary_tables(self, positions: torch.Tensor, shape: tuple[int, ...]) -> list[Rotary]:
-        """One table per distinct inv_freq (all layers share one in the published models)."""
+    def _rotary_tables(self, positions: torch.Tensor) -> list[Rotary]:
+        """Tables per layer, computed once per batch for each distinct inv_freq (the
+        published models share one across layers)."""
         freqs = self._inv_freqs or [layer.self_attn.rot_emb.inv_freq.float() for layer in self.layers]
         tables: list[tuple[torch.Tensor, Rotary]] = []
         out = []
@@ -205,7 +207,7 @@ class ESM2(nn.Module):
             f = f.to(positions.device)
             match = next((t for g, t in tables if g.shape == f.shape and torch.equal(g, f)), None)
             if match is None:
-                match = Rotary(f, positions, shape)
+                match = Rotary(f, positions)
                 tables.append((f, match))
             out.append(match)
         return out
@@ -221,6 +223,26 @@ class ESM2(nn.Module):
 
     # ------------------------------------------------------------------ forwards
 
+    def _layers(self, x: torch.Tensor, rotaries: list[Rotary], attend, packed: bool) -> torch.Tensor:
+        """The transformer stack and the final LayerNorm.
+
+        Pre-LN: ``x += attn(LN1(x))``; ``x += fc2(gelu(fc1(LN2(x))))``. Each
+        residual add is fused with the LayerNorm that follows it (the next
+        sublayer's, or ``emb_layer_norm_after`` after the last layer).
+        """
+        layers = self.layers
+        h = layers[0].self_attn_layer_norm(x)
+        for i, (layer, rotary) in enumerate(zip(layers, rotaries)):
+            attn = layer.self_attn
+            q, k, v = attn.project_rotated(h, rotary, packed)
+            o = attend(q, k, v, 1.0)  # q already scaled
+            ln = layer.final_layer_norm
+            x, h = kernels.add_layer_norm(x, attn.out_proj(o.flatten(-2)), ln.weight, ln.bias, ln.eps)
+            y = layer.fc2(F.gelu(layer.fc1(h)))
+            ln = layers[i + 1].self_attn_layer_norm if i + 1 < len(layers) else self.emb_layer_norm_after
+            x, h = kernels.add_layer_norm(x, y, ln.weight, ln.bias, ln.eps, write_sum=i + 1 < len(layers))
+        return h
+
     def forward_padded(self, batch: PaddedBatch, backend: str = "math") -> torch.Tensor:
         """(B, L) tokens -> (B, L, E) final-layer states (after emb_layer_norm_after)."""
         tokens = batch.tokens
@@ -229,27 +251,23 @@ class ESM2(nn.Module):
         x = self._embed(tokens, fraction[:, None])
         x = x * real.unsqueeze(-1).type_as(x)
         attend = PaddedAttention(backend, real)
-        positions = torch.arange(tokens.shape[1], device=tokens.device)
-        rotaries = self._rotary_tables(positions, (1, tokens.shape[1], 1, self.cfg.head_dim))
-        for layer, rotary in zip(self.layers, rotaries):
-            x = layer(x, rotary, attend)
-        return self.emb_layer_norm_after(x)
+        rotaries = self._rotary_tables(torch.arange(tokens.shape[1], device=tokens.device))
+        return self._layers(x, rotaries, attend, packed=False)
 
     def forward_packed(self, batch: PackedBatch, backend: str) -> torch.Tensor:
         """(T,) packed tokens -> (T, E) final-layer states."""
         tokens = batch.tokens
-        n = len(batch.lengths)
-        seg = batch.segments.long()
-        lengths = torch.cat([(batch.cu_seqlens[1:] - batch.cu_seqlens[:-1]), tokens.new_ones(1, dtype=torch.int32)])
-        masks = torch.zeros(n + 1, device=tokens.device, dtype=torch.float32)
-        masks.index_add_(0, seg, (tokens == MASK).float())
-        fraction = (masks / lengths.float()).to(self.embed_tokens.weight.dtype)[seg]  # per token
+        n, total = len(batch.lengths), batch.num_tokens
+        seg = batch.segments[:total].long()
+        lengths = (batch.cu_seqlens[1:] - batch.cu_seqlens[:-1]).float()
+        masks = torch.zeros(n, device=tokens.device, dtype=torch.float32)
+        masks.index_add_(0, seg, (tokens[:total] == MASK).float())
+        fraction = (masks / lengths).to(self.embed_tokens.weight.dtype)[seg]  # per real token
+        if batch.pad_tail:
+            fraction = torch.cat([fraction, fraction.new_zeros(batch.pad_tail)])
         x = self._embed(tokens, fraction)
         attend = PackedAttention(backend, batch, self.cfg.attention_heads)
-        rotaries = self._rotary_tables(batch.positions, (-1, 1, self.cfg.head_dim))
-        for layer, rotary in zip(self.layers, rotaries):
-            x = layer(x, rotary, attend)
-        return self.emb_layer_norm_after(x)
+        return self._layers(x, self._rotary_tables(batch.positions), attend, packed=True)
 
     def embed(self, batch: PackedBatch | PaddedBatch, backend: str) -> torch.Tensor:
         """Pooled (B, E) float32 vectors, as the original VirNucPro pools ESM-2."""
@@ -274,18 +292,20 @@ def init_random(model: nn.Module, seed: int) -> None:
     Linear weights ~ N(0, 1/fan_in) so each sublayer changes the residual
     stream by about as much as it carries (tests comparing implementations
     must not pass just because layers are near-identity), biases N(0, 0.02),
-    LayerNorm affine near (1, 0), embeddings N(0, 1).
+    LayerNorm affine near (1, 0), embeddings N(0, 1). Numbers are drawn on the
+    model's device (build a full-size model under ``torch.device("cuda")`` to
+    initialise it quickly); the same seed on another device gives other values.
     """
-    g = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("inv_freq"):
-                continue
+            randn = lambda: torch.randn(p.shape, generator=g, device=device, dtype=p.dtype)
             if p.ndim == 2 and "embed" not in name:
-                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[1]))
+                p.copy_(randn() / math.sqrt(p.shape[1]))
             elif p.ndim == 2:
-                p.copy_(torch.randn(p.shape, generator=g))
+                p.copy_(randn())
             elif "norm" in name.lower() and name.endswith("weight"):
-                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
+                p.copy_(1 + 0.1 * randn())
             else:
-                p.copy_(0.02 * torch.randn(p.shape, generator=g))
+                p.copy_(0.02 * randn())

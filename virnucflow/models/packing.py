@@ -85,7 +85,7 @@ class PackedBatch:
     tokens: torch.Tensor  # (T,) int64
     cu_seqlens: torch.Tensor  # (B+1,) int32
     positions: torch.Tensor  # (T,) int64, 0 at each sequence's first token
-    segments: torch.Tensor  # (T,) int32, sequence number within the batch (B for filler)
+    segments: torch.Tensor  # (T,) int32, sequence number within the batch (>= B for filler)
     max_seqlen: int
     pad_tail: int = 0
     lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (B,) host copy
@@ -145,10 +145,14 @@ def make_packed(
     tokens = np.concatenate(seqs + [np.full(tail, filler, dtype=np.int64)]).astype(np.int64, copy=False)
     cu = np.zeros(len(seqs) + 1, dtype=np.int32)
     np.cumsum(lengths, out=cu[1:])
-    segments = np.repeat(np.arange(len(seqs) + 1, dtype=np.int32), np.append(lengths, tail))
+    # Filler tokens form pseudo-sequences of at most 128 tokens (ids B, B+1, ...), so
+    # that attending among themselves costs next to nothing.
+    filler = np.arange(tail)
+    segments = np.concatenate([np.repeat(np.arange(len(seqs), dtype=np.int32), lengths),
+                               (len(seqs) + filler // 128).astype(np.int32)])
     positions = np.arange(total + tail, dtype=np.int64)
     positions[:total] -= np.repeat(cu[:-1].astype(np.int64), lengths)
-    positions[total:] = np.arange(tail)
+    positions[total:] = filler % 128
     return PackedBatch(
         items=np.asarray(items),
         tokens=_maybe_pin(torch.from_numpy(tokens), pin),
