@@ -101,7 +101,14 @@ def test_packed_fp16_matches_fp32_reference(request, kind):
     model, tokens, ref, pad = _fixtures(request, kind)
     fast, emb = _embed(model, kind, tokens, pad, precision="fp16", packing=True, attention="auto")
     cos = _cos(fast, ref)
-    print(f"{kind} packed fp16 ({emb.backend}) vs fp32 reference: mean cos {cos.mean():.6f}, min {cos.min():.6f}")
+    # The same comparison on the sequence-specific part of each vector (the mean over the
+    # workload removed): random-weight models give vectors with a large common component.
+    mu = ref.mean(0)
+    centred = _cos(fast - mu, ref - mu)
+    between = _cos(ref[:-1] - mu, ref[1:] - mu)
+    print(f"{kind} packed fp16 ({emb.backend}) vs fp32 reference: cos mean {cos.mean():.6f} min {cos.min():.6f}; "
+          f"centred mean {centred.mean():.6f} min {centred.min():.6f}; centred cos between neighbours "
+          f"mean {between.mean():.3f}; raw between neighbours {_cos(ref[:-1], ref[1:]).mean():.3f}")
     assert np.isfinite(fast).all()
     assert cos.mean() >= 0.999 and cos.min() >= 0.99
 

@@ -154,8 +154,9 @@ class MultiheadAttention(nn.Module):
     def project_rotated(self, x: torch.Tensor, rotary: Rotary, packed: bool):
         """q (scaled) and k rotated, and v; (T, H, D) packed or (B, L, H, D) padded."""
         if packed and self.qkv is not None:
-            # one fused pass: split, rotate q and k in FP32, write all three contiguous
-            return kernels.rotary_qkv(self.qkv(x), rotary.cos, rotary.sin, self.num_heads)
+            # one pass over the fused projection: q and k rotated in place (FP32 arithmetic),
+            # returned with v as strided views that the attention kernels read directly
+            return kernels.rotary_qk_inplace(self.qkv(x), rotary.cos, rotary.sin, self.num_heads)
         q, k, v = self.project(x)
         rotate = rotary.packed if packed else rotary.padded
         return rotate(q), rotate(k), v
@@ -238,7 +239,7 @@ class ESM2(nn.Module):
             o = attend(q, k, v, 1.0)  # q already scaled
             ln = layer.final_layer_norm
             x, h = kernels.add_layer_norm(x, attn.out_proj(o.flatten(-2)), ln.weight, ln.bias, ln.eps)
-            y = layer.fc2(F.gelu(layer.fc1(h)))
+            y = layer.fc2(kernels.gelu(layer.fc1(h)))
             ln = layers[i + 1].self_attn_layer_norm if i + 1 < len(layers) else self.emb_layer_norm_after
             x, h = kernels.add_layer_norm(x, y, ln.weight, ln.bias, ln.eps, write_sum=i + 1 < len(layers))
         return h

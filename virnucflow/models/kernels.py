@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import os
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -80,7 +81,7 @@ def add_layer_norm_reference(x, y, weight, bias, eps):
 
 @functools.lru_cache(maxsize=None)
 def _kernels():
-    triton, tl = _triton()
+    triton, tl = _triton()  # noqa: F841
 
     @triton.jit
     def rotary_kernel(qkv, cos, sin, out, T, stride_row, E: tl.constexpr, D: tl.constexpr, BLOCK_T: tl.constexpr):
@@ -103,6 +104,31 @@ def _kernels():
         dst = out + which * T * E + rows * E + head * D + cols
         tl.store(dst, (x1 * c - x2 * s).to(out.dtype.element_ty), mask=mask)
         tl.store(dst + half, (x2 * c + x1 * s).to(out.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def rotary_inplace_kernel(qkv, cos, sin, T, stride_row, E: tl.constexpr, D: tl.constexpr, BLOCK_T: tl.constexpr):
+        # program: BLOCK_T tokens x one head x q or k, rotated where they are
+        pid_t = tl.program_id(0)
+        which = tl.program_id(1)
+        head = tl.program_id(2)
+        half: tl.constexpr = D // 2
+        rows = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)[:, None]
+        cols = tl.arange(0, half)[None, :]
+        mask = rows < T
+        ptr = qkv + rows * stride_row + which * E + head * D + cols
+        x1 = tl.load(ptr, mask=mask).to(tl.float32)
+        x2 = tl.load(ptr + half, mask=mask).to(tl.float32)
+        c = tl.load(cos + rows * D + cols, mask=mask)
+        s = tl.load(sin + rows * D + cols, mask=mask)
+        tl.store(ptr, (x1 * c - x2 * s).to(qkv.dtype.element_ty), mask=mask)
+        tl.store(ptr + half, (x2 * c + x1 * s).to(qkv.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def gelu_kernel(x, out, n, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < n
+        g = tl.load(x + offs, mask=mask).to(tl.float32)
+        tl.store(out + offs, (0.5 * g * (1.0 + tl.math.erf(g * 0.7071067811865476))).to(out.dtype.element_ty), mask=mask)
 
     @triton.jit
     def geglu_kernel(h, out, n_rows, stride_row, I: tl.constexpr, BLOCK: tl.constexpr):
@@ -132,7 +158,9 @@ def _kernels():
         bv = tl.load(b + cols, mask=mask).to(tl.float32)
         tl.store(n_out + row * E + cols, (d * inv * wv + bv).to(n_out.dtype.element_ty), mask=mask)
 
-    return triton, rotary_kernel, geglu_kernel, add_ln_kernel
+    return SimpleNamespace(cdiv=triton.cdiv, next_power_of_2=triton.next_power_of_2, rotary=rotary_kernel,
+                           rotary_inplace=rotary_inplace_kernel, gelu=gelu_kernel, geglu=geglu_kernel,
+                           add_ln=add_ln_kernel)
 
 
 # --------------------------------------------------------------------------- public
@@ -145,28 +173,59 @@ def rotary_qkv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: i
     """
     if not use_triton(qkv):
         return rotary_qkv_reference(qkv, cos, sin, heads)
-    triton, kernel, _, _ = _kernels()
+    k = _kernels()
     t, three_e = qkv.shape
     e = three_e // 3
     d = e // heads
     out = torch.empty((3, t, heads, d), dtype=qkv.dtype, device=qkv.device)
     block_t = 64
-    kernel[(triton.cdiv(t, block_t), 3, heads)](
+    k.rotary[(k.cdiv(t, block_t), 3, heads)](
         qkv, cos.contiguous(), sin.contiguous(), out, t, qkv.stride(0), E=e, D=d, BLOCK_T=block_t
     )
     return out[0], out[1], out[2]
+
+
+def rotary_qk_inplace(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int):
+    """Rotate the q and k parts of a fused (T, 3E) projection in place; return q, k, v
+    as (T, H, D) views of it (no copies: the attention kernels take strided rows)."""
+    t, three_e = qkv.shape
+    e = three_e // 3
+    d = e // heads
+    if not use_triton(qkv):
+        q, k, v = rotary_qkv_reference(qkv, cos, sin, heads)
+        view = qkv.view(t, 3, heads, d)
+        view[:, 0].copy_(q)
+        view[:, 1].copy_(k)
+    else:
+        k = _kernels()
+        block_t = 64
+        k.rotary_inplace[(k.cdiv(t, block_t), 2, heads)](qkv, cos.contiguous(), sin.contiguous(), t, qkv.stride(0),
+                                                     E=e, D=d, BLOCK_T=block_t)
+    q, k, v = qkv.view(t, 3, heads, d).unbind(1)
+    return q, k, v
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    """Exact (erf) GELU, FP32 arithmetic."""
+    if not (use_triton(x) and x.is_contiguous()):
+        return F.gelu(x)
+    k = _kernels()
+    out = torch.empty_like(x)
+    block = 2048
+    k.gelu[(k.cdiv(x.numel(), block),)](x, out, x.numel(), BLOCK=block)
+    return out
 
 
 def geglu(h: torch.Tensor) -> torch.Tensor:
     """(..., 2I) -> (..., I): ``gelu(first half) * second half``."""
     if not use_triton(h) or h.ndim != 2:
         return geglu_reference(h)
-    triton, _, kernel, _ = _kernels()
+    k = _kernels()
     rows, two_i = h.shape
     i = two_i // 2
     out = torch.empty((rows, i), dtype=h.dtype, device=h.device)
     block = 1024
-    kernel[(rows, triton.cdiv(i, block))](h, out, rows, h.stride(0), I=i, BLOCK=block)
+    k.geglu[(rows, k.cdiv(i, block))](h, out, rows, h.stride(0), I=i, BLOCK=block)
     return out
 
 
@@ -176,9 +235,9 @@ def add_layer_norm(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias:
     if not (use_triton(x) and x.ndim == 2 and x.is_contiguous() and y.is_contiguous()):
         s, n = add_layer_norm_reference(x, y, weight, bias, eps)
         return (s if write_sum else None), n
-    triton, _, _, kernel = _kernels()
+    k = _kernels()
     rows, e = x.shape
     s = torch.empty_like(x) if write_sum else x  # unused when not written
     n = torch.empty_like(x)
-    kernel[(rows,)](x, y, weight, bias, s, n, eps, E=e, BLOCK=triton.next_power_of_2(e), WRITE_SUM=write_sum)
+    k.add_ln[(rows,)](x, y, weight, bias, s, n, eps, E=e, BLOCK=k.next_power_of_2(e), WRITE_SUM=write_sum)
     return (s if write_sum else None), n
