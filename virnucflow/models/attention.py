@@ -314,9 +314,9 @@ class PaddedAttention:
         """(B, L, H, D) x3 -> (B, L, H, D)."""
         qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, D)
         if self.backend == "math":
-            scores = torch.matmul(qh, kh.transpose(-1, -2)).float() * scale + self.bias
-            probs = torch.softmax(scores, dim=-1).to(vh.dtype)
-            out = torch.matmul(probs, vh)
+            # the reference: scores, bias, softmax and the weighted sum in FP32
+            scores = torch.matmul(qh.float(), kh.float().transpose(-1, -2)) * scale + self.bias
+            out = torch.matmul(torch.softmax(scores, dim=-1), vh.float()).to(vh.dtype)
         else:
             out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=self.bias.to(q.dtype), scale=scale)
         return out.transpose(1, 2)

@@ -219,6 +219,7 @@ class ESM2(nn.Module):
         x = self.embed_tokens(tokens)
         if self.cfg.token_dropout:
             x = x.masked_fill((tokens == MASK).unsqueeze(-1), 0.0)
+            # fair-esm: x * (1 - 0.12) / (1 - mask ratio), one scale per sequence
             x = x * (1 - TOKEN_DROPOUT_RATIO) / (1 - mask_fraction)[..., None]
         return x
 
@@ -239,7 +240,7 @@ class ESM2(nn.Module):
             o = attend(q, k, v, 1.0)  # q already scaled
             ln = layer.final_layer_norm
             x, h = kernels.add_layer_norm(x, attn.out_proj(o.flatten(-2)), ln.weight, ln.bias, ln.eps)
-            y = layer.fc2(kernels.gelu(layer.fc1(h)))
+            y = layer.fc2(F.gelu(layer.fc1(h)))
             ln = layers[i + 1].self_attn_layer_norm if i + 1 < len(layers) else self.emb_layer_norm_after
             x, h = kernels.add_layer_norm(x, y, ln.weight, ln.bias, ln.eps, write_sum=i + 1 < len(layers))
         return h

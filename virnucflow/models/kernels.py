@@ -124,13 +124,6 @@ def _kernels():
         tl.store(ptr + half, (x2 * c + x1 * s).to(qkv.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def gelu_kernel(x, out, n, BLOCK: tl.constexpr):
-        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        mask = offs < n
-        g = tl.load(x + offs, mask=mask).to(tl.float32)
-        tl.store(out + offs, (0.5 * g * (1.0 + tl.math.erf(g * 0.7071067811865476))).to(out.dtype.element_ty), mask=mask)
-
-    @triton.jit
     def geglu_kernel(h, out, n_rows, stride_row, I: tl.constexpr, BLOCK: tl.constexpr):
         row = tl.program_id(0)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -159,7 +152,7 @@ def _kernels():
         tl.store(n_out + row * E + cols, (d * inv * wv + bv).to(n_out.dtype.element_ty), mask=mask)
 
     return SimpleNamespace(cdiv=triton.cdiv, next_power_of_2=triton.next_power_of_2, rotary=rotary_kernel,
-                           rotary_inplace=rotary_inplace_kernel, gelu=gelu_kernel, geglu=geglu_kernel,
+                           rotary_inplace=rotary_inplace_kernel, geglu=geglu_kernel,
                            add_ln=add_ln_kernel)
 
 
@@ -203,17 +196,6 @@ def rotary_qk_inplace(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, h
                                                      E=e, D=d, BLOCK_T=block_t)
     q, k, v = qkv.view(t, 3, heads, d).unbind(1)
     return q, k, v
-
-
-def gelu(x: torch.Tensor) -> torch.Tensor:
-    """Exact (erf) GELU, FP32 arithmetic."""
-    if not (use_triton(x) and x.is_contiguous()):
-        return F.gelu(x)
-    k = _kernels()
-    out = torch.empty_like(x)
-    block = 2048
-    k.gelu[(k.cdiv(x.numel(), block),)](x, out, x.numel(), BLOCK=block)
-    return out
 
 
 def geglu(h: torch.Tensor) -> torch.Tensor:
