@@ -251,7 +251,7 @@ def embed_shard(kind: str, models_json: str | os.PathLike, shard: str | os.PathL
     embedder = Embedder.create(model, kind, opts, pad_id)
     worker.join()
     t_load = time.perf_counter() - t0
-    stats.extra["seconds_load"] = round(t_load, 2)
+    stats.extra.update(seconds_load=round(t_load, 2), monotonic_loaded=time.monotonic())
     tokens = prepared["tokens"]
     stats.unique_sequences = len(tokens)
     stats.tokens_if_no_dedup = int(sum(len(tokens[i]) for i in prepared["inverse"]))
@@ -271,6 +271,7 @@ def embed_shard(kind: str, models_json: str | os.PathLike, shard: str | os.PathL
         stats={**asdict(stats), "dedup_saving": stats.dedup_saving, "seconds_load": t_load},
     )
     write_table(out, EmbeddingTable(ids, index, vectors, attrs))
+    stats.extra["monotonic_written"] = time.monotonic()
     log.info(
         "%s %s: %d sequences (%d unique, dedup saved %.1f%% of tokens), %d tokens in %d batches "
         "(budget %d, packing efficiency %.1f%%), %s/%s/%s on %s: load %.1f s, compute %.1f s, %.0f tokens/s",
