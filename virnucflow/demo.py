@@ -41,16 +41,19 @@ SPECIAL_TOKENS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
 # --------------------------------------------------------------------------- ESM-2
 
 
-def fair_esm_lm_head(config: ESM2Config, seed: int) -> dict[str, torch.Tensor]:
-    """Random LM-head tensors with fair-esm's names (present in real files, unused here)."""
+def fair_esm_lm_head(model: ESM2, seed: int) -> dict[str, torch.Tensor]:
+    """LM-head tensors with fair-esm's names (present in real files, unused here).
+
+    fair-esm ties ``lm_head.weight`` to ``embed_tokens.weight``; so do we.
+    """
     g = torch.Generator().manual_seed(seed + 1)
-    e, v = config.embed_dim, config.vocab_size
+    e, v = model.cfg.embed_dim, model.cfg.vocab_size
     return {
         "lm_head.dense.weight": torch.randn(e, e, generator=g) / e**0.5,
         "lm_head.dense.bias": torch.zeros(e),
         "lm_head.layer_norm.weight": torch.ones(e),
         "lm_head.layer_norm.bias": torch.zeros(e),
-        "lm_head.weight": torch.randn(v, e, generator=g),
+        "lm_head.weight": model.embed_tokens.weight.detach(),
         "lm_head.bias": torch.zeros(v),
     }
 
@@ -65,7 +68,7 @@ def save_fair_esm(model: ESM2, path: str | Path, demo: bool = False, seed: int =
     if demo:
         cfg.virnucflow_demo = True
     state = {f"encoder.sentence_encoder.{k}": v for k, v in model.state_dict().items()}
-    state.update({f"encoder.{k}": v for k, v in fair_esm_lm_head(c, seed).items()})
+    state.update({f"encoder.{k}": v for k, v in fair_esm_lm_head(model, seed).items()})
     with atomic_outputs([path]) as (tmp,):
         torch.save({"cfg": {"model": cfg}, "model": state}, tmp)
 

@@ -1,0 +1,214 @@
+"""The packed path on the CPU: fallback backends, every option combination, kernels, dedup, OOM.
+
+FP32 on the CPU: packed and padded compute the same arithmetic, so they agree
+to 1e-5 (summation order only). BF16 keeps ~3 significant digits, so BF16
+results are compared by cosine (>= 0.999) against FP32.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from virnucflow.engine import EmbedOptions, Embedder, EmbedStats, dedup, embed_shard
+from virnucflow.errors import ResourceError
+from virnucflow.models import kernels
+from virnucflow.models.attention import ALL_BACKENDS
+from virnucflow.models.dnabert import DNABERT, DNABERTConfig
+from virnucflow.models.esm2 import ESM2, ESM2Config, PAD, init_random, tokenize
+from virnucflow.models.packing import make_packed, make_padded, packing_efficiency, plan_packed, plan_padded
+from virnucflow.workloads import mixed_frames
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def esm():
+    m = ESM2(ESM2Config(3, 64, 4))
+    init_random(m, 0)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def dnabert():
+    m = DNABERT(DNABERTConfig(vocab_size=64, hidden_size=48, num_hidden_layers=2, num_attention_heads=6, intermediate_size=96))
+    init_random(m, 1)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def esm_tokens():
+    _, aas = mixed_frames(40, seed=3, high=300)
+    return [tokenize(a) for a in aas]
+
+
+@pytest.fixture(scope="module")
+def dna_tokens():
+    rng = np.random.default_rng(4)
+    return [np.concatenate([[1], rng.integers(5, 64, int(k)), [2]]) for k in rng.integers(1, 200, 40)]
+
+
+def _run(model, kind, tokens, pad, **opts):
+    import copy
+
+    e = Embedder.create(copy.deepcopy(model), kind, EmbedOptions(device="cpu", **opts), pad)
+    return e.embed_tokens(tokens), e
+
+
+def _cos(a, b):
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.mark.parametrize("kind", ["esm2", "dnabert_s"])
+def test_every_precision_packing_attention_combination_runs(request, kind):
+    model = request.getfixturevalue("esm" if kind == "esm2" else "dnabert")
+    tokens = request.getfixturevalue("esm_tokens" if kind == "esm2" else "dna_tokens")
+    pad = PAD if kind == "esm2" else 3
+    ref, _ = _run(model, kind, tokens, pad, precision="fp32", packing=False, attention="math")
+    used = set()
+    for precision, packing, attention in itertools.product(("fp16", "bf16", "fp32"), (True, False), ALL_BACKENDS):
+        vec, e = _run(model, kind, tokens, pad, precision=precision, packing=packing, attention=attention, token_budget=1024)
+        used.add((e.precision.name, e.packed, e.backend))
+        assert np.isfinite(vec).all()
+        if e.precision.name == "fp32":
+            assert np.abs(vec - ref).max() < TOL, (precision, packing, attention)
+        else:
+            assert _cos(vec, ref).min() > 0.999, (precision, packing, attention)
+    # on the CPU: fp16 falls back to fp32; packed runs SDPA, padded math or SDPA
+    assert used == {("fp32", True, "sdpa"), ("bf16", True, "sdpa"), ("fp32", False, "math"), ("fp32", False, "sdpa"),
+                    ("bf16", False, "math"), ("bf16", False, "sdpa")}
+
+
+@pytest.mark.parametrize("kind", ["esm2", "dnabert_s"])
+def test_result_does_not_depend_on_batch_mates(request, kind):
+    model = request.getfixturevalue("esm" if kind == "esm2" else "dnabert")
+    tokens = request.getfixturevalue("esm_tokens" if kind == "esm2" else "dna_tokens")
+    pad = PAD if kind == "esm2" else 3
+    a, _ = _run(model, kind, tokens, pad, precision="fp32", token_budget=512)
+    perm = np.random.default_rng(0).permutation(len(tokens))
+    b, _ = _run(model, kind, [tokens[i] for i in perm], pad, precision="fp32", token_budget=4096)
+    assert np.abs(a - b[np.argsort(perm)]).max() < TOL
+
+
+def test_cross_sequence_attention_is_caught(esm, esm_tokens, monkeypatch):
+    """The equivalence checks can fail: packing without the block-diagonal mask (the
+    cross-contamination bug of the v2 rewrite's "disable packing" mode) is caught."""
+    import torch.nn.functional as F
+
+    import virnucflow.models.esm2 as esm2_module
+
+    class Unmasked:  # every packed token attends to every other one
+        def __init__(self, backend, batch, heads):
+            pass
+
+        def __call__(self, q, k, v, scale):
+            out = F.scaled_dot_product_attention(*(t.transpose(0, 1) for t in (q, k, v)), scale=scale)
+            return out.transpose(0, 1)
+
+    tokens = esm_tokens[:6]
+    with torch.no_grad():
+        ref = esm.embed(make_padded(tokens, np.arange(6), PAD), "math")
+        good = esm.embed(make_packed(tokens, np.arange(6)), "sdpa")
+        monkeypatch.setattr(esm2_module, "PackedAttention", Unmasked)
+        bad = esm.embed(make_packed(tokens, np.arange(6)), "sdpa")
+    assert (good - ref).abs().max() < TOL
+    assert (bad - ref).abs().amax(dim=1).min() > 1e-2  # every sequence is contaminated
+
+
+def test_dedup_embeds_each_sequence_once(tmp_path, monkeypatch):
+    from virnucflow.demo import build_demo_models
+    from virnucflow.models.acquire import check_models
+    from virnucflow.shard import SHARD_HEADER
+
+    build_demo_models(tmp_path / "e.pt", tmp_path / "d", tmp_path / "c.pth")
+    check_models(str(tmp_path / "e.pt"), str(tmp_path / "d"), str(tmp_path / "c.pth"), tmp_path / "m.json", False)
+    nts, aas = mixed_frames(10, seed=5, high=120)
+    rows = [(i, f"s{i}_chunk_1F1", nts[i % 4], aas[i % 4]) for i in range(12)]  # 4 distinct, 3 copies each
+    (tmp_path / "shard.tsv").write_text(SHARD_HEADER + "".join(f"{a}\t{b}\t{c}\t{d}\n" for a, b, c, d in rows))
+    out = {}
+    for use in (True, False):
+        stats = embed_shard("esm2", tmp_path / "m.json", tmp_path / "shard.tsv", tmp_path / f"{use}.h5",
+                            EmbedOptions(device="cpu", dedup=use))
+        with h5py.File(tmp_path / f"{use}.h5") as h5:
+            out[use] = h5["embeddings"][()]
+            attrs = dict(h5.attrs)
+        assert stats.unique_sequences == (4 if use else 12)
+    assert stats.dedup_saving == 0
+    assert np.array_equal(out[True], out[False])
+    assert attrs["precision"] == "fp32" and attrs["precision_requested"] == "fp16" and attrs["attention"] == "sdpa"
+    assert bool(attrs["demo_model"]) is True
+
+
+class _OOMAbove:
+    """A model that runs out of memory on batches of more than ``n`` sequences."""
+
+    def __init__(self, model, n):
+        self.model, self.n = model, n
+        self.output_dim = model.output_dim
+
+    def embed(self, batch, backend):
+        if len(batch.items) > self.n:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.model.embed(batch, backend)
+
+    def activation_bytes_per_token(self, dtype):
+        return self.model.activation_bytes_per_token(dtype)
+
+
+def test_out_of_memory_batches_are_split(esm, esm_tokens):
+    base = Embedder(esm, "esm2", torch.device("cpu"), kernels_precision(), True, "sdpa", PAD, token_budget=4096)
+    ref = base.embed_tokens(esm_tokens)
+    stats = EmbedStats()
+    oom = Embedder(_OOMAbove(esm, 3), "esm2", torch.device("cpu"), kernels_precision(), True, "sdpa", PAD, token_budget=4096)
+    got = oom.embed_tokens(esm_tokens, stats)
+    assert stats.oom_splits > 0
+    assert np.abs(got - ref).max() < TOL
+    single = Embedder(_OOMAbove(esm, 0), "esm2", torch.device("cpu"), kernels_precision(), True, "sdpa", PAD)
+    with pytest.raises(ResourceError, match=r"^out of GPU memory embedding one sequence of \d+ tokens with esm2"):
+        single.embed_tokens(esm_tokens[:2])
+
+
+def kernels_precision():
+    from virnucflow.models.precision import Precision
+
+    return Precision("fp32", "fp32")
+
+
+def test_packing_plans():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(20, 400, 2000)
+    bins = plan_packed(lengths, 4096)
+    assert sorted(np.concatenate(bins).tolist()) == list(range(2000))  # every sequence exactly once
+    assert all(lengths[b].sum() <= 4096 for b in bins)
+    assert packing_efficiency(lengths, bins, 4096, padded=False) > 0.98
+    padded = plan_padded(lengths, 4096)
+    assert all(len(b) * lengths[b].max() <= 4096 for b in padded)
+    assert plan_packed([5000, 10], 4096)[0].tolist() == [0]  # longer than the budget: its own batch
+
+
+def test_dedup_helper():
+    unique, inverse = dedup(["AC", "GG", "AC", "T", "GG"])
+    assert unique == ["AC", "GG", "T"] and inverse.tolist() == [0, 1, 0, 2, 1]
+
+
+# --------------------------------------------------------------------------- Triton kernels
+
+
+def test_triton_kernels_in_the_interpreter():
+    """The fused kernels against their PyTorch references, run by Triton's CPU interpreter
+    (TRITON_INTERPRET must be set before Triton is imported, hence a fresh process)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("triton", reason="Triton is needed to interpret the kernels")
+    script = Path(__file__).with_name("kernel_checks.py")
+    res = subprocess.run([sys.executable, str(script)], env={**os.environ, "TRITON_INTERPRET": "1"},
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "kernel checks: 4 passed"
