@@ -53,7 +53,8 @@ class _Translation(dict):
 _TRANSLATE = _Translation(CODON_TABLE)
 # Only A, C, G, T (either case) are complemented; other letters stay as they are.
 _COMPLEMENT = str.maketrans("ACGTacgt", "TGCAtgca")
-_STOP = re.compile(r"(?=TAA|TAG|TGA)")
+# From a frame's first base, codon by codon, up to the first stop codon (in C, no Python loop).
+_STOP_IN_FRAME = re.compile(r"(?:...)*?(?:TAA|TAG|TGA)", re.DOTALL)
 _CODONS = re.compile(r"...", re.DOTALL)
 FASTA_WIDTH = 60  # Biopython's FASTA writer wraps at 60 columns
 
@@ -97,11 +98,6 @@ def translate_frame(seq: str, frame: int) -> str:
     return "".join(map(_TRANSLATE.__getitem__, _CODONS.findall(seq, frame)))
 
 
-def _stop_frames(seq: str) -> set[int]:
-    """Frames (0, 1, 2) that contain a stop codon."""
-    return {m.start() % 3 for m in _STOP.finditer(seq)}
-
-
 def six_frames(seq: str) -> list[str]:
     """The six translations [F1, F2, F3, R1, R2, R3] of an uppercase sequence.
 
@@ -112,8 +108,7 @@ def six_frames(seq: str) -> list[str]:
     rc = reverse_complement(seq)
     out = []
     for strand in (seq, rc):
-        stops = _stop_frames(strand)
-        out.extend("*" if f in stops else translate_frame(strand, f) for f in range(3))
+        out.extend("*" if _STOP_IN_FRAME.match(strand, f) else translate_frame(strand, f) for f in range(3))
     return out
 
 
