@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 CORES  ?= 2
 BIN     = $(VENV)/bin
 
-.PHONY: env demo test lint clean-demo
+.PHONY: env demo test lint report clean-demo
 
 env: $(VENV)/.installed
 
@@ -29,6 +29,9 @@ test: env
 
 lint: env
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
+
+report: env
+	$(BIN)/snakemake --configfile config/demo.yaml --report results/report.html
 
 clean-demo:
 	rm -rf results/demo_* logs resources/demo_models

@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nVirNucFlow demo finished (DEMO MODELS: random weights, the calls mean nothing).")
         for summary in sorted(root.glob("*/summary.tsv")):
             print(f"  {summary.parent}/: prediction_results.txt, prediction_results_highestscore.csv, summary.tsv, features.h5")
-        print(f"  logs: logs/   rule benchmarks: logs/benchmarks/   report: run `make report`")
+        print("  logs: logs/   per-rule time and memory: logs/benchmarks/   HTML report: make report")
     return 0
 
 
