@@ -110,6 +110,16 @@ def test_directory_instead_of_file(tmp_path):
     _assert_fails(res, out, f"{p}: is a directory, not a FASTA file")
 
 
+def test_unreadable_file_as_any_user(tmp_path):
+    """A file that opens but cannot be read (root reads any mode, so use a special file)."""
+    p = tmp_path / "unreadable.fa"
+    p.symlink_to("/proc/self/mem")  # reading it from offset 0 fails with EIO
+    res, out = _preprocess(tmp_path, p)
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1] == f"virnucflow: error: {p}: cannot read file (Input/output error)"
+    assert not out.exists() or list(out.iterdir()) == []
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
 def test_unreadable_file(tmp_path):
     p = _write(tmp_path, "locked.fa", GOOD)
