@@ -38,7 +38,6 @@ Writes ``<out>/embed_throughput_<gpu>_<date>.{md,json}``.
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime as dt
 import gc
 import json

@@ -16,7 +16,6 @@ import torch
 
 from virnucflow.engine import EmbedOptions, Embedder, EmbedStats, dedup, embed_shard
 from virnucflow.errors import ResourceError
-from virnucflow.models import kernels
 from virnucflow.models.attention import ALL_BACKENDS
 from virnucflow.models.dnabert import DNABERT, DNABERTConfig
 from virnucflow.models.esm2 import ESM2, ESM2Config, PAD, init_random, tokenize

@@ -21,7 +21,7 @@ from esm.model.esm2 import ESM2 as FairESM2
 from virnucflow.demo import random_dnabert, random_esm2, save_dnabert_dir, save_fair_esm, train_dna_tokenizer
 from virnucflow.models.attention import alibi_slopes
 from virnucflow.models.checkpoints import fair_to_hf_esm, load_dnabert, load_esm2
-from virnucflow.models.dnabert import DNABERT, DNABERTConfig
+from virnucflow.models.dnabert import DNABERTConfig
 from virnucflow.models.esm2 import ALPHABET, ESM2, ESM2Config, PAD, tokenize
 from virnucflow.models.packing import make_packed, make_padded
 
@@ -195,7 +195,7 @@ def test_dnabert_pooling_includes_cls_and_sep(small_dnabert):
     tokens = _dna_tokens(3, 2)
     with torch.no_grad():
         pooled = small_dnabert.embed(make_packed(tokens, np.arange(3)), "sdpa")
-        for i, t in enumerate(tokens):
+        for i in range(len(tokens)):
             states = small_dnabert.forward_padded(make_padded(tokens, np.array([i]), 3), "math")[0]
             assert (pooled[i] - states.mean(0)).abs().max() < TOL  # original: mean over all tokens
 

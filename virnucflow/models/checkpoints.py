@@ -196,61 +196,50 @@ def read_fair_esm(path: Path) -> tuple[ESM2Config, dict[str, torch.Tensor], dict
     return config, state, meta
 
 
-_HF_ESM_KEYS = [
-    (r"^embeddings\.word_embeddings\.", "embed_tokens."),
-    (r"^encoder\.emb_layer_norm_after\.", "emb_layer_norm_after."),
-    (r"^encoder\.layer\.(\d+)\.attention\.self\.query\.", r"layers.\1.self_attn.q_proj."),
-    (r"^encoder\.layer\.(\d+)\.attention\.self\.key\.", r"layers.\1.self_attn.k_proj."),
-    (r"^encoder\.layer\.(\d+)\.attention\.self\.value\.", r"layers.\1.self_attn.v_proj."),
-    (r"^encoder\.layer\.(\d+)\.attention\.self\.rotary_embeddings\.", r"layers.\1.self_attn.rot_emb."),
-    (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"layers.\1.self_attn.out_proj."),
-    (r"^encoder\.layer\.(\d+)\.attention\.LayerNorm\.", r"layers.\1.self_attn_layer_norm."),
-    (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"layers.\1.fc1."),
-    (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"layers.\1.fc2."),
-    (r"^encoder\.layer\.(\d+)\.LayerNorm\.", r"layers.\1.final_layer_norm."),
+# ESM-2 parameter names: Hugging Face EsmModel <-> fair-esm (transformers' convert_esm.py).
+_ESM_NAMES = [
+    ("embeddings.word_embeddings.", "embed_tokens."),
+    ("encoder.emb_layer_norm_after.", "emb_layer_norm_after."),
+    ("encoder.layer.{n}.attention.self.query.", "layers.{n}.self_attn.q_proj."),
+    ("encoder.layer.{n}.attention.self.key.", "layers.{n}.self_attn.k_proj."),
+    ("encoder.layer.{n}.attention.self.value.", "layers.{n}.self_attn.v_proj."),
+    ("encoder.layer.{n}.attention.self.rotary_embeddings.", "layers.{n}.self_attn.rot_emb."),
+    ("encoder.layer.{n}.attention.output.dense.", "layers.{n}.self_attn.out_proj."),
+    ("encoder.layer.{n}.attention.LayerNorm.", "layers.{n}.self_attn_layer_norm."),
+    ("encoder.layer.{n}.intermediate.dense.", "layers.{n}.fc1."),
+    ("encoder.layer.{n}.output.dense.", "layers.{n}.fc2."),
+    ("encoder.layer.{n}.LayerNorm.", "layers.{n}.final_layer_norm."),
 ]
 
 
+def _rename(name: str, to_fair: bool) -> str | None:
+    for hf, fair in _ESM_NAMES:
+        src, dst = (hf, fair) if to_fair else (fair, hf)
+        pattern = "^" + re.escape(src).replace(r"\{n\}", r"(?P<n>\d+)")
+        m = re.match(pattern, name)
+        if m:
+            return dst.format(n=m.groupdict().get("n")) + name[m.end():]
+    return None
+
+
 def hf_esm_to_fair(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename Hugging Face EsmModel keys to fair-esm's (the inverse of transformers' convert_esm.py)."""
+    """Rename Hugging Face EsmModel keys to fair-esm's; unknown keys are kept (and then refused)."""
     out = {}
     for k, v in state.items():
         k = re.sub(r"^esm\.", "", k)
-        if ESM_UNUSED.match(k):
-            continue
-        for pattern, repl in _HF_ESM_KEYS:
-            new = re.sub(pattern, repl, k)
-            if new != k:
-                k = new
-                break
-        out[k] = v
+        if not ESM_UNUSED.match(k):
+            out[_rename(k, to_fair=True) or k] = v
     return out
 
 
 def fair_to_hf_esm(state: Mapping[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
-    """fair-esm ESM-2 names -> Hugging Face EsmModel names (as transformers' convert_esm.py)."""
-    inverse = [
-        (r"^embed_tokens\.", "embeddings.word_embeddings."),
-        (r"^emb_layer_norm_after\.", "encoder.emb_layer_norm_after."),
-        (r"^layers\.(\d+)\.self_attn\.q_proj\.", r"encoder.layer.\1.attention.self.query."),
-        (r"^layers\.(\d+)\.self_attn\.k_proj\.", r"encoder.layer.\1.attention.self.key."),
-        (r"^layers\.(\d+)\.self_attn\.v_proj\.", r"encoder.layer.\1.attention.self.value."),
-        (r"^layers\.(\d+)\.self_attn\.rot_emb\.", r"encoder.layer.\1.attention.self.rotary_embeddings."),
-        (r"^layers\.(\d+)\.self_attn\.out_proj\.", r"encoder.layer.\1.attention.output.dense."),
-        (r"^layers\.(\d+)\.self_attn_layer_norm\.", r"encoder.layer.\1.attention.LayerNorm."),
-        (r"^layers\.(\d+)\.fc1\.", r"encoder.layer.\1.intermediate.dense."),
-        (r"^layers\.(\d+)\.fc2\.", r"encoder.layer.\1.output.dense."),
-        (r"^layers\.(\d+)\.final_layer_norm\.", r"encoder.layer.\1.LayerNorm."),
-    ]
+    """fair-esm ESM-2 names -> Hugging Face EsmModel names (``prefix="esm."`` for EsmForMaskedLM)."""
     out = {}
     for k, v in state.items():
-        for pattern, repl in inverse:
-            new = re.sub(pattern, repl, k)
-            if new != k:
-                out[prefix + new] = v
-                break
-        else:
+        new = _rename(k, to_fair=False)
+        if new is None:
             raise KeyError(f"no Hugging Face name for {k}")
+        out[prefix + new] = v
     return out
 
 

@@ -3,11 +3,14 @@
 The matrix products of both models run in cuBLAS near the GPU's limit; what
 is left is memory-bound elementwise work between them. Three Triton kernels
 cut the passes over memory (measured on an H200 for ESM-2 3B at 32k tokens:
-the eager rotary embedding alone cost 3.2 ms of an 11.7 ms layer):
+the eager rotary embedding alone cost 3.2 ms of an 11.7 ms layer; a Triton
+erf-GELU was tried and was slower than PyTorch's, so GELU stays eager):
 
-- :func:`rotary_qkv`: split a fused q|k|v projection (T, 3E), rotate q and k
-  (NeoX rotate-half, FP32 arithmetic, cos/sin per token) and write q, k, v
-  contiguous (3, T, H, D) in one pass;
+- :func:`rotary_qk_inplace`: rotate the q and k parts of a fused q|k|v
+  projection (T, 3E) where they are (NeoX rotate-half, FP32 arithmetic,
+  cos/sin per token) and return q, k, v as strided (T, H, D) views: the
+  attention kernels read strided rows as fast as contiguous ones (measured),
+  so no copies are made;
 - :func:`geglu`: ``gelu(h[:, :I]) * h[:, I:]`` (erf GELU, FP32 arithmetic) in
   one pass;
 - :func:`add_layer_norm`: ``s = x + y`` and ``LayerNorm(s)`` in one pass (FP32
@@ -84,28 +87,6 @@ def _kernels():
     triton, tl = _triton()  # noqa: F841
 
     @triton.jit
-    def rotary_kernel(qkv, cos, sin, out, T, stride_row, E: tl.constexpr, D: tl.constexpr, BLOCK_T: tl.constexpr):
-        # program: BLOCK_T tokens x one head x one of (q, k, v)
-        pid_t = tl.program_id(0)
-        which = tl.program_id(1)
-        head = tl.program_id(2)
-        half: tl.constexpr = D // 2
-        rows = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)[:, None]
-        cols = tl.arange(0, half)[None, :]
-        mask = rows < T
-        src = qkv + rows * stride_row + which * E + head * D + cols
-        x1 = tl.load(src, mask=mask).to(tl.float32)
-        x2 = tl.load(src + half, mask=mask).to(tl.float32)
-        c = tl.load(cos + rows * D + cols, mask=mask)
-        s = tl.load(sin + rows * D + cols, mask=mask)
-        rotate = which < 2  # v is copied unrotated
-        c = tl.where(rotate, c, 1.0)
-        s = tl.where(rotate, s, 0.0)
-        dst = out + which * T * E + rows * E + head * D + cols
-        tl.store(dst, (x1 * c - x2 * s).to(out.dtype.element_ty), mask=mask)
-        tl.store(dst + half, (x2 * c + x1 * s).to(out.dtype.element_ty), mask=mask)
-
-    @triton.jit
     def rotary_inplace_kernel(qkv, cos, sin, T, stride_row, E: tl.constexpr, D: tl.constexpr, BLOCK_T: tl.constexpr):
         # program: BLOCK_T tokens x one head x q or k, rotated where they are
         pid_t = tl.program_id(0)
@@ -151,31 +132,12 @@ def _kernels():
         bv = tl.load(b + cols, mask=mask).to(tl.float32)
         tl.store(n_out + row * E + cols, (d * inv * wv + bv).to(n_out.dtype.element_ty), mask=mask)
 
-    return SimpleNamespace(cdiv=triton.cdiv, next_power_of_2=triton.next_power_of_2, rotary=rotary_kernel,
+    return SimpleNamespace(cdiv=triton.cdiv, next_power_of_2=triton.next_power_of_2,
                            rotary_inplace=rotary_inplace_kernel, geglu=geglu_kernel,
                            add_ln=add_ln_kernel)
 
 
 # --------------------------------------------------------------------------- public
-
-
-def rotary_qkv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int):
-    """(T, 3E) fused projections -> rotated q, rotated k, v: each (T, H, D).
-
-    ``cos``/``sin``: (T, D) float32 per-token tables.
-    """
-    if not use_triton(qkv):
-        return rotary_qkv_reference(qkv, cos, sin, heads)
-    k = _kernels()
-    t, three_e = qkv.shape
-    e = three_e // 3
-    d = e // heads
-    out = torch.empty((3, t, heads, d), dtype=qkv.dtype, device=qkv.device)
-    block_t = 64
-    k.rotary[(k.cdiv(t, block_t), 3, heads)](
-        qkv, cos.contiguous(), sin.contiguous(), out, t, qkv.stride(0), E=e, D=d, BLOCK_T=block_t
-    )
-    return out[0], out[1], out[2]
 
 
 def rotary_qk_inplace(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int):
