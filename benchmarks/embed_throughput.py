@@ -133,12 +133,12 @@ def esm_master(seed: int) -> tuple[dict, object]:
     return state, cfg
 
 
-def ours_esm(state, cfg, precision: str, packing: bool, attention: str = "auto", budget="auto", streams: int = 2) -> Embedder:
+def ours_esm(state, cfg, precision: str, packing: bool, attention: str = "auto", budget="auto") -> Embedder:
     with torch.device("meta"):
         m = ESM2(cfg)
     m.load_state_dict(state, assign=True)
     return Embedder.create(m, "esm2", EmbedOptions(precision=precision, packing=packing, attention=attention,
-                                                   token_budget=budget, device=str(DEV), streams=streams), PAD)
+                                                   token_budget=budget, device=str(DEV)), PAD)
 
 
 def fair_esm(state, cfg, half: bool):
@@ -233,14 +233,6 @@ def bench_esm(name: str, proteins: list[str], args, sampler) -> None:
     del e
     cleanup()
 
-    # ours, packed FP16, one CUDA stream (no overlap of consecutive batches)
-    e = ours_esm(state, cfg, "fp16", True, streams=1)
-    sec, busy, peak = timed(lambda: e.embed_tokens(tokens), args.reps, sampler)
-    record("ESM-2 3B", name, "ours packed 1 stream", len(tokens), n_tok, sec, busy, peak, precision="fp16",
-           attention=e.backend, streams=1)
-    del e
-    cleanup()
-
     # ours, padded FP16
     e = ours_esm(state, cfg, "fp16", False, attention="sdpa", budget=st.token_budget)
     pad_vec = e.embed_tokens(tokens)
@@ -329,12 +321,12 @@ def bench_dnabert(name: str, nucleotides: list[str], args, sampler, tok) -> None
     n_tok = sum(len(t) for t in tokens)
     log(f"  tokens per window: median {int(np.median([len(t) for t in tokens]))}")
 
-    def make(precision, packing, attention, budget="auto", streams=2):
+    def make(precision, packing, attention, budget="auto"):
         with torch.device("meta"):
             mm = DNABERT(cfg)
         mm.load_state_dict(state, assign=True)
         return Embedder.create(mm, "dnabert_s", EmbedOptions(precision=precision, packing=packing, attention=attention,
-                                                             token_budget=budget, device=str(DEV), streams=streams), 3)
+                                                             token_budget=budget, device=str(DEV)), 3)
 
     e = make("fp16", True, "auto")
     t0 = time.perf_counter()
@@ -350,13 +342,11 @@ def bench_dnabert(name: str, nucleotides: list[str], args, sampler, tok) -> None
     del e
     cleanup()
 
-    for attention, streams in (("flex", 1), ("sdpa", 2)):
-        e = make("fp16", True, attention, budget=st.token_budget, streams=streams)
-        sec, busy, peak = timed(lambda: e.embed_tokens(tokens), args.reps, sampler)
-        record("DNABERT-S", name, f"ours packed {attention} {streams} stream", len(tokens), n_tok, sec, busy, peak,
-               precision="fp16", attention=attention, streams=streams)
-        del e
-        cleanup()
+    e = make("fp16", True, "sdpa", budget=st.token_budget)
+    sec, busy, peak = timed(lambda: e.embed_tokens(tokens), args.reps, sampler)
+    record("DNABERT-S", name, "ours packed sdpa", len(tokens), n_tok, sec, busy, peak, precision="fp16", attention="sdpa")
+    del e
+    cleanup()
 
     # our reference model, FP16, padded: "auto" is the FP32-softmax math path (exact ALiBi);
     # SDPA (ALiBi bias rounded to FP16) is the fastest padded variant

@@ -59,7 +59,6 @@ class EmbedOptions:
     device: str = "auto"
     dedup: bool = True
     threads: int = 1
-    streams: int = 2  # CUDA streams that consecutive batches alternate between
 
 
 @dataclass
@@ -100,11 +99,10 @@ class Embedder:
     """Runs a prepared model (``ESM2`` or ``DNABERT``) over lists of token arrays."""
 
     def __init__(self, model: torch.nn.Module, kind: str, device: torch.device, precision: Precision,
-                 packed: bool, backend: str, pad_id: int, token_budget: int | str = "auto", streams: int = 2):
+                 packed: bool, backend: str, pad_id: int, token_budget: int | str = "auto"):
         self.model, self.kind, self.device, self.precision = model, kind, device, precision
         self.packed, self.backend, self.pad_id = packed, backend, pad_id
         self.token_budget = token_budget
-        self.streams = max(1, streams)
         self.pin = device.type == "cuda"
 
     @classmethod
@@ -117,7 +115,7 @@ class Embedder:
             torch.set_num_threads(max(1, int(opts.threads)))
         backend = resolve_backend(opts.attention, device, precision.dtype, alibi=(kind == "dnabert_s"), packed=opts.packing)
         model.prepare(device, precision.dtype)
-        return cls(model, kind, device, precision, opts.packing, backend, pad_id, opts.token_budget, opts.streams)
+        return cls(model, kind, device, precision, opts.packing, backend, pad_id, opts.token_budget)
 
     def warm_up(self) -> None:
         """Compile FlexAttention for this job's batch shape before the real batches.
@@ -158,10 +156,6 @@ class Embedder:
         stats.packing_efficiency = packing_efficiency(lengths, plan, budget, padded=not self.packed)
         stats.tokens = int(lengths.sum())
         out = torch.empty((len(tokens), dim), dtype=torch.float32, device=self.device)
-        # Consecutive batches alternate between CUDA streams, so that one batch's
-        # memory-bound kernels run beside the other's matrix products.
-        streams = [torch.cuda.Stream(self.device) for _ in range(self.streams)] if self.device.type == "cuda" else [None]
-        main = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
             pending = [pool.submit(self._build, tokens, b, pad_to) for b in plan[:PREFETCH]]
@@ -170,16 +164,7 @@ class Embedder:
                 if k + PREFETCH < len(plan):
                     pending.append(pool.submit(self._build, tokens, plan[k + PREFETCH], pad_to))
                 pending[k] = None  # drop the reference once consumed
-                stream = streams[k % len(streams)]
-                if stream is None:
-                    self._embed_into(out, batch, tokens, pad_to, stats)
-                else:
-                    stream.wait_stream(main)  # ``out`` was allocated on the main stream
-                    with torch.cuda.stream(stream):
-                        self._embed_into(out, batch, tokens, pad_to, stats)
-        for stream in streams:
-            if stream is not None:
-                main.wait_stream(stream)
+                self._embed_into(out, batch, tokens, pad_to, stats)
         vectors = out.cpu().numpy()  # the one device-to-host copy (synchronises)
         stats.seconds_compute = time.perf_counter() - t0
         stats.tokens_per_second = stats.tokens / stats.seconds_compute if stats.seconds_compute else 0.0
