@@ -1,10 +1,12 @@
-"""ESM-2 and DNABERT-S in our code against independent references, on the CPU (FP32).
+"""ESM-2 and DNABERT-S in our code against independent references, in FP32.
 
 References: fair-esm's own ``esm.model.esm2.ESM2`` and alphabet, transformers'
 ``EsmModel`` (for the Hugging Face layout), and the published DNABERT-2 facts
 (ALiBi slope order, state-dict layout). Tolerances: 1e-5 max abs difference in
 FP32, where two implementations of the same arithmetic differ only by
-summation order (observed ~1e-6).
+summation order (observed ~1e-6). The equivalence tests run on the CPU and,
+where CUDA is available, again on the GPU (``device`` parameter, marked gpu;
+TF32 is off so that FP32 matrix products stay FP32).
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ AMINO = list("ACDEFGHIKLMNPQRSTVWY")
 TOL = 1e-5
 
 
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def device(request):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return torch.device(request.param)
+
+
 def _proteins(n, seed, low=1, high=300):
     rng = np.random.default_rng(seed)
     return ["".join(rng.choice(AMINO, int(k))) for k in rng.integers(low, high, n)]
@@ -39,13 +47,13 @@ def alphabet():
     return esm.data.Alphabet.from_architecture("ESM-1b")
 
 
-def _fair_and_ours(alphabet, layers, dim, heads, seed):
+def _fair_and_ours(alphabet, layers, dim, heads, seed, device="cpu"):
     torch.manual_seed(seed)
     fair = FairESM2(num_layers=layers, embed_dim=dim, attention_heads=heads, alphabet=alphabet, token_dropout=True).eval()
     ours = ESM2(ESM2Config(layers, dim, heads)).eval()
     state = {k: v for k, v in fair.state_dict().items() if not k.startswith(("lm_head", "contact_head"))}
     ours.load_state_dict(state, strict=True)  # fair-esm's names, unchanged
-    return fair, ours
+    return fair.to(device), ours.to(device)
 
 
 def test_alphabet_and_tokens_match_fair_esm(alphabet):
@@ -58,15 +66,16 @@ def test_alphabet_and_tokens_match_fair_esm(alphabet):
 
 
 @pytest.mark.parametrize("layers,dim,heads", [(6, 320, 20), (12, 480, 20)], ids=["t6_8M", "t12_35M"])
-def test_esm2_final_layer_matches_fair_esm(alphabet, layers, dim, heads):
-    fair, ours = _fair_and_ours(alphabet, layers, dim, heads, seed=layers)
+def test_esm2_final_layer_matches_fair_esm(alphabet, layers, dim, heads, device):
+    fair, ours = _fair_and_ours(alphabet, layers, dim, heads, seed=layers, device=device)
     seqs = _proteins(9, layers, 1, 400)  # mixed lengths: padded batches
     _, _, toks = alphabet.get_batch_converter()([(str(i), s) for i, s in enumerate(seqs)])
-    batch = make_padded([tokenize(s) for s in seqs], np.arange(len(seqs)), PAD)
+    toks = toks.to(device)
+    batch = make_padded([tokenize(s) for s in seqs], np.arange(len(seqs)), PAD).to(device)
     with torch.no_grad():
         ref = fair(toks, repr_layers=[layers])["representations"][layers]
         got = ours.forward_padded(batch, "math")
-        packed = make_packed([tokenize(s) for s in seqs], np.arange(len(seqs)))
+        packed = make_packed([tokenize(s) for s in seqs], np.arange(len(seqs))).to(device)
         got_packed = ours.forward_packed(packed, "sdpa")
     mask = batch.mask
     assert (got - ref)[mask].abs().max() < TOL
@@ -76,21 +85,21 @@ def test_esm2_final_layer_matches_fair_esm(alphabet, layers, dim, heads):
     assert (ref - fair.embed_tokens(toks))[mask].abs().max() > 1.0
 
 
-def test_esm2_pooling_matches_original_extract_esm(alphabet):
+def test_esm2_pooling_matches_original_extract_esm(alphabet, device):
     """VirNucPro's extract_esm: fair-esm batches, ``t[i, 1:min(1024, L)+1].mean(0)``."""
-    fair, ours = _fair_and_ours(alphabet, 6, 320, 20, seed=1)
+    fair, ours = _fair_and_ours(alphabet, 6, 320, 20, seed=1, device=device)
     seqs = _proteins(6, 2, 5, 200) + ["".join(np.random.default_rng(3).choice(AMINO, 1100))]  # > 1024 residues
     ds = esm.data.FastaBatchedDataset([str(i) for i in range(len(seqs))], seqs)
     expected = {}
     with torch.no_grad():
         for b in ds.get_batch_indices(2048, extra_toks_per_seq=1):
             labels, strs, toks = alphabet.get_batch_converter()([ds[i] for i in b])
-            rep = fair(toks, repr_layers=[6])["representations"][6]
+            rep = fair(toks.to(device), repr_layers=[6])["representations"][6]
             for i, (label, s) in enumerate(zip(labels, strs)):
                 expected[int(label)] = rep[i, 1 : min(1024, len(s)) + 1].mean(0)
         tokens = [tokenize(s) for s in seqs]
-        packed = ours.embed(make_packed(tokens, np.arange(len(seqs))), "sdpa")
-        padded = ours.embed(make_padded(tokens, np.arange(len(seqs)), PAD), "math")
+        packed = ours.embed(make_packed(tokens, np.arange(len(seqs))).to(device), "sdpa")
+        padded = ours.embed(make_padded(tokens, np.arange(len(seqs)), PAD).to(device), "math")
     exp = torch.stack([expected[i] for i in range(len(seqs))])
     assert (packed - exp).abs().max() < TOL
     assert (padded - exp).abs().max() < TOL
@@ -177,31 +186,34 @@ def _dna_tokens(n, seed, vocab=64):
     return [np.concatenate([[1], rng.integers(5, vocab, int(k)), [2]]) for k in rng.integers(1, 150, n)]
 
 
-def test_dnabert_padded_batch_equals_each_sequence_alone(small_dnabert):
+def test_dnabert_padded_batch_equals_each_sequence_alone(small_dnabert, device):
     tokens = _dna_tokens(8, 1)
+    model = small_dnabert.to(device)
     with torch.no_grad():
-        batch = make_padded(tokens, np.arange(8), pad_id=3)
-        together = small_dnabert.forward_padded(batch, "math")
-        packed = small_dnabert.forward_packed(make_packed(tokens, np.arange(8)), "sdpa")
+        batch = make_padded(tokens, np.arange(8), pad_id=3).to(device)
+        together = model.forward_padded(batch, "math")
+        packed = model.forward_packed(make_packed(tokens, np.arange(8)).to(device), "sdpa")
         offset = 0
         for i, t in enumerate(tokens):
-            alone = small_dnabert.forward_padded(make_padded(tokens, np.array([i]), 3), "math")[0]
+            alone = model.forward_padded(make_padded(tokens, np.array([i]), 3).to(device), "math")[0]
             assert (together[i, : len(t)] - alone).abs().max() < TOL
             assert (packed[offset : offset + len(t)] - alone).abs().max() < TOL
             offset += len(t)
 
 
-def test_dnabert_pooling_includes_cls_and_sep(small_dnabert):
+def test_dnabert_pooling_includes_cls_and_sep(small_dnabert, device):
     tokens = _dna_tokens(3, 2)
+    model = small_dnabert.to(device)
     with torch.no_grad():
-        pooled = small_dnabert.embed(make_packed(tokens, np.arange(3)), "sdpa")
+        pooled = model.embed(make_packed(tokens, np.arange(3)).to(device), "sdpa")
         for i in range(len(tokens)):
-            states = small_dnabert.forward_padded(make_padded(tokens, np.array([i]), 3), "math")[0]
+            states = model.forward_padded(make_padded(tokens, np.array([i]), 3).to(device), "math")[0]
             assert (pooled[i] - states.mean(0)).abs().max() < TOL  # original: mean over all tokens
 
 
 def test_alibi_bias_is_applied(small_dnabert):
     """Moving tokens changes the output only through ALiBi (there are no position embeddings)."""
+    small_dnabert.to("cpu")
     t = _dna_tokens(1, 3)[0]
     rev = np.concatenate([[t[0]], t[1:-1][::-1], [t[-1]]])
     with torch.no_grad():
