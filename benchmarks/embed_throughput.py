@@ -55,7 +55,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from virnucflow.engine import EmbedOptions, Embedder  # noqa: E402
 from virnucflow.gpu import UtilizationSampler  # noqa: E402
 from virnucflow.models.dnabert import DNABERT, DNABERTConfig  # noqa: E402
-from virnucflow.models.esm2 import ESM2, KNOWN_CONFIGS, PAD, init_random, tokenize  # noqa: E402
+from virnucflow.models.esm2 import ESM2, KNOWN_CONFIGS, PAD, tokenize  # noqa: E402
+from virnucflow.models.random_weights import init_random  # noqa: E402
 from virnucflow.workloads import mixed_frames, virnucpro_frames  # noqa: E402
 
 DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from virnucflow.models.attention import PackedAttention  # noqa: E402
 from virnucflow.models.dnabert import DNABERT, DNABERTConfig  # noqa: E402
-from virnucflow.models.esm2 import ESM2, KNOWN_CONFIGS, init_random, tokenize  # noqa: E402
+from virnucflow.models.esm2 import ESM2, KNOWN_CONFIGS, tokenize  # noqa: E402
+from virnucflow.models.random_weights import init_random  # noqa: E402
 from virnucflow.models.packing import make_packed  # noqa: E402
 
 dev = torch.device("cuda")

@@ -18,7 +18,8 @@ assert os.environ.get("TRITON_INTERPRET") == "1"
 
 from virnucflow.models import kernels  # noqa: E402
 from virnucflow.models.dnabert import DNABERT, DNABERTConfig  # noqa: E402
-from virnucflow.models.esm2 import ESM2, ESM2Config, init_random, tokenize  # noqa: E402
+from virnucflow.models.esm2 import ESM2, ESM2Config, tokenize  # noqa: E402
+from virnucflow.models.random_weights import init_random  # noqa: E402
 from virnucflow.models.packing import make_packed  # noqa: E402
 from virnucflow.workloads import mixed_frames  # noqa: E402
 

@@ -18,8 +18,9 @@ from virnucflow.engine import EmbedOptions, Embedder, EmbedStats, dedup, embed_s
 from virnucflow.errors import ResourceError
 from virnucflow.models.attention import ALL_BACKENDS
 from virnucflow.models.dnabert import DNABERT, DNABERTConfig
-from virnucflow.models.esm2 import ESM2, ESM2Config, PAD, init_random, tokenize
+from virnucflow.models.esm2 import ESM2, ESM2Config, PAD, tokenize
 from virnucflow.models.packing import make_packed, make_padded, packing_efficiency, plan_packed, plan_padded
+from virnucflow.models.random_weights import init_random
 from virnucflow.workloads import mixed_frames
 
 TOL = 1e-5

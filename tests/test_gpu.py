@@ -26,7 +26,8 @@ import torch
 from virnucflow.engine import EmbedOptions, Embedder
 from virnucflow.models.attention import can_run
 from virnucflow.models.dnabert import DNABERT, DNABERTConfig
-from virnucflow.models.esm2 import ESM2, KNOWN_CONFIGS, PAD, init_random, tokenize
+from virnucflow.models.esm2 import ESM2, KNOWN_CONFIGS, PAD, tokenize
+from virnucflow.models.random_weights import init_random
 from virnucflow.workloads import mixed_frames
 
 pytestmark = pytest.mark.gpu

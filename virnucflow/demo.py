@@ -30,7 +30,8 @@ import torch
 from .atomic import atomic_outputs
 from .classifier import MLPClassifier
 from .models.dnabert import DNABERT, DNABERTConfig
-from .models.esm2 import ESM2, ESM2Config, init_random
+from .models.esm2 import ESM2, ESM2Config
+from .models.random_weights import init_random
 
 DEMO_ESM = ESM2Config(num_layers=2, embed_dim=32, attention_heads=4, name="virnucflow_demo_esm2")
 DEMO_DNABERT = dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=6, intermediate_size=96)

@@ -7,6 +7,9 @@
   FlexAttention, SDPA, plain math);
 - ``precision``: dtype and device policy;
 - ``pooling``: the original VirNucPro's mean pooling for each model;
+- ``kernels``: fused Triton kernels (rotary, GEGLU, add+LayerNorm) with their
+  PyTorch references;
+- ``random_weights``: deterministic random weights for demos, tests, benchmarks;
 - ``checkpoints``: reading fair-esm and Hugging Face files, strict loading;
 - ``acquire``: resolving model names to files, downloads, validation.
 """
