@@ -53,7 +53,7 @@ def write_predictions(path: str | os.PathLike, ids: Sequence[str], scores: np.nd
 
 
 def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t", comment=None, skiprows=_banner_lines(path), keep_default_na=False,
+    return pd.read_csv(path, sep="\t", skiprows=_banner_lines(path), keep_default_na=False,
                        dtype={"Sequence_ID": str, "Prediction": str})
 
 
@@ -75,14 +75,19 @@ def highest_scores(predictions: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"Modified_ID": is_virus.index.astype(str), "Is_Virus": is_virus.to_numpy(dtype=bool)})
 
 
-def write_highest_scores(prediction_txt: str | os.PathLike, out: str | os.PathLike, demo: bool = False) -> pd.DataFrame:
-    """Write ``prediction_results_highestscore.csv`` from ``prediction_results.txt``."""
-    table = highest_scores(read_predictions(prediction_txt))
-    with atomic_outputs([out]) as (tmp,):
+def write_table(path: str | os.PathLike, table: pd.DataFrame, demo: bool = False) -> None:
+    """Write a tab-separated table atomically, after the demo banner when ``demo``."""
+    with atomic_outputs([path]) as (tmp,):
         with open(tmp, "w") as f:
             if demo:
                 f.write(DEMO_BANNER)
-            table.to_csv(f, sep="\t", index=False)
+            table.to_csv(f, sep="\t", index=False, na_rep="NA")
+
+
+def write_highest_scores(prediction_txt: str | os.PathLike, out: str | os.PathLike, demo: bool = False) -> pd.DataFrame:
+    """Write ``prediction_results_highestscore.csv`` from ``prediction_results.txt``."""
+    table = highest_scores(read_predictions(prediction_txt))
+    write_table(out, table, demo)
     return table
 
 
@@ -116,14 +121,6 @@ def summarise(records_tsv: str | os.PathLike, predictions: pd.DataFrame, windows
     return out[SUMMARY_COLUMNS]
 
 
-def write_summary(path: str | os.PathLike, summary: pd.DataFrame, demo: bool = False) -> None:
-    with atomic_outputs([path]) as (tmp,):
-        with open(tmp, "w") as f:
-            if demo:
-                f.write(DEMO_BANNER)
-            summary.to_csv(f, sep="\t", index=False, na_rep="NA")
-
-
 def predict_sample(
     features_h5: str | os.PathLike,
     models_json: str | os.PathLike,
@@ -151,9 +148,12 @@ def predict_sample(
         log.warning("DEMO MODELS in use: the predictions of this run mean nothing")
     scores = classify(model, torch.from_numpy(table.vectors)).numpy()
     write_predictions(predictions_out, table.ids, scores, demo=demo)
-    windows = write_highest_scores(predictions_out, highest_out, demo=demo)
-    summary = summarise(records_tsv, read_predictions(predictions_out), windows)
-    write_summary(summary_out, summary, demo=demo)
+    # per-window calls from the file just written (as the original does), read once
+    predictions = read_predictions(predictions_out)
+    windows = highest_scores(predictions)
+    write_table(highest_out, windows, demo)
+    summary = summarise(records_tsv, predictions, windows)
+    write_table(summary_out, summary, demo)
     log.info(
         "%d frames scored; %d of %d input sequences called viral",
         len(table.ids), int((summary["call"] == "virus").sum()), len(summary),

@@ -32,10 +32,6 @@ class Precision:
     def dtype(self) -> torch.dtype:
         return DTYPES[self.name]
 
-    @property
-    def is_half(self) -> bool:
-        return self.name in ("fp16", "bf16")
-
 
 def resolve_device(spec: str = "auto") -> torch.device:
     """``auto``: the first visible CUDA device, else the CPU."""
