@@ -190,6 +190,12 @@ def test_packing_plans():
     assert plan_packed([5000, 10], 4096)[0].tolist() == [0]  # longer than the budget: its own batch
 
 
+def test_packed_batch_refuses_a_padded_only_backend(esm, esm_tokens):
+    batch = make_packed(esm_tokens[:3], np.arange(3))
+    with pytest.raises(ValueError, match="'math' is not a packed attention backend"):
+        esm.embed(batch, "math")
+
+
 def test_dedup_helper():
     unique, inverse = dedup(["AC", "GG", "AC", "T", "GG"])
     assert unique == ["AC", "GG", "T"] and inverse.tolist() == [0, 1, 0, 2, 1]

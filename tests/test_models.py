@@ -105,7 +105,7 @@ def test_esm2_pooling_matches_original_extract_esm(alphabet, device):
     assert (padded - exp).abs().max() < TOL
 
 
-def test_fair_esm_file_and_hf_directory_give_identical_outputs(tmp_path):
+def test_fair_esm_file_and_hf_directory_give_identical_outputs(tmp_path, device):
     from safetensors.torch import save_file
     from transformers import EsmConfig, EsmModel
 
@@ -125,8 +125,9 @@ def test_fair_esm_file_and_hf_directory_give_identical_outputs(tmp_path):
     from_file, meta_file = load_esm2(tmp_path / "esm2_t3_test.pt")
     from_dir, meta_dir = load_esm2(hf_dir)
     assert (meta_file["format"], meta_dir["format"]) == ("fair-esm", "huggingface")
+    from_file, from_dir = from_file.to(device), from_dir.to(device)
     seqs = _proteins(5, 9, 3, 120)
-    batch = make_packed([tokenize(s) for s in seqs], np.arange(5))
+    batch = make_packed([tokenize(s) for s in seqs], np.arange(5)).to(device)
     with torch.no_grad():
         a = from_file.embed(batch, "sdpa")
         b = from_dir.embed(batch, "sdpa")
@@ -136,7 +137,8 @@ def test_fair_esm_file_and_hf_directory_give_identical_outputs(tmp_path):
     from safetensors.torch import load_file
 
     hf.load_state_dict({k.removeprefix("esm."): v for k, v in load_file(str(hf_dir / "model.safetensors")).items()}, strict=False)
-    padded = make_padded([tokenize(s) for s in seqs], np.arange(5), PAD)
+    hf = hf.to(device)
+    padded = make_padded([tokenize(s) for s in seqs], np.arange(5), PAD).to(device)
     with torch.no_grad():
         h = hf(input_ids=padded.tokens, attention_mask=padded.mask.long()).last_hidden_state
         o = from_dir.forward_padded(padded, "math")

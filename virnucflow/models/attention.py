@@ -164,6 +164,8 @@ class PackedAttention:
     """Attention over one packed batch; state built once and shared by all layers."""
 
     def __init__(self, backend: str, batch: PackedBatch, num_heads: int, alibi: torch.Tensor | None = None):
+        if backend not in PACKED_BACKENDS:
+            raise ValueError(f"{backend!r} is not a packed attention backend (use one of {', '.join(PACKED_BACKENDS)})")
         self.backend = backend
         self.batch = batch
         self.alibi = alibi  # (H,) float32 slopes or None

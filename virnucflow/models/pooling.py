@@ -37,16 +37,17 @@ DNABERT_POOLING = PoolingWindow()
 
 def pool_packed(hidden: torch.Tensor, batch: PackedBatch, window: PoolingWindow) -> torch.Tensor:
     """(T, E) hidden states of a packed batch -> (B, E) float32 means."""
-    n = len(batch.lengths)
-    lengths = batch.cu_seqlens[1:] - batch.cu_seqlens[:-1]
-    counts = window.counts(lengths.long())  # (B,)
+    lengths = (batch.cu_seqlens[1:] - batch.cu_seqlens[:-1]).long()  # (B,)
+    counts = window.counts(lengths)  # (B,)
     total = batch.num_tokens
     seg = batch.segments[:total].long()
     pos = batch.positions[:total]
-    keep = (pos >= window.skip_first) & (pos < window.skip_first + counts[seg])
-    sums = torch.zeros((n, hidden.shape[1]), device=hidden.device, dtype=torch.float32)
-    # weights instead of boolean indexing: no host synchronisation
-    sums.index_add_(0, seg, hidden[:total].float() * keep[:, None])
+    keep = (pos >= window.skip_first) & (pos < window.skip_first + counts[seg])  # (T_real,)
+    # Weights instead of boolean indexing: no host synchronisation. Sequences
+    # are contiguous runs of the packed batch, so each sum is a segment
+    # reduction in a fixed order: the same input gives bit-identical vectors
+    # run after run (index_add_ on CUDA adds with atomics, in no fixed order).
+    sums = torch.segment_reduce(hidden[:total].float() * keep[:, None], "sum", lengths=lengths, axis=0, unsafe=True)
     return sums / counts.clamp(min=1)[:, None].float()
 
 
