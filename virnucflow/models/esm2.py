@@ -258,12 +258,10 @@ class ESM2(nn.Module):
     def forward_packed(self, batch: PackedBatch, backend: str) -> torch.Tensor:
         """(T,) packed tokens -> (T, E) final-layer states."""
         tokens = batch.tokens
-        n, total = len(batch.lengths), batch.num_tokens
+        total = batch.num_tokens
         seg = batch.segments[:total].long()
-        lengths = (batch.cu_seqlens[1:] - batch.cu_seqlens[:-1]).float()
-        masks = torch.zeros(n, device=tokens.device, dtype=torch.float32)
-        masks.index_add_(0, seg, (tokens[:total] == MASK).float())
-        fraction = (masks / lengths).to(self.embed_tokens.weight.dtype)[seg]  # per real token
+        masks = batch.segment_sum((tokens[:total] == MASK).float())  # (B,)
+        fraction = (masks / batch.seqlens()).to(self.embed_tokens.weight.dtype)[seg]  # per real token
         if batch.pad_tail:
             fraction = torch.cat([fraction, fraction.new_zeros(batch.pad_tail)])
         x = self._embed(tokens, fraction)

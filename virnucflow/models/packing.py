@@ -94,6 +94,19 @@ class PackedBatch:
     def num_tokens(self) -> int:
         return int(self.lengths.sum())
 
+    def seqlens(self) -> torch.Tensor:
+        """(B,) int64 sequence lengths on the batch's device."""
+        return (self.cu_seqlens[1:] - self.cu_seqlens[:-1]).long()
+
+    def segment_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """(T_real, ...) per-token values -> (B, ...) per-sequence sums.
+
+        Each sequence is a contiguous run, summed in a fixed order: the same
+        batch gives the same bits run after run (``index_add_`` on CUDA adds
+        with atomics, in no fixed order).
+        """
+        return torch.segment_reduce(values, "sum", lengths=self.seqlens(), axis=0, unsafe=True)
+
     def to(self, device: torch.device, non_blocking: bool = True) -> "PackedBatch":
         mv = lambda t: t.to(device, non_blocking=non_blocking)
         return PackedBatch(

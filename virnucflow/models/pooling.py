@@ -37,17 +37,13 @@ DNABERT_POOLING = PoolingWindow()
 
 def pool_packed(hidden: torch.Tensor, batch: PackedBatch, window: PoolingWindow) -> torch.Tensor:
     """(T, E) hidden states of a packed batch -> (B, E) float32 means."""
-    lengths = (batch.cu_seqlens[1:] - batch.cu_seqlens[:-1]).long()  # (B,)
-    counts = window.counts(lengths)  # (B,)
+    counts = window.counts(batch.seqlens())  # (B,)
     total = batch.num_tokens
     seg = batch.segments[:total].long()
     pos = batch.positions[:total]
     keep = (pos >= window.skip_first) & (pos < window.skip_first + counts[seg])  # (T_real,)
-    # Weights instead of boolean indexing: no host synchronisation. Sequences
-    # are contiguous runs of the packed batch, so each sum is a segment
-    # reduction in a fixed order: the same input gives bit-identical vectors
-    # run after run (index_add_ on CUDA adds with atomics, in no fixed order).
-    sums = torch.segment_reduce(hidden[:total].float() * keep[:, None], "sum", lengths=lengths, axis=0, unsafe=True)
+    # weights instead of boolean indexing: no host synchronisation
+    sums = batch.segment_sum(hidden[:total].float() * keep[:, None])
     return sums / counts.clamp(min=1)[:, None].float()
 
 
