@@ -46,6 +46,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -53,11 +54,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from virnucflow.engine import EmbedOptions, Embedder  # noqa: E402
-from virnucflow.gpu import UtilizationSampler  # noqa: E402
-from virnucflow.models.dnabert import DNABERT, DNABERTConfig  # noqa: E402
+from virnucflow.models.dnabert_s import DNABERT, DNABERTConfig  # noqa: E402
 from virnucflow.models.esm2 import ESM2, KNOWN_CONFIGS, PAD, tokenize  # noqa: E402
 from virnucflow.models.random_weights import init_random  # noqa: E402
-from virnucflow.workloads import mixed_frames, virnucpro_frames  # noqa: E402
+from benchmarks.gpu_util import UtilizationSampler  # noqa: E402
+from tests.workloads import mixed_frames, virnucpro_frames  # noqa: E402
 
 DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 CUDA = DEV.type == "cuda"
@@ -138,8 +139,8 @@ def ours_esm(state, cfg, precision: str, packing: bool, attention: str = "auto",
     with torch.device("meta"):
         m = ESM2(cfg)
     m.load_state_dict(state, assign=True)
-    return Embedder.create(m, "esm2", EmbedOptions(precision=precision, packing=packing, attention=attention,
-                                                   token_budget=budget, device=str(DEV)), PAD)
+    return Embedder.create(m, EmbedOptions.defaults(precision=precision, packing=packing, attention=attention,
+                                                    token_budget=budget, device=str(DEV)))
 
 
 def fair_esm(state, cfg, half: bool):
@@ -326,8 +327,9 @@ def bench_dnabert(name: str, nucleotides: list[str], args, sampler, tok) -> None
         with torch.device("meta"):
             mm = DNABERT(cfg)
         mm.load_state_dict(state, assign=True)
-        return Embedder.create(mm, "dnabert_s", EmbedOptions(precision=precision, packing=packing, attention=attention,
-                                                             token_budget=budget, device=str(DEV)), 3)
+        mm.tokenizer = SimpleNamespace(pad_id=3)  # tokens come from the benchmark's own tokenizer
+        return Embedder.create(mm, EmbedOptions.defaults(precision=precision, packing=packing, attention=attention,
+                                                         token_budget=budget, device=str(DEV)))
 
     e = make("fp16", True, "auto")
     t0 = time.perf_counter()
@@ -407,19 +409,20 @@ def bench_job(args, sampler, tok) -> None:
         save_fair_esm(random_esm2(KNOWN_CONFIGS["esm2_t6_8M_UR50D"], 5), esm_path)
         width = KNOWN_CONFIGS["esm2_t6_8M_UR50D"].embed_dim + DNABERTConfig(**DNABERT_SIZE).hidden_size
         save_original_classifier(random_classifier(width, 512, 0), work / "clf.pth")
-    check_models(str(esm_path), str(dn_path), str(work / "clf.pth"), work / "models.json")
+    check_models({"esm2": str(esm_path), "dnabert_s": str(dn_path), "classifier": str(work / "clf.pth")}, work / "models.json")
     for kind in args.job_models.split(","):
         t0 = time.monotonic()
-        stats = embed_shard(kind, work / "models.json", work / "shard.tsv", work / f"{kind}.h5", EmbedOptions(device=str(DEV)))
+        stats = embed_shard(kind, work / "models.json", work / "shard.tsv", work / f"{kind}.h5",
+                            EmbedOptions.defaults(device=str(DEV)))
         t1 = time.monotonic()
-        load = stats.extra.get("seconds_load", None)
+        load = round(stats.seconds_load, 2)
         # NVML utilisation over everything after the model is on the GPU: planning,
         # batches, the copy back, the NaN/Inf check and writing the HDF5 file.
-        busy_after_load = sampler.mean(stats.extra["monotonic_loaded"], stats.extra["monotonic_written"])
+        busy_after_load = sampler.mean(t0 + stats.seconds_load, t1)
         row = dict(model=kind, workload=f"job {args.job_frames} frames", method="virnucflow embed (whole job)",
                    sequences=stats.sequences, unique=stats.unique_sequences, tokens=stats.tokens,
                    wall_s=round(t1 - t0, 1), compute_s=round(stats.seconds_compute, 1),
-                   after_load_s=round(stats.extra["monotonic_written"] - stats.extra["monotonic_loaded"], 1),
+                   after_load_s=round(t1 - t0 - stats.seconds_load, 1),
                    tokens_per_s_compute=round(stats.tokens_per_second), tokens_per_s_wall=round(stats.tokens / (t1 - t0)),
                    gpu_busy_after_load=round(busy_after_load, 3), packing_eff=round(stats.packing_efficiency, 4),
                    dedup_saving=round(stats.dedup_saving, 4), load_s=load)

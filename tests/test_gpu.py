@@ -20,6 +20,7 @@ beyond ESM-2's 1024-residue pooling window). Thresholds (from the issue):
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -27,10 +28,10 @@ import torch
 
 from virnucflow.engine import EmbedOptions, Embedder
 from virnucflow.models.attention import can_run
-from virnucflow.models.dnabert import DNABERT, DNABERTConfig
+from virnucflow.models.dnabert_s import DNABERT, DNABERTConfig
 from virnucflow.models.esm2 import ESM2, KNOWN_CONFIGS, PAD, tokenize
 from virnucflow.models.random_weights import init_random
-from virnucflow.workloads import mixed_frames
+from .workloads import mixed_frames
 
 pytestmark = pytest.mark.gpu
 N = 1000
@@ -80,7 +81,10 @@ def dnabert_tokens(workload):
 
 
 def _embed(model, kind, tokens, pad_id, **opts) -> tuple[np.ndarray, Embedder]:
-    e = Embedder.create(copy.deepcopy(model), kind, EmbedOptions(device="cuda", **opts), pad_id)
+    m = copy.deepcopy(model)
+    assert m.name == kind
+    m.tokenizer = SimpleNamespace(pad_id=pad_id)  # the token arrays are made directly
+    e = Embedder.create(m, EmbedOptions.defaults(device="cuda", **opts))
     return e.embed_tokens(tokens), e
 
 
@@ -118,6 +122,22 @@ def test_packed_fp16_matches_fp32_reference(request, kind):
     assert cos.mean() >= 0.999 and cos.min() >= 0.99
     assert centred.mean() >= 0.999 and centred.min() >= 0.99
     assert abs(between.mean()) < 0.5, "reference vectors of different sequences are too alike to test anything"
+
+
+@pytest.mark.parametrize("kind", ["esm2", "dnabert_s"])
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_fast_path_error_within_twice_the_reference_path_error(request, kind, precision):
+    """flash-attention's criterion: against the FP32 reference, the production path in
+    half precision may err at most k=2 times as much as the reference path (padded,
+    math attention) run in the same half precision."""
+    model, tokens, ref, pad = _fixtures(request, kind)
+    fast, emb = _embed(model, kind, tokens, pad, precision=precision, packing=True, attention="auto")
+    slow, _ = _embed(model, kind, tokens, pad, precision=precision, packing=False, attention="math")
+    err_fast, err_slow = np.abs(fast - ref).max(), np.abs(slow - ref).max()
+    mean_fast, mean_slow = np.abs(fast - ref).mean(), np.abs(slow - ref).mean()
+    print(f"{kind} {precision} ({emb.backend}): max |err| fast {err_fast:.2e} vs reference path {err_slow:.2e}; "
+          f"mean {mean_fast:.2e} vs {mean_slow:.2e}")
+    assert err_fast <= 2 * err_slow and mean_fast <= 2 * mean_slow
 
 
 @pytest.mark.parametrize("kind", ["esm2", "dnabert_s"])

@@ -7,17 +7,11 @@ import pytest
 import torch
 
 from virnucflow.errors import MergeError
-from virnucflow.features import (
-    EmbeddingTable,
-    merge_features,
-    read_original_dnabert_pt,
-    read_original_esm_pt,
-    read_table,
-    write_table,
-)
+from virnucflow.features import Embeddings, export_merged_pt, merge_features, read_h5, write_h5
 from virnucflow.preprocess import iter_identified
 
 from .conftest import REFERENCE, run_cli
+from .originals import read_original_dnabert_pt, read_original_esm_pt
 
 NAME = "test_with_orfs"
 
@@ -29,19 +23,19 @@ def _reference_tables():
     aa_ids, aa = read_original_esm_pt(REFERENCE / f"{NAME}_output_1_ESM.pt")
     # The original's ESM file is in fair-esm's length-sorted batch order, not input order.
     assert aa_ids != nt_ids
-    mk = lambda ids, v, model: EmbeddingTable(ids, np.array([pos[i] for i in ids]), v, {"model": model})
+    mk = lambda ids, v, model: Embeddings(ids, np.array([pos[i] for i in ids]), v, {"model": model})
     return mk(nt_ids, nt, "dnabert"), mk(aa_ids, aa, "esm")
 
 
-def _split(table: EmbeddingTable, rows):
-    return EmbeddingTable([table.ids[r] for r in rows], table.index[rows], table.vectors[rows], table.attrs)
+def _split(table: Embeddings, rows):
+    return Embeddings([table.ids[r] for r in rows], table.index[rows], table.vectors[rows], table.attrs)
 
 
 def _write_shards(tmp_path, prefix, table, splits):
     paths = []
     for k, rows in enumerate(splits):
         p = tmp_path / f"{prefix}{k}.h5"
-        write_table(p, _split(table, rows))
+        write_h5(p, _split(table, rows))
         paths.append(p)
     return paths
 
@@ -50,11 +44,12 @@ def test_merge_reproduces_original_merged_pt(tmp_path):
     nt, aa = _reference_tables()
     nt_files = _write_shards(tmp_path, "nt", nt, [[2, 0], [3], [1]])
     aa_files = _write_shards(tmp_path, "aa", aa, [[1], [0, 3, 2]])
-    merged = merge_features(nt_files, aa_files, tmp_path / "features.h5", merged_pt=tmp_path / "merged.pt")
+    merged = merge_features(nt_files, aa_files, tmp_path / "features.h5")
+    export_merged_pt(merged, tmp_path / "merged.pt")
     expected = torch.load(REFERENCE / f"{NAME}_output_1_merged.pt", weights_only=True)
     assert merged.ids == expected["ids"]
     assert np.array_equal(merged.vectors, expected["data"].numpy())  # bit-exact: a concatenation
-    back = read_table(tmp_path / "features.h5", dataset="features")
+    back = read_h5(tmp_path / "features.h5", dataset="features")
     assert back.ids == expected["ids"] and np.array_equal(back.vectors, expected["data"].numpy())
     assert back.attrs["dims"] == "[768, 2560]"
     exported = torch.load(tmp_path / "merged.pt", weights_only=True)
@@ -74,7 +69,7 @@ def test_missing_ids_are_named(tmp_path):
 
 def test_extra_and_duplicate_ids_are_named(tmp_path):
     nt, aa = _reference_tables()
-    extra = EmbeddingTable(aa.ids + ["ghost_chunk_1F1"], np.append(aa.index, 9), np.vstack([aa.vectors, aa.vectors[:1]]))
+    extra = Embeddings(aa.ids + ["ghost_chunk_1F1"], np.append(aa.index, 9), np.vstack([aa.vectors, aa.vectors[:1]]))
     nt_files = _write_shards(tmp_path, "nt", nt, [[0, 1, 2, 3]])
     aa_files = _write_shards(tmp_path, "aa", extra, [[0, 1, 2, 3, 4]])
     with pytest.raises(MergeError, match=r"^1 IDs have no DNABERT-S embedding: 'ghost_chunk_1F1'$"):
@@ -87,7 +82,7 @@ def test_extra_and_duplicate_ids_are_named(tmp_path):
 def test_shifted_positions_are_refused(tmp_path):
     """Same ID set but rows that claim other input positions: the v2 rewrite's silent shift."""
     nt, aa = _reference_tables()
-    shifted = EmbeddingTable(aa.ids, np.roll(aa.index, 1), aa.vectors)
+    shifted = Embeddings(aa.ids, np.roll(aa.index, 1), aa.vectors)
     with pytest.raises(MergeError, match="IDs at different input positions"):
         merge_features(_write_shards(tmp_path, "nt", nt, [[0, 1, 2, 3]]), _write_shards(tmp_path, "aa", shifted, [[0, 1, 2, 3]]), tmp_path / "f.h5")
 
@@ -96,10 +91,10 @@ def test_non_finite_vectors_are_refused(tmp_path):
     nt, aa = _reference_tables()
     bad = aa.vectors.copy()
     bad[1, 7] = np.nan
-    aa_bad = EmbeddingTable(aa.ids, aa.index, bad)
+    aa_bad = Embeddings(aa.ids, aa.index, bad)
     res = run_cli(
-        "merge", "--dnabert", *_write_shards(tmp_path, "nt", nt, [[0, 1, 2, 3]]),
-        "--esm", *_write_shards(tmp_path, "aa", aa_bad, [[0, 1, 2, 3]]), "--out", tmp_path / "f.h5",
+        "merge", "--dnabert-s", *_write_shards(tmp_path, "nt", nt, [[0, 1, 2, 3]]),
+        "--esm2", *_write_shards(tmp_path, "aa", aa_bad, [[0, 1, 2, 3]]), "--out", tmp_path / "f.h5",
     )
     assert res.returncode == 1
     assert res.stderr.strip().splitlines()[-1] == f"virnucflow: error: non-finite feature values for '{aa.ids[1]}'"
@@ -108,8 +103,8 @@ def test_non_finite_vectors_are_refused(tmp_path):
 
 def test_empty_shards_merge_to_empty_features(tmp_path):
     nt, aa = _reference_tables()
-    empty = lambda t: EmbeddingTable([], np.zeros(0, np.int64), np.zeros((0, t.dim), np.float32))
-    write_table(tmp_path / "nt.h5", empty(nt))
-    write_table(tmp_path / "aa.h5", empty(aa))
+    empty = lambda t: Embeddings([], np.zeros(0, np.int64), np.zeros((0, t.dim), np.float32))
+    write_h5(tmp_path / "nt.h5", empty(nt))
+    write_h5(tmp_path / "aa.h5", empty(aa))
     table = merge_features([tmp_path / "nt.h5"], [tmp_path / "aa.h5"], tmp_path / "f.h5")
     assert table.vectors.shape == (0, 768 + 2560)

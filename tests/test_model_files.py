@@ -14,7 +14,7 @@ import torch
 from virnucflow.demo import build_demo_models, random_esm2, save_fair_esm
 from virnucflow.errors import ModelFileError
 from virnucflow.models import acquire
-from virnucflow.models.checkpoints import load_dnabert, load_esm2
+from virnucflow.models.checkpoints import load_dnabert_s, load_esm2
 from virnucflow.models.esm2 import ESM2Config
 
 from .conftest import run_cli
@@ -40,7 +40,7 @@ def caches(tmp_path, monkeypatch):
 def _check(demo, **override):
     args = dict(esm2=str(demo / "esm2.pt"), dnabert_s=str(demo / "dnabert"), classifier=str(demo / "clf.pth"))
     args.update(override)
-    return acquire.check_models(args["esm2"], args["dnabert_s"], args["classifier"], None, allow_download=False)
+    return acquire.check_models({**args, "download": False}, None)
 
 
 def test_demo_models_validate(demo):
@@ -111,7 +111,7 @@ def test_wrong_architecture(demo):
     with pytest.raises(ModelFileError, match=r"config\.json: model_type 'bert' is not an ESM-2 \('esm'\) model$"):
         load_esm2(demo / "dnabert")
     with pytest.raises(ModelFileError, match=r"DNABERT-S must be a Hugging Face model directory"):
-        load_dnabert(demo / "esm2.pt")
+        load_dnabert_s(demo / "esm2.pt")
     with pytest.raises(ModelFileError, match=r"not a fair-esm ESM-2 checkpoint \(expected a dict with 'cfg' and 'model'; found \['bn1\.bias'"):
         # a classifier state dict given as ESM-2
         from virnucflow.classifier import load_classifier
@@ -150,10 +150,10 @@ def test_dnabert_directory_without_tokenizer(demo, tmp_path):
     shutil.copytree(demo / "dnabert", d)
     (d / "tokenizer.json").unlink()
     with pytest.raises(ModelFileError, match=r"no tokenizer\.json \(DNABERT-S's BPE tokenizer is part of the model directory\)$"):
-        load_dnabert(d)
+        load_dnabert_s(d)
     (d / "config.json").unlink()
     with pytest.raises(ModelFileError, match=rf"^{d}: not a Hugging Face model directory \(no config\.json\)$"):
-        load_dnabert(d)
+        load_dnabert_s(d)
 
 
 def test_classifier_width_must_match_the_embedding_models(demo, tmp_path):
@@ -161,7 +161,7 @@ def test_classifier_width_must_match_the_embedding_models(demo, tmp_path):
 
     save_original_classifier(random_classifier(3328, 16, 0), tmp_path / "500_model.pth")
     res = run_cli("check-models", "--esm2", demo / "esm2.pt", "--dnabert-s", demo / "dnabert",
-                  "--classifier", tmp_path / "500_model.pth", "--download", "false", "--out", tmp_path / "m.json")
+                  "--classifier", tmp_path / "500_model.pth", "--no-download", "--out", tmp_path / "m.json")
     assert res.returncode == 1
     assert res.stderr.strip().splitlines()[-1] == (
         f"virnucflow: error: {(tmp_path / '500_model.pth').resolve()}: the classifier takes 3328 features but "
@@ -172,7 +172,7 @@ def test_classifier_width_must_match_the_embedding_models(demo, tmp_path):
 
 def test_manifest_written(demo, tmp_path):
     res = run_cli("check-models", "--esm2", demo / "esm2.pt", "--dnabert-s", demo / "dnabert",
-                  "--classifier", demo / "clf.pth", "--download", "false", "--out", tmp_path / "m.json")
+                  "--classifier", demo / "clf.pth", "--no-download", "--out", tmp_path / "m.json")
     assert res.returncode == 0, res.stderr
     manifest = json.loads((tmp_path / "m.json").read_text())
     assert manifest["esm2"]["format"] == "fair-esm" and manifest["dnabert_s"]["format"] == "huggingface"

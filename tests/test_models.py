@@ -22,8 +22,8 @@ from esm.model.esm2 import ESM2 as FairESM2
 
 from virnucflow.demo import random_dnabert, random_esm2, save_dnabert_dir, save_fair_esm, train_dna_tokenizer
 from virnucflow.models.attention import alibi_slopes
-from virnucflow.models.checkpoints import fair_to_hf_esm, load_dnabert, load_esm2
-from virnucflow.models.dnabert import DNABERTConfig
+from virnucflow.models.checkpoints import dnabert_s_to_checkpoint, fair_to_hf_esm, load_dnabert_s, load_esm2
+from virnucflow.models.dnabert_s import DNABERTConfig
 from virnucflow.models.esm2 import ALPHABET, ESM2, ESM2Config, PAD, tokenize
 from virnucflow.models.packing import make_packed, make_padded
 
@@ -83,6 +83,24 @@ def test_esm2_final_layer_matches_fair_esm(alphabet, layers, dim, heads, device)
     assert (got_packed - rows).abs().max() < TOL
     # the comparison is not trivial: the layers change the embeddings a lot
     assert (ref - fair.embed_tokens(toks))[mask].abs().max() > 1.0
+
+
+def test_esm2_layer_reads_on_its_own(alphabet, device):
+    """One TransformerLayer.forward against fair-esm's layer: (hidden, residual) sum to its output."""
+    from virnucflow.models.attention import PaddedAttention
+
+    fair, ours = _fair_and_ours(alphabet, 2, 64, 4, seed=11, device=device)
+    x = torch.randn(3, 17, 64, generator=torch.Generator().manual_seed(0)).to(device)  # (B, L, E)
+    mask = torch.ones(3, 17, dtype=torch.bool, device=device)
+    with torch.no_grad():
+        ref, _ = fair.layers[1](x.transpose(0, 1))  # fair-esm is (L, B, E)
+        rotary = ours._rotary_tables(torch.arange(17, device=device))[1]
+        hidden, residual = ours.layers[1](x, None, rotary, PaddedAttention("math", mask), packed=False)
+        # the same layer, entered with the stream split into (hidden, residual) as a previous layer leaves it
+        hidden2, residual2 = ours.layers[1](x - 1.0, torch.ones_like(x), rotary, PaddedAttention("math", mask), packed=False)
+    assert (hidden + residual - ref.transpose(0, 1)).abs().max() < TOL
+    assert (hidden2 + residual2 - ref.transpose(0, 1)).abs().max() < TOL
+    assert (ref.transpose(0, 1) - x).abs().max() > 0.1  # the layer does change its input
 
 
 def test_esm2_pooling_matches_original_extract_esm(alphabet, device):
@@ -265,15 +283,17 @@ def test_published_dnabert_layout_loads_strictly(tmp_path, prefix):
                                                "layer_norm_eps": 1e-12, "type_vocab_size": 2}))
     tok = train_dna_tokenizer(["ACGT" * 50, "GGCCAATT" * 30], vocab_size=64)
     tok.save(str(d / "tokenizer.json"))
-    model, meta = load_dnabert(d)
+    model, meta = load_dnabert_s(d)
     loaded = model.state_dict()
-    assert set(loaded) == set(keys)
-    assert torch.equal(loaded["encoder.layer.11.mlp.wo.weight"], state[prefix + "encoder.layer.11.mlp.wo.weight"])
+    assert len(loaded) == 138
+    assert set(dnabert_s_to_checkpoint(loaded)) == set(keys)  # every tensor, under its role name
+    assert torch.equal(loaded["layers.11.mlp.down.weight"], state[prefix + "encoder.layer.11.mlp.wo.weight"])
+    assert torch.equal(loaded["layers.0.attn.qkv.bias"], state[prefix + "encoder.layer.0.attention.self.Wqkv.bias"])
     assert meta["config"]["hidden_size"] == 768
 
 
 def test_tokenizer_adds_cls_sep_and_ignores_stored_padding(tmp_path):
-    from virnucflow.models.dnabert import Tokenizer
+    from virnucflow.models.dnabert_s import Tokenizer
 
     tok = train_dna_tokenizer(["ACGTTGCA" * 100], vocab_size=40)  # stores padding/truncation to 2000
     tok.save(str(tmp_path / "tokenizer.json"))
@@ -291,6 +311,6 @@ def test_demo_dnabert_round_trip(tmp_path):
     for safetensors in (False, True):
         d = tmp_path / f"dn{safetensors}"
         save_dnabert_dir(model, d, tok, safetensors=safetensors)
-        loaded, _ = load_dnabert(d)
+        loaded, _ = load_dnabert_s(d)
         for k, v in model.state_dict().items():
             assert torch.equal(v, loaded.state_dict()[k])

@@ -78,7 +78,7 @@ def test_features_and_exports(run):
     assert merged["ids"] == ids and merged["data"].shape == (len(ids), 80)
     shards = sorted((run / "results" / "strands" / "embeddings" / "esm2").glob("*.h5"))
     assert [p.name for p in shards] == ["1-of-2.h5", "2-of-2.h5"]
-    assert (run / "logs" / "strands" / "embed_esm" / "1-of-2.log").read_text().count("esm2") >= 1
+    assert (run / "logs" / "strands" / "embed_esm2" / "1-of-2.log").read_text().count("esm2") >= 1
     assert (run / "logs" / "benchmarks" / "strands" / "preprocess.tsv").is_file()
 
 
@@ -93,7 +93,7 @@ def test_shard_count_from_the_command_line(run):
                     config=[f"samples={run / 'samples.tsv'}", "chunk_length=300"])
     assert res.returncode == 0, res.stderr
     table = res.stdout + res.stderr
-    assert any(line.split() == ["embed_esm", "10"] for line in table.splitlines())
+    assert any(line.split() == ["embed_esm2", "10"] for line in table.splitlines())
 
 
 def test_lint_is_clean():

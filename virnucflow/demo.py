@@ -29,8 +29,9 @@ import torch
 
 from .atomic import atomic_outputs
 from .classifier import MLPClassifier
-from .models.dnabert import DNABERT, DNABERTConfig
+from .models.dnabert_s import DNABERT, DNABERTConfig
 from .models.esm2 import ESM2, ESM2Config
+from .models.checkpoints import dnabert_s_to_checkpoint
 from .models.random_weights import init_random
 
 DEMO_ESM = ESM2Config(num_layers=2, embed_dim=32, attention_heads=4, name="virnucflow_demo_esm2")
@@ -127,7 +128,7 @@ def save_dnabert_dir(model: DNABERT, directory: str | Path, tokenizer, demo: boo
     with atomic_outputs([directory]) as (tmp,):
         tmp.mkdir(parents=True)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        state = {k: v.contiguous() for k, v in dnabert_s_to_checkpoint(model.state_dict()).items()}
         if safetensors:
             from safetensors.torch import save_file
 

@@ -27,38 +27,45 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from . import __version__
 from .errors import NumericalError, ResourceError
-from .features import EmbeddingTable, write_table
+from .features import Embeddings, write_h5
 from .models.attention import resolve_backend
+from .models.interface import EmbeddingModel, load_model
 from .models.packing import make_packed, make_padded, packing_efficiency, plan_packed, plan_padded
 from .models.precision import Precision, resolve_device, resolve_precision
 
 log = logging.getLogger("virnucflow")
 
-# Upper bounds for automatic token budgets: beyond these, batches are already
-# large enough to keep an H100 busy and more only costs memory.
-MAX_BUDGET = {"esm2": 32768, "dnabert_s": 65536}
 CPU_BUDGET = 4096
 PREFETCH = 3
 
 
 @dataclass
 class EmbedOptions:
-    precision: str = "fp16"
-    packing: bool = True
-    attention: str = "auto"
-    token_budget: int | str = "auto"
-    device: str = "auto"
-    dedup: bool = True
-    threads: int = 1
+    """The config's ``embedding`` section (its defaults live in the schema only) and the job's threads."""
+
+    precision: str
+    packing: bool
+    attention: str
+    token_budget: int | str
+    device: str
+    dedup: bool
+    threads: int
+
+    @classmethod
+    def defaults(cls, **overrides) -> "EmbedOptions":
+        """The schema's defaults, one thread, then ``overrides`` (for the CLI, tests and benchmarks)."""
+        from .config import schema_defaults
+
+        return cls(**{**schema_defaults()["embedding"], "threads": 1, **overrides})
 
 
 @dataclass
@@ -73,14 +80,14 @@ class EmbedStats:
     oom_splits: int = 0
     seconds_compute: float = 0.0
     tokens_per_second: float = 0.0
-    extra: dict = field(default_factory=dict)
+    seconds_load: float = 0.0
 
     @property
     def dedup_saving(self) -> float:
         return 1 - self.tokens / self.tokens_if_no_dedup if self.tokens_if_no_dedup else 0.0
 
 
-def choose_budget(model: torch.nn.Module, kind: str, device: torch.device, dtype: torch.dtype, longest: int,
+def choose_budget(model: EmbeddingModel, device: torch.device, dtype: torch.dtype, longest: int,
                   requested: int | str = "auto") -> int:
     """Tokens per batch: configured, or what half the free GPU memory holds (capped)."""
     if requested != "auto":
@@ -88,7 +95,7 @@ def choose_budget(model: torch.nn.Module, kind: str, device: torch.device, dtype
     elif device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         budget = int(0.5 * free / model.activation_bytes_per_token(dtype))
-        budget = min(budget, MAX_BUDGET[kind])
+        budget = min(budget, model.max_token_budget)
     else:
         budget = CPU_BUDGET
     budget = max(budget, longest)  # a batch must hold the longest sequence
@@ -96,26 +103,26 @@ def choose_budget(model: torch.nn.Module, kind: str, device: torch.device, dtype
 
 
 class Embedder:
-    """Runs a prepared model (``ESM2`` or ``DNABERT``) over lists of token arrays."""
+    """Runs a prepared :class:`EmbeddingModel` over lists of token arrays."""
 
-    def __init__(self, model: torch.nn.Module, kind: str, device: torch.device, precision: Precision,
-                 packed: bool, backend: str, pad_id: int, token_budget: int | str = "auto"):
-        self.model, self.kind, self.device, self.precision = model, kind, device, precision
-        self.packed, self.backend, self.pad_id = packed, backend, pad_id
+    def __init__(self, model: EmbeddingModel, device: torch.device, precision: Precision,
+                 packed: bool, backend: str, token_budget: int | str = "auto"):
+        self.model, self.device, self.precision = model, device, precision
+        self.packed, self.backend, self.pad_id = packed, backend, model.tokenizer.pad_id
         self.token_budget = token_budget
         self.pin = device.type == "cuda"
 
     @classmethod
-    def create(cls, model: torch.nn.Module, kind: str, opts: EmbedOptions, pad_id: int) -> "Embedder":
+    def create(cls, model: EmbeddingModel, opts: EmbedOptions) -> "Embedder":
         device = resolve_device(opts.device)
         precision = resolve_precision(opts.precision, device)
         if precision.name == "fp32":
             torch.backends.cuda.matmul.allow_tf32 = False  # FP32 means FP32, also on Ampere and later
         if device.type == "cpu" and opts.threads:
             torch.set_num_threads(max(1, int(opts.threads)))
-        backend = resolve_backend(opts.attention, device, precision.dtype, alibi=(kind == "dnabert_s"), packed=opts.packing)
+        backend = resolve_backend(opts.attention, device, precision.dtype, alibi=model.alibi, packed=opts.packing)
         model.prepare(device, precision.dtype)
-        return cls(model, kind, device, precision, opts.packing, backend, pad_id, opts.token_budget)
+        return cls(model, device, precision, opts.packing, backend, opts.token_budget)
 
     def warm_up(self) -> None:
         """Compile FlexAttention for this job's batch shape before the real batches.
@@ -125,7 +132,7 @@ class Embedder:
         """
         if not (self.packed and self.backend == "flex" and self.device.type == "cuda"):
             return
-        budget = choose_budget(self.model, self.kind, self.device, self.precision.dtype, 1, self.token_budget)
+        budget = choose_budget(self.model, self.device, self.precision.dtype, 1, self.token_budget)
         dummy = [np.full(120, self.pad_id, dtype=np.int64)] * max(1, budget // 120)
         self._run(make_packed(dummy, np.arange(len(dummy)), pad_to=budget, filler=self.pad_id))
         torch.cuda.synchronize(self.device)
@@ -148,7 +155,7 @@ class Embedder:
         dim = self.model.output_dim
         if len(tokens) == 0:
             return np.zeros((0, dim), np.float32)
-        budget = choose_budget(self.model, self.kind, self.device, self.precision.dtype, int(lengths.max()), self.token_budget)
+        budget = choose_budget(self.model, self.device, self.precision.dtype, int(lengths.max()), self.token_budget)
         plan = (plan_packed if self.packed else plan_padded)(lengths, budget)
         # FlexAttention compiles per shape: give every packed batch the budget's length.
         pad_to = budget if (self.packed and self.backend == "flex") else None
@@ -179,7 +186,7 @@ class Embedder:
                 torch.cuda.empty_cache()
             if len(batch.items) == 1:
                 n = int(len(tokens[int(batch.items[0])]))
-                raise ResourceError(f"out of GPU memory embedding one sequence of {n} tokens with {self.kind}; "
+                raise ResourceError(f"out of GPU memory embedding one sequence of {n} tokens with {self.model.name}; "
                                     "use a GPU with more memory or a shorter chunk_length") from None
             stats.oom_splits += 1
             half = len(batch.items) // 2
@@ -200,57 +207,43 @@ def dedup(seqs: Sequence[str]) -> tuple[list[str], np.ndarray]:
 # --------------------------------------------------------------------------- the job
 
 
-def _load(kind: str, path: str):
-    from .models.checkpoints import load_dnabert, load_esm2
-
-    if kind == "esm2":
-        model, meta = load_esm2(path)
-        from .models.esm2 import PAD, tokenize
-
-        return model, meta, (lambda seqs: [tokenize(s) for s in seqs]), PAD
-    model, meta = load_dnabert(path)
-    tok = model.tokenizer
-    return model, meta, tok.encode_batch, tok.pad_id
-
-
 def embed_shard(kind: str, models_json: str | os.PathLike, shard: str | os.PathLike, out: str | os.PathLike,
                 opts: EmbedOptions) -> EmbedStats:
-    """Embed one shard file with one model and write its HDF5 embedding file."""
+    """Embed one shard file with the model ``kind`` of the manifest and write its HDF5 embedding file."""
     from .shard import read_shard
 
     manifest = json.loads(Path(models_json).read_text())
     entry = manifest[kind]
     index, ids, nts, aas = read_shard(shard)
-    seqs = nts if kind == "dnabert_s" else aas
     attrs = {
         "model_kind": kind, "model_spec": entry["spec"], "model_path": entry["path"],
         "model_description": entry["description"], "model_config": entry.get("config", {}),
         "demo_model": bool(entry.get("demo", False)), "workflow_version": __version__,
         "torch_version": torch.__version__,
     }
-    stats = EmbedStats(sequences=len(seqs))
-    if not seqs:
+    stats = EmbedStats(sequences=len(ids))
+    if not ids:
         log.info("%s: empty shard, nothing to embed", shard)
-        write_table(out, EmbeddingTable([], index, np.zeros((0, entry["dim"]), np.float32),
-                                        {**attrs, "precision": opts.precision, "attention": opts.attention}))
+        write_h5(out, Embeddings([], index, np.zeros((0, entry["dim"]), np.float32),
+                                 {**attrs, "precision": opts.precision, "attention": opts.attention}))
         return stats
 
-    # Read/deduplicate/tokenise in a thread while the model loads.
+    # Read/deduplicate/tokenise in a thread while the model moves to the device.
+    t0 = time.perf_counter()
+    model, _ = load_model(kind, entry["path"])
+    seqs = nts if model.reads == "nucleotide" else aas
     prepared: dict = {}
 
-    def tokenise(tokenizer: Callable) -> None:
+    def tokenise() -> None:
         unique, inverse = dedup(seqs) if opts.dedup else (list(seqs), np.arange(len(seqs)))
-        prepared.update(unique=unique, inverse=inverse, tokens=tokenizer(unique))
+        prepared.update(unique=unique, inverse=inverse, tokens=model.tokenizer.encode_batch(unique))
 
-    t0 = time.perf_counter()
-    model, meta, tokenizer, pad_id = _load(kind, entry["path"])
-    worker = threading.Thread(target=tokenise, args=(tokenizer,), name="tokenise")
+    worker = threading.Thread(target=tokenise, name="tokenise")
     worker.start()
-    embedder = Embedder.create(model, kind, opts, pad_id)
+    embedder = Embedder.create(model, opts)
     embedder.warm_up()
     worker.join()
-    t_load = time.perf_counter() - t0
-    stats.extra.update(seconds_load=round(t_load, 2), monotonic_loaded=time.monotonic())
+    stats.seconds_load = time.perf_counter() - t0
     tokens = prepared["tokens"]
     stats.unique_sequences = len(tokens)
     stats.tokens_if_no_dedup = int(sum(len(tokens[i]) for i in prepared["inverse"]))
@@ -265,19 +258,16 @@ def embed_shard(kind: str, models_json: str | os.PathLike, shard: str | os.PathL
     attrs.update(
         precision=embedder.precision.name, precision_requested=embedder.precision.requested,
         attention=embedder.backend, packing=embedder.packed, device=_device_name(embedder.device),
-        pooling="ESM-2: mean over residues 1..min(1024, len) (original)" if kind == "esm2"
-        else "DNABERT-S: mean over all tokens incl. [CLS]/[SEP] (original)",
-        stats={**asdict(stats), "dedup_saving": stats.dedup_saving, "seconds_load": t_load},
+        pooling=model.pooling, stats={**asdict(stats), "dedup_saving": stats.dedup_saving},
     )
-    write_table(out, EmbeddingTable(ids, index, vectors, attrs))
-    stats.extra["monotonic_written"] = time.monotonic()
+    write_h5(out, Embeddings(ids, index, vectors, attrs))
     log.info(
         "%s %s: %d sequences (%d unique, dedup saved %.1f%% of tokens), %d tokens in %d batches "
         "(budget %d, packing efficiency %.1f%%), %s/%s/%s on %s: load %.1f s, compute %.1f s, %.0f tokens/s",
         kind, shard, stats.sequences, stats.unique_sequences, 100 * stats.dedup_saving, stats.tokens,
         stats.batches, stats.token_budget, 100 * stats.packing_efficiency, embedder.precision.name,
         "packed" if embedder.packed else "padded", embedder.backend, _device_name(embedder.device),
-        t_load, stats.seconds_compute, stats.tokens_per_second,
+        stats.seconds_load, stats.seconds_compute, stats.tokens_per_second,
     )
     return stats
 

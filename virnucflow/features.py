@@ -15,6 +15,7 @@ in the original, rows in input order) and refuses any mismatch.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +28,14 @@ from . import __version__
 from .atomic import atomic_outputs
 from .errors import InputError, MergeError, NumericalError
 
+log = logging.getLogger("virnucflow")
 _STR = h5py.string_dtype("utf-8")
 _MAX_LISTED = 10
 
 
 @dataclass
-class EmbeddingTable:
-    """Pooled vectors of one model for a set of frames."""
+class Embeddings:
+    """Vectors of a set of frames: one model's pooled embeddings, or the merged features."""
 
     ids: list[str]
     index: np.ndarray  # (N,) int64
@@ -61,7 +63,7 @@ def _encode_attr(value: Any) -> Any:
     return value
 
 
-def write_table(path: str | os.PathLike, table: EmbeddingTable, dataset: str = "embeddings") -> None:
+def write_h5(path: str | os.PathLike, table: Embeddings, dataset: str = "embeddings") -> None:
     """Write ``table`` to an HDF5 file atomically."""
     n = len(table.ids)
     if table.vectors.ndim != 2 or table.vectors.shape[0] != n or table.index.shape != (n,):
@@ -78,8 +80,8 @@ def write_table(path: str | os.PathLike, table: EmbeddingTable, dataset: str = "
             h5.attrs.setdefault("workflow_version", __version__)
 
 
-def read_table(path: str | os.PathLike, dataset: str = "embeddings") -> EmbeddingTable:
-    """Read an embedding (or feature) file written by :func:`write_table`."""
+def read_h5(path: str | os.PathLike, dataset: str = "embeddings") -> Embeddings:
+    """Read an embedding (or feature) file written by :func:`write_h5`."""
     p = Path(path)
     try:
         with h5py.File(p, "r") as h5:
@@ -93,12 +95,12 @@ def read_table(path: str | os.PathLike, dataset: str = "embeddings") -> Embeddin
         raise InputError(f"{p}: not a VirNucFlow {dataset} file ({exc})") from None
     if vectors.ndim != 2:
         vectors = vectors.reshape(len(ids), -1)
-    return EmbeddingTable(ids, index, vectors, attrs)
+    return Embeddings(ids, index, vectors, attrs)
 
 
-def concat_tables(paths: Iterable[str | os.PathLike]) -> EmbeddingTable:
+def concat_h5(paths: Iterable[str | os.PathLike]) -> Embeddings:
     """Concatenate per-shard tables of one model (attributes of the first non-empty)."""
-    tables = [read_table(p) for p in paths]
+    tables = [read_h5(p) for p in paths]
     if not tables:
         raise MergeError("no embedding files to merge")
     dims = {t.dim for t in tables if t.ids}
@@ -111,7 +113,7 @@ def concat_tables(paths: Iterable[str | os.PathLike]) -> EmbeddingTable:
     vectors = (
         np.concatenate([t.vectors for t in tables if t.ids]) if ids else np.zeros((0, dim), np.float32)
     )
-    return EmbeddingTable(ids, index, vectors, attrs)
+    return Embeddings(ids, index, vectors, attrs)
 
 
 def _duplicates(ids: Sequence[str]) -> list[str]:
@@ -124,7 +126,7 @@ def _duplicates(ids: Sequence[str]) -> list[str]:
     return dups
 
 
-def join_by_id(nucleotide: EmbeddingTable, protein: EmbeddingTable) -> EmbeddingTable:
+def join_by_id(nucleotide: Embeddings, protein: Embeddings) -> Embeddings:
     """Join DNABERT-S and ESM-2 vectors into features ``[nucleotide | protein]``.
 
     Every ID must be present exactly once in both tables with the same input
@@ -156,7 +158,7 @@ def join_by_id(nucleotide: EmbeddingTable, protein: EmbeddingTable) -> Embedding
     bad = ~np.isfinite(features).all(axis=1)
     if bad.any():
         raise NumericalError(f"non-finite feature values for {_listed([ids[k] for k in np.flatnonzero(bad)])}")
-    return EmbeddingTable(ids, nucleotide.index[order], features)
+    return Embeddings(ids, nucleotide.index[order], features)
 
 
 def merge_features(
@@ -164,46 +166,25 @@ def merge_features(
     protein_files: Sequence[str | os.PathLike],
     out: str | os.PathLike,
     attrs: dict[str, Any] | None = None,
-    merged_pt: str | os.PathLike | None = None,
-) -> EmbeddingTable:
+) -> Embeddings:
     """Merge per-shard embedding files of a sample into ``features.h5``."""
-    nt = concat_tables(nucleotide_files)
-    aa = concat_tables(protein_files)
+    nt = concat_h5(nucleotide_files)
+    aa = concat_h5(protein_files)
     table = join_by_id(nt, aa)
-    meta = {f"dnabert_{k}": v for k, v in nt.attrs.items() if k != "workflow_version"}
-    meta.update({f"esm_{k}": v for k, v in aa.attrs.items() if k != "workflow_version"})
+    meta = {f"dnabert_s_{k}": v for k, v in nt.attrs.items() if k != "workflow_version"}
+    meta.update({f"esm2_{k}": v for k, v in aa.attrs.items() if k != "workflow_version"})
     meta.update({"dims": [nt.dim, aa.dim], "layout": "[DNABERT-S | ESM-2] mean-pooled, float32"})
     meta["demo_models"] = bool(nt.attrs.get("demo_model", False) or aa.attrs.get("demo_model", False))
     meta.update(attrs or {})
     table.attrs = meta
-    write_table(out, table, dataset="features")
-    if merged_pt:
-        export_merged_pt(table, merged_pt)
+    write_h5(out, table, dataset="features")
+    log.info("merged %d frames into %s (%d features each)", len(table.ids), out, table.dim)
     return table
 
 
-def export_merged_pt(table: EmbeddingTable, path: str | os.PathLike) -> None:
+def export_merged_pt(table: Embeddings, path: str | os.PathLike) -> None:
     """Write the original's ``output_N_merged.pt``: ``{'ids': [...], 'data': FloatTensor[N, D]}``."""
     import torch
 
     with atomic_outputs([path]) as (tmp,):
         torch.save({"ids": list(table.ids), "data": torch.from_numpy(table.vectors.copy())}, tmp)
-
-
-def read_original_dnabert_pt(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
-    """IDs and vectors from the original's ``*_DNABERT_S.pt``."""
-    import torch
-
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    vectors = np.array([d["mean_representation"] for d in obj["data"]], dtype=np.float32)
-    return list(obj["nucleotide"]), vectors.reshape(len(obj["nucleotide"]), -1)
-
-
-def read_original_esm_pt(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
-    """IDs and vectors from the original's ``*_ESM.pt``."""
-    import torch
-
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if not obj["data"]:
-        return list(obj["proteins"]), np.zeros((0, 0), np.float32)
-    return list(obj["proteins"]), torch.stack(obj["data"]).float().numpy()

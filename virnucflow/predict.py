@@ -75,20 +75,13 @@ def highest_scores(predictions: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"Modified_ID": is_virus.index.astype(str), "Is_Virus": is_virus.to_numpy(dtype=bool)})
 
 
-def write_table(path: str | os.PathLike, table: pd.DataFrame, demo: bool = False) -> None:
+def write_tsv(path: str | os.PathLike, table: pd.DataFrame, demo: bool = False) -> None:
     """Write a tab-separated table atomically, after the demo banner when ``demo``."""
     with atomic_outputs([path]) as (tmp,):
         with open(tmp, "w") as f:
             if demo:
                 f.write(DEMO_BANNER)
             table.to_csv(f, sep="\t", index=False, na_rep="NA")
-
-
-def write_highest_scores(prediction_txt: str | os.PathLike, out: str | os.PathLike, demo: bool = False) -> pd.DataFrame:
-    """Write ``prediction_results_highestscore.csv`` from ``prediction_results.txt``."""
-    table = highest_scores(read_predictions(prediction_txt))
-    write_table(out, table, demo)
-    return table
 
 
 def record_of_chunk(chunk_id: str) -> str:
@@ -136,10 +129,10 @@ def predict_sample(
     import torch
 
     from .classifier import classify, load_classifier
-    from .features import read_table
+    from .features import read_h5
 
     log = logging.getLogger("virnucflow")
-    table = read_table(features_h5, dataset="features")
+    table = read_h5(features_h5, dataset="features")
     with open(models_json) as f:
         classifier_path = json.load(f)["classifier"]["path"]
     model, meta = load_classifier(classifier_path)
@@ -151,9 +144,9 @@ def predict_sample(
     # per-window calls from the file just written (as the original does), read once
     predictions = read_predictions(predictions_out)
     windows = highest_scores(predictions)
-    write_table(highest_out, windows, demo)
+    write_tsv(highest_out, windows, demo)
     summary = summarise(records_tsv, predictions, windows)
-    write_table(summary_out, summary, demo)
+    write_tsv(summary_out, summary, demo)
     log.info(
         "%d frames scored; %d of %d input sequences called viral",
         len(table.ids), int((summary["call"] == "virus").sum()), len(summary),

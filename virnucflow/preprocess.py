@@ -22,14 +22,18 @@ reproduced with their quirks and must not be "fixed".
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator, TextIO
 
 from .atomic import atomic_outputs
 from .errors import InputError
 from .fasta import read_fasta
+
+log = logging.getLogger("virnucflow")
 
 CODON_TABLE = {
     "TCA": "S", "TCC": "S", "TCG": "S", "TCT": "S", "TTC": "F", "TTT": "F", "TTA": "L", "TTG": "L",
@@ -185,6 +189,7 @@ def preprocess(
     """
     if chunk_length < 3:
         raise InputError(f"chunk_length must be at least 3 (one codon), got {chunk_length}")
+    t0 = time.perf_counter()
     stats = PreprocessStats()
     outs = [chunked_out, nucleotide_out, protein_out] + ([records_out] if records_out else [])
     with atomic_outputs(outs) as tmps:
@@ -214,6 +219,12 @@ def preprocess(
         finally:
             for h in handles:
                 h.close()
+    dt = time.perf_counter() - t0
+    log.info(
+        "%s: %d records, %d bases -> %d windows of %d bp, %d frames kept (%.1f s, %.0f records/s)",
+        fasta, stats.records, stats.bases, stats.chunks, chunk_length, stats.frames, dt,
+        stats.records / dt if dt > 0 else float("nan"),
+    )
     return stats
 
 

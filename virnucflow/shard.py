@@ -13,6 +13,7 @@ Shard file (TSV with a header): ``index  id  nucleotide  protein``.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Sequence
 
@@ -22,6 +23,7 @@ from .atomic import atomic_outputs
 from .errors import InputError
 from .preprocess import iter_identified
 
+log = logging.getLogger("virnucflow")
 SHARD_HEADER = "index\tid\tnucleotide\tprotein\n"
 
 
@@ -61,6 +63,7 @@ def write_shards(nucleotide_fa: str | os.PathLike, protein_faa: str | os.PathLik
         finally:
             for h in handles:
                 h.close()
+    log.info("wrote %d shards with %s frames", len(counts), counts)
     return counts
 
 

@@ -30,6 +30,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from ..atomic import atomic_outputs
 from ..errors import ModelFileError
@@ -155,11 +156,11 @@ def describe_esm2(path: Path) -> dict:
             "description": f"ESM-2 {config.num_layers} layers x {config.embed_dim}, {meta['format']} format"}
 
 
-def describe_dnabert(path: Path) -> dict:
-    from .checkpoints import check_state_dict, describe_shapes, read_dnabert
-    from .dnabert import DNABERT, Tokenizer
+def describe_dnabert_s(path: Path) -> dict:
+    from .checkpoints import check_state_dict, describe_shapes, read_dnabert_s
+    from .dnabert_s import DNABERT, Tokenizer
 
-    config, state, meta = read_dnabert(path)
+    config, state, meta = read_dnabert_s(path)
     check_state_dict(describe_shapes(lambda: DNABERT(config)), state, str(path), f"DNABERT-S ({config.num_hidden_layers} layers, {config.hidden_size} wide)")
     try:
         Tokenizer(path / "tokenizer.json")
@@ -177,12 +178,12 @@ def describe_classifier(path: Path) -> dict:
             "description": f"VirNucPro MLP {meta['input_dim']} -> {meta['hidden_dim']} -> 2"}
 
 
-def check_models(esm2: str, dnabert_s: str, classifier: str, out: str | os.PathLike | None, allow_download: bool = True) -> dict:
-    """Resolve and validate the three models; write the manifest to ``out``."""
+def check_models(models: Mapping[str, object], out: str | os.PathLike | None) -> dict:
+    """Resolve and validate the three models of the config's ``models`` section; write the manifest to ``out``."""
+    allow_download = bool(models.get("download", True))
     manifest = {}
-    for kind, spec, describe in (("esm2", esm2, describe_esm2), ("dnabert_s", dnabert_s, describe_dnabert),
-                                 ("classifier", classifier, describe_classifier)):
-        r = resolve(kind, str(spec), allow_download)
+    for kind, describe in (("esm2", describe_esm2), ("dnabert_s", describe_dnabert_s), ("classifier", describe_classifier)):
+        r = resolve(kind, str(models[kind]), allow_download)
         manifest[kind] = {"spec": r.spec, "path": str(r.path), **describe(r.path)}
     width = manifest["dnabert_s"]["dim"] + manifest["esm2"]["dim"]
     if manifest["classifier"]["dim"] != width:
@@ -194,4 +195,6 @@ def check_models(esm2: str, dnabert_s: str, classifier: str, out: str | os.PathL
     if out is not None:
         with atomic_outputs([out]) as (tmp,):
             Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    for kind, entry in manifest.items():
+        log.info("%s: %s (%s)", kind, entry["path"], entry["description"])
     return manifest

@@ -36,7 +36,8 @@ import torch
 from torch import nn
 
 from ..errors import ModelFileError
-from .dnabert import DNABERT, DNABERTConfig
+from .dnabert_s import CHECKPOINT_NAMES as DNABERT_S_NAMES
+from .dnabert_s import DNABERT, DNABERTConfig
 from .esm2 import ESM2, ESM2Config
 
 log = logging.getLogger("virnucflow")
@@ -212,9 +213,10 @@ _ESM_NAMES = [
 ]
 
 
-def _rename(name: str, to_fair: bool) -> str | None:
-    for hf, fair in _ESM_NAMES:
-        src, dst = (hf, fair) if to_fair else (fair, hf)
+def rename(name: str, table: list[tuple[str, str]], reverse: bool = False) -> str | None:
+    """``name`` with its prefix mapped by ``table`` (pairs ``(theirs, ours)``; ``{n}`` is a layer number)."""
+    for theirs, ours in table:
+        src, dst = (ours, theirs) if reverse else (theirs, ours)
         pattern = "^" + re.escape(src).replace(r"\{n\}", r"(?P<n>\d+)")
         m = re.match(pattern, name)
         if m:
@@ -228,7 +230,7 @@ def hf_esm_to_fair(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     for k, v in state.items():
         k = re.sub(r"^esm\.", "", k)
         if not ESM_UNUSED.match(k):
-            out[_rename(k, to_fair=True) or k] = v
+            out[rename(k, _ESM_NAMES) or k] = v
     return out
 
 
@@ -236,7 +238,7 @@ def fair_to_hf_esm(state: Mapping[str, torch.Tensor], prefix: str = "") -> dict[
     """fair-esm ESM-2 names -> Hugging Face EsmModel names (``prefix="esm."`` for EsmForMaskedLM)."""
     out = {}
     for k, v in state.items():
-        new = _rename(k, to_fair=False)
+        new = rename(k, _ESM_NAMES, reverse=True)
         if new is None:
             raise KeyError(f"no Hugging Face name for {k}")
         out[prefix + new] = v
@@ -295,7 +297,24 @@ def load_esm2(path: str | Path) -> tuple[ESM2, dict]:
 # --------------------------------------------------------------------------- DNABERT-S
 
 
-def read_dnabert(path: str | Path) -> tuple[DNABERTConfig, dict[str, torch.Tensor], dict]:
+def dnabert_s_from_checkpoint(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Checkpoint names (optionally ``bert.``-prefixed, MLM head dropped) -> module names; unknown keys kept (then refused)."""
+    state = _strip(state, r"^bert\.", DNABERT_UNUSED)
+    return {rename(k, DNABERT_S_NAMES) or k: v for k, v in state.items()}
+
+
+def dnabert_s_to_checkpoint(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Module names -> the published checkpoint's names (Hugging Face BertModel of DNABERT-S)."""
+    out = {}
+    for k, v in state.items():
+        new = rename(k, DNABERT_S_NAMES, reverse=True)
+        if new is None:
+            raise KeyError(f"no checkpoint name for {k}")
+        out[new] = v
+    return out
+
+
+def read_dnabert_s(path: str | Path) -> tuple[DNABERTConfig, dict[str, torch.Tensor], dict]:
     p = Path(path)
     if not p.exists():
         raise ModelFileError(f"{p}: DNABERT-S model directory not found")
@@ -310,15 +329,15 @@ def read_dnabert(path: str | Path) -> tuple[DNABERTConfig, dict[str, torch.Tenso
         raise ModelFileError(f"{p / 'config.json'}: missing {exc}") from None
     if not (p / "tokenizer.json").is_file():
         raise ModelFileError(f"{p}: no tokenizer.json (DNABERT-S's BPE tokenizer is part of the model directory)")
-    state = _strip(read_hf_weights(p), r"^bert\.", DNABERT_UNUSED)
+    state = dnabert_s_from_checkpoint(read_hf_weights(p))
     return config, state, {"demo_model": bool(cfg.get("virnucflow_demo", False)), "format": "huggingface"}
 
 
-def load_dnabert(path: str | Path) -> tuple[DNABERT, dict]:
+def load_dnabert_s(path: str | Path) -> tuple[DNABERT, dict]:
     """DNABERT-S and its tokenizer from a Hugging Face model directory."""
-    from .dnabert import Tokenizer
+    from .dnabert_s import Tokenizer
 
-    config, state, meta = read_dnabert(path)
+    config, state, meta = read_dnabert_s(path)
     model = build_and_load(lambda: DNABERT(config), state, str(path), f"DNABERT-S ({config.num_hidden_layers} layers, {config.hidden_size} wide)")
     try:
         tokenizer = Tokenizer(Path(path) / "tokenizer.json")

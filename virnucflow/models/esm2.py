@@ -11,7 +11,10 @@ checkpoint), and a final ``emb_layer_norm_after``. Module and parameter names
 follow fair-esm, so its state dict loads unchanged (the LM and contact heads
 are not needed for embeddings and are not built).
 
-Two forwards share the layer code:
+Each :class:`TransformerLayer` has its own ``forward`` in vLLM's
+``(hidden, residual) -> (hidden, residual)`` convention, so every residual add
+is fused with the LayerNorm that follows it, also across layer boundaries.
+Two forwards share the layers:
 
 - :meth:`ESM2.forward_padded`: (B, L) padded tokens, the reference path
   (fair-esm's layout, key padding mask, FP32 softmax);
@@ -89,6 +92,15 @@ def tokenize(protein: str) -> np.ndarray:
     """``<cls>`` + residues + ``<eos>`` as fair-esm's batch converter (unknown letters -> <unk>)."""
     body = _LOOKUP[np.frombuffer(protein.encode("ascii"), dtype=np.uint8)]
     return np.concatenate(([CLS], body, [EOS])).astype(np.int64)
+
+
+class Tokenizer:
+    """fair-esm's alphabet as a tokenizer of the engine's interface."""
+
+    pad_id = PAD
+
+    def encode_batch(self, proteins: list[str]) -> list[np.ndarray]:
+        return [tokenize(p) for p in proteins]
 
 
 class RotaryEmbedding(nn.Module):
@@ -170,11 +182,41 @@ class TransformerLayer(nn.Module):
         self.fc2 = nn.Linear(cfg.ffn_dim, cfg.embed_dim)
         self.final_layer_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
 
+    def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None, rotary: Rotary, attend, packed: bool):
+        """Pre-LN layer, ``(hidden, residual) -> (hidden, residual)`` as vLLM passes them.
+
+        ``hidden`` is the previous layer's MLP output (the embeddings for the
+        first layer, with ``residual`` None), not yet added to the residual
+        stream: the add is fused with this layer's first LayerNorm, and this
+        layer's MLP output is returned un-added for the next one (or for the
+        model's final LayerNorm). So ``residual + attn(LN1(residual))`` then
+        ``+ fc2(gelu(fc1(LN2(...))))``, with one pass over memory per add+norm.
+        """
+        ln = self.self_attn_layer_norm
+        if residual is None:
+            residual, h = hidden, ln(hidden)
+        else:
+            residual, h = kernels.add_layer_norm(residual, hidden, ln.weight, ln.bias, ln.eps)
+        q, k, v = self.self_attn.project_rotated(h, rotary, packed)
+        o = attend(q, k, v, 1.0)  # q already scaled
+        ln = self.final_layer_norm
+        residual, h = kernels.add_layer_norm(residual, self.self_attn.out_proj(o.flatten(-2)), ln.weight, ln.bias, ln.eps)
+        return self.fc2(F.gelu(self.fc1(h))), residual
+
 
 class ESM2(nn.Module):
+    """ESM-2 as an :class:`~virnucflow.models.interface.EmbeddingModel`."""
+
+    name = "esm2"
+    reads = "protein"
+    alibi = False  # rotary positions, inside the layers
+    max_token_budget = 32768
+    pooling = "ESM-2: mean over residues 1..min(1024, len) (original)"
+
     def __init__(self, cfg: ESM2Config):
         super().__init__()
         self.cfg = cfg
+        self.tokenizer = Tokenizer()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=PAD)
         self.layers = nn.ModuleList(TransformerLayer(cfg) for _ in range(cfg.num_layers))
         self.emb_layer_norm_after = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
@@ -225,24 +267,12 @@ class ESM2(nn.Module):
     # ------------------------------------------------------------------ forwards
 
     def _layers(self, x: torch.Tensor, rotaries: list[Rotary], attend, packed: bool) -> torch.Tensor:
-        """The transformer stack and the final LayerNorm.
-
-        Pre-LN: ``x += attn(LN1(x))``; ``x += fc2(gelu(fc1(LN2(x))))``. Each
-        residual add is fused with the LayerNorm that follows it (the next
-        sublayer's, or ``emb_layer_norm_after`` after the last layer).
-        """
-        layers = self.layers
-        h = layers[0].self_attn_layer_norm(x)
-        for i, (layer, rotary) in enumerate(zip(layers, rotaries)):
-            attn = layer.self_attn
-            q, k, v = attn.project_rotated(h, rotary, packed)
-            o = attend(q, k, v, 1.0)  # q already scaled
-            ln = layer.final_layer_norm
-            x, h = kernels.add_layer_norm(x, attn.out_proj(o.flatten(-2)), ln.weight, ln.bias, ln.eps)
-            y = layer.fc2(F.gelu(layer.fc1(h)))
-            ln = layers[i + 1].self_attn_layer_norm if i + 1 < len(layers) else self.emb_layer_norm_after
-            x, h = kernels.add_layer_norm(x, y, ln.weight, ln.bias, ln.eps, write_sum=i + 1 < len(layers))
-        return h
+        """The transformer stack and the final LayerNorm (fused with the last residual add)."""
+        hidden, residual = x, None
+        for layer, rotary in zip(self.layers, rotaries):
+            hidden, residual = layer(hidden, residual, rotary, attend, packed)
+        ln = self.emb_layer_norm_after
+        return kernels.add_layer_norm(residual, hidden, ln.weight, ln.bias, ln.eps, write_sum=False)[1]
 
     def forward_padded(self, batch: PaddedBatch, backend: str = "math") -> torch.Tensor:
         """(B, L) tokens -> (B, L, E) final-layer states (after emb_layer_norm_after)."""

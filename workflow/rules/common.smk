@@ -40,6 +40,7 @@ scattergather:
 
 
 ENV = "../../envs/virnucflow.yaml"
+EMBEDDING_MODELS = {"dnabert_s": "DNABERT-S", "esm2": "ESM-2"}  # rule embed_<key>, results/*/embeddings/<key>/
 DEMO_MODELS = {
     "esm2": "resources/demo_models/esm2_demo.pt",
     "dnabert_s": "resources/demo_models/dnabert_s_demo",
@@ -61,14 +62,6 @@ def model_files(wildcards):
         if spec == DEMO_MODELS[kind] or Path(spec).exists():
             files[kind] = spec
     return files
-
-
-def embed_params(wildcards):
-    e = config["embedding"]
-    return [
-        "--precision", e["precision"], "--packing", e["packing"], "--attention", e["attention"],
-        "--token-budget", e["token_budget"], "--dedup", e["dedup"], "--device", e["device"],
-    ]
 
 
 def final_outputs():

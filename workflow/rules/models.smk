@@ -32,10 +32,7 @@ rule check_models:
     benchmark:
         "logs/benchmarks/check_models.tsv"
     params:
-        esm2=config["models"]["esm2"],
-        dnabert_s=config["models"]["dnabert_s"],
-        classifier=config["models"]["classifier"],
-        download=config["models"]["download"],
+        models=config["models"],
     localrule: True
     conda:
         ENV

@@ -4,8 +4,8 @@
 
 rule merge:
     input:
-        dnabert=gather.embed("results/{{sample}}/embeddings/dnabert_s/{scatteritem}.h5"),
-        esm=gather.embed("results/{{sample}}/embeddings/esm2/{scatteritem}.h5"),
+        dnabert_s=gather.embed("results/{{sample}}/embeddings/dnabert_s/{scatteritem}.h5"),
+        esm2=gather.embed("results/{{sample}}/embeddings/esm2/{scatteritem}.h5"),
     output:
         features="results/{sample}/features.h5",
     log:

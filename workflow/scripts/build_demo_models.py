@@ -1,13 +1,7 @@
 """Rule build_demo_models: tiny random models in the real formats (virnucflow.demo)."""
-import sys
-from pathlib import Path
+from virnucflow.demo import build_demo_models
+from virnucflow.step import rule_step
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))
-from virnucflow.cli import run_rule  # noqa: E402
-
-out = snakemake.output
-run_rule(
-    ["build-demo-models", "--esm2", out.esm2, "--dnabert-s", out.dnabert_s, "--classifier", out.classifier,
-     "--seed", snakemake.params.seed],
-    snakemake.log[0],
-)
+with rule_step(snakemake):
+    out = snakemake.output
+    build_demo_models(out.esm2, out.dnabert_s, out.classifier, seed=snakemake.params.seed)

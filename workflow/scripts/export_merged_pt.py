@@ -1,8 +1,6 @@
 """Rule export_merged_pt: the original's _merged.pt feature file (virnucflow.features)."""
-import sys
-from pathlib import Path
+from virnucflow.features import export_merged_pt, read_h5
+from virnucflow.step import rule_step
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))
-from virnucflow.cli import run_rule  # noqa: E402
-
-run_rule(["export-merged-pt", "--features", snakemake.input.features, "--out", snakemake.output.pt], snakemake.log[0])
+with rule_step(snakemake):
+    export_merged_pt(read_h5(snakemake.input.features, dataset="features"), snakemake.output.pt)

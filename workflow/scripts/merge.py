@@ -1,13 +1,7 @@
 """Rule merge: join per-shard embeddings by ID into features.h5 (virnucflow.features)."""
-import json
-import sys
-from pathlib import Path
+from virnucflow.features import merge_features
+from virnucflow.step import rule_step
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))
-from virnucflow.cli import run_rule  # noqa: E402
-
-run_rule(
-    ["merge", "--dnabert", *snakemake.input.dnabert, "--esm", *snakemake.input.esm, "--out", snakemake.output.features,
-     "--attrs", json.dumps({"chunk_length": snakemake.params.chunk_length, "sample": snakemake.wildcards.sample})],
-    snakemake.log[0],
-)
+with rule_step(snakemake):
+    merge_features(snakemake.input.dnabert_s, snakemake.input.esm2, snakemake.output.features,
+                   attrs={"chunk_length": snakemake.params.chunk_length, "sample": snakemake.wildcards.sample})

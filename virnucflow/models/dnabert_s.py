@@ -13,9 +13,10 @@ PyTorch attention path) computes, without ``trust_remote_code`` or Triton:
 - no final LayerNorm; the output is the last layer. ``pooler.dense`` is loaded
   (it is in the checkpoint) but the original VirNucPro does not use it.
 
-Module and parameter names follow the checkpoint (``embeddings.*``,
-``encoder.layer.N.attention.self.Wqkv``, ... , ``pooler.dense``), so the
-published state dict loads strictly. Tokenisation uses the model's own
+Modules are named by role (``embed_tokens``, ``layers.N.attn.qkv``, ``layers.N.mlp.gated``,
+...); :data:`CHECKPOINT_NAMES` maps the checkpoint's names (``embeddings.*``,
+``encoder.layer.N.attention.self.Wqkv``, ..., ``pooler.dense``) to them at load
+time, and the published state dict loads strictly. Tokenisation uses the model's own
 ``tokenizer.json`` through the ``tokenizers`` library (BPE, ``[CLS] $A
 [SEP]``). Pooling is the original VirNucPro's: mean over every token, [CLS] and
 [SEP] included.
@@ -100,89 +101,96 @@ class Tokenizer:
         return [np.asarray(e.ids, dtype=np.int64) for e in self._tok.encode_batch(seqs)]
 
 
-class BertEmbeddings(nn.Module):
+# Checkpoint (Hugging Face BertModel of DNABERT-2/-S) name -> our module name, per parameter prefix.
+CHECKPOINT_NAMES = [
+    ("embeddings.word_embeddings.", "embed_tokens.word."),
+    ("embeddings.token_type_embeddings.", "embed_tokens.token_type."),
+    ("embeddings.LayerNorm.", "embed_tokens.norm."),
+    ("encoder.layer.{n}.attention.self.Wqkv.", "layers.{n}.attn.qkv."),
+    ("encoder.layer.{n}.attention.output.dense.", "layers.{n}.attn.out."),
+    ("encoder.layer.{n}.attention.output.LayerNorm.", "layers.{n}.attn_norm."),
+    ("encoder.layer.{n}.mlp.gated_layers.", "layers.{n}.mlp.gated."),
+    ("encoder.layer.{n}.mlp.wo.", "layers.{n}.mlp.down."),
+    ("encoder.layer.{n}.mlp.layernorm.", "layers.{n}.mlp_norm."),
+    ("pooler.dense.", "pooler."),
+]
+
+
+class Embeddings(nn.Module):
+    """``LayerNorm(word + token_type[0])``: no position embeddings (ALiBi in attention)."""
+
     def __init__(self, cfg: DNABERTConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
-        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
-        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.word = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
+        self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.word_embeddings(tokens) + self.token_type_embeddings.weight[0])
+        return self.norm(self.word(tokens) + self.token_type.weight[0])
 
 
-class BertSelfAttention(nn.Module):
+class SelfAttention(nn.Module):
+    """Fused ``qkv`` projection laid out (t h d); ``attend`` applies the ALiBi bias."""
+
     def __init__(self, cfg: DNABERTConfig):
         super().__init__()
-        self.Wqkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
-
-
-class BertSelfOutput(nn.Module):
-    def __init__(self, cfg: DNABERTConfig):
-        super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-
-
-class BertAttention(nn.Module):
-    def __init__(self, cfg: DNABERTConfig):
-        super().__init__()
-        self.add_module("self", BertSelfAttention(cfg))  # checkpoint name: attention.self.Wqkv
-        self.output = BertSelfOutput(cfg)
-
-
-class BertGatedLinearUnitMLP(nn.Module):
-    def __init__(self, cfg: DNABERTConfig):
-        super().__init__()
-        self.intermediate_size = cfg.intermediate_size
-        self.gated_layers = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
-        self.wo = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
-        self.layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.gated_layers(x)  # (..., 2I): gate | value
-        ln = self.layernorm
-        return kernels.add_layer_norm(x, self.wo(kernels.geglu(h)), ln.weight, ln.bias, ln.eps, write_sum=False)[1]
-
-
-class BertLayer(nn.Module):
-    def __init__(self, cfg: DNABERTConfig):
-        super().__init__()
-        self.num_heads = cfg.num_attention_heads
-        self.head_dim = cfg.head_dim
-        self.attention = BertAttention(cfg)
-        self.mlp = BertGatedLinearUnitMLP(cfg)
+        self.num_heads, self.head_dim = cfg.num_attention_heads, cfg.head_dim
+        self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
+        self.out = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
     def forward(self, x: torch.Tensor, attend) -> torch.Tensor:
-        """x (..., E); ``attend(q, k, v, scale)`` over (..., H, D) applies ALiBi."""
-        qkv = self.attention._modules["self"].Wqkv(x)
-        q, k, v = qkv.view(x.shape[:-1] + (3, self.num_heads, self.head_dim)).unbind(-3)
-        o = attend(q, k, v, 1.0 / math.sqrt(self.head_dim))
-        out = self.attention.output
-        ln = out.LayerNorm
-        x = kernels.add_layer_norm(x, out.dense(o.flatten(-2)), ln.weight, ln.bias, ln.eps, write_sum=False)[1]
-        return self.mlp(x)
+        q, k, v = self.qkv(x).view(x.shape[:-1] + (3, self.num_heads, self.head_dim)).unbind(-3)
+        return self.out(attend(q, k, v, 1.0 / math.sqrt(self.head_dim)).flatten(-2))
 
 
-class BertEncoder(nn.Module):
+class GEGLU(nn.Module):
+    """``down(gelu(gate) * value)`` with ``gate | value = gated(x)`` (erf GELU, no bias on ``gated``)."""
+
     def __init__(self, cfg: DNABERTConfig):
         super().__init__()
-        self.layer = nn.ModuleList(BertLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.gated = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
+        self.down = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(kernels.geglu(self.gated(x)))
 
 
-class BertPooler(nn.Module):
+class Layer(nn.Module):
+    """Post-LN: ``x = LN(x + attn(x))``, then ``x = LN(x + mlp(x))``; each add fused with its LayerNorm."""
+
     def __init__(self, cfg: DNABERTConfig):
         super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.attn = SelfAttention(cfg)
+        self.attn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.mlp = GEGLU(cfg)
+        self.mlp_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor, attend) -> torch.Tensor:
+        """x (..., E); ``attend(q, k, v, scale)`` over (..., H, D)."""
+        x = _add_norm(x, self.attn(x, attend), self.attn_norm)
+        return _add_norm(x, self.mlp(x), self.mlp_norm)
+
+
+def _add_norm(x: torch.Tensor, y: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+    return kernels.add_layer_norm(x, y, norm.weight, norm.bias, norm.eps, write_sum=False)[1]
 
 
 class DNABERT(nn.Module):
+    """DNABERT-S as an :class:`~virnucflow.models.interface.EmbeddingModel`."""
+
+    name = "dnabert_s"
+    reads = "nucleotide"
+    alibi = True
+    max_token_budget = 65536
+    pooling = "DNABERT-S: mean over all tokens incl. [CLS]/[SEP] (original)"
+
     def __init__(self, cfg: DNABERTConfig):
         super().__init__()
         self.cfg = cfg
-        self.embeddings = BertEmbeddings(cfg)
-        self.encoder = BertEncoder(cfg)
-        self.pooler = BertPooler(cfg)  # in the checkpoint; unused for embeddings
+        self.embed_tokens = Embeddings(cfg)
+        self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size)  # in the checkpoint; unused for embeddings
+        self.tokenizer: Tokenizer | None = None  # attached by the loader
         self._slopes: torch.Tensor | None = None
 
     def slopes(self, device: torch.device) -> torch.Tensor:
@@ -201,21 +209,21 @@ class DNABERT(nn.Module):
         self.eval()
         return self
 
-    def forward_padded(self, batch: PaddedBatch, backend: str = "math") -> torch.Tensor:
-        """(B, L) tokens -> (B, L, E) last-layer states (pad rows are garbage)."""
-        x = self.embeddings(batch.tokens)
-        attend = PaddedAttention(backend, batch.mask, alibi=self.slopes(batch.tokens.device))
-        for layer in self.encoder.layer:
+    def _forward(self, tokens: torch.Tensor, attend) -> torch.Tensor:
+        x = self.embed_tokens(tokens)
+        for layer in self.layers:
             x = layer(x, attend)
         return x
 
+    def forward_padded(self, batch: PaddedBatch, backend: str = "math") -> torch.Tensor:
+        """(B, L) tokens -> (B, L, E) last-layer states (pad rows are garbage)."""
+        slopes = self.slopes(batch.tokens.device)
+        return self._forward(batch.tokens, PaddedAttention(backend, batch.mask, alibi=slopes))
+
     def forward_packed(self, batch: PackedBatch, backend: str) -> torch.Tensor:
         """(T,) packed tokens -> (T, E)."""
-        x = self.embeddings(batch.tokens)
-        attend = PackedAttention(backend, batch, self.cfg.num_attention_heads, alibi=self.slopes(batch.tokens.device))
-        for layer in self.encoder.layer:
-            x = layer(x, attend)
-        return x
+        slopes = self.slopes(batch.tokens.device)
+        return self._forward(batch.tokens, PackedAttention(backend, batch, self.cfg.num_attention_heads, alibi=slopes))
 
     def embed(self, batch: PackedBatch | PaddedBatch, backend: str) -> torch.Tensor:
         """Pooled (B, E) float32 vectors: mean over all tokens, as the original."""

@@ -1,0 +1,46 @@
+"""NVML GPU utilisation sampling for the benchmarks."""
+
+from __future__ import annotations
+
+import time
+
+
+class UtilizationSampler:
+    """Samples NVML's GPU utilisation (share of time a kernel was running) in a thread.
+
+    ``mean(t0, t1)`` averages the samples taken between two ``time.monotonic()``
+    stamps. Used by the benchmarks to report how busy the GPU was.
+    """
+
+    def __init__(self, index: int = 0, period_s: float = 0.05):
+        import pynvml
+
+        self._nvml = pynvml
+        pynvml.nvmlInit()
+        self._handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        self.period = period_s
+        self.samples: list[tuple[float, int]] = []
+        self._stop = False
+        self._thread = None
+
+    def __enter__(self) -> "UtilizationSampler":
+        import threading
+
+        self._thread = threading.Thread(target=self._run, daemon=True, name="nvml")
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop:
+            util = self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu
+            self.samples.append((time.monotonic(), int(util)))
+            time.sleep(self.period)
+
+    def __exit__(self, *exc) -> None:
+        self._stop = True
+        if self._thread is not None:
+            self._thread.join()
+
+    def mean(self, t0: float, t1: float) -> float:
+        values = [u for t, u in self.samples if t0 <= t <= t1]
+        return sum(values) / len(values) / 100 if values else float("nan")

@@ -1,0 +1,99 @@
+"""The fused Triton kernels against their PyTorch references.
+
+On a GPU they run as compiled kernels. Without one they run through Triton's
+CPU interpreter, which must be chosen before Triton is first imported: the
+module then runs itself again in a fresh process with ``TRITON_INTERPRET=1``
+(:func:`test_kernels_in_the_interpreter`) and its other tests are skipped here.
+
+Tolerances: the kernels do the same FP32 arithmetic as the references in
+another order: 1e-6 on unit-scale values, 1e-5 through whole models.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from virnucflow.models import kernels
+from virnucflow.models.dnabert_s import DNABERT, DNABERTConfig
+from virnucflow.models.esm2 import ESM2, ESM2Config, tokenize
+from virnucflow.models.packing import make_packed
+from virnucflow.models.random_weights import init_random
+
+from .workloads import mixed_frames
+
+pytest.importorskip("triton", reason="Triton is needed to run or interpret the kernels")
+
+
+CUDA = torch.cuda.is_available()
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@pytest.fixture(scope="module")
+def device():
+    if not (CUDA or INTERPRETED):
+        pytest.skip("no GPU: run under Triton's interpreter by test_kernels_in_the_interpreter")
+    return torch.device("cuda" if CUDA else "cpu")
+
+
+@pytest.mark.skipif(CUDA or INTERPRETED, reason="the kernels run directly here")
+def test_kernels_in_the_interpreter():
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+                         env={**os.environ, "TRITON_INTERPRET": "1"}, capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1].startswith("5 passed")
+
+
+def test_rotary_in_place_on_the_fused_projection(device):
+    g = torch.Generator().manual_seed(0)
+    t, heads, d = 70, 4, 16
+    qkv = torch.randn(t, 3 * heads * d, generator=g).to(device)
+    freqs = torch.rand(t, d // 2, generator=g).to(device) * 10
+    cos, sin = torch.cat([freqs, freqs], 1).cos(), torch.cat([freqs, freqs], 1).sin()
+    assert kernels.use_triton(qkv)
+    expected = kernels.rotary_qkv_reference(qkv, cos, sin, heads)
+    for a, b in zip(kernels.rotary_qk_inplace(qkv.clone(), cos, sin, heads), expected):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def test_geglu(device):
+    h = torch.randn(9, 2 * 300, generator=torch.Generator().manual_seed(1)).to(device)
+    torch.testing.assert_close(kernels.geglu(h), kernels.geglu_reference(h), atol=1e-6, rtol=0)
+
+
+def test_add_layer_norm_with_and_without_the_sum(device):
+    g = torch.Generator().manual_seed(2)
+    x, y, w, b = (torch.randn(*shape, generator=g).to(device) for shape in ((5, 100), (5, 100), (100,), (100,)))
+    s1, n1 = kernels.add_layer_norm(x, y, w, b, 1e-5)
+    s2, n2 = kernels.add_layer_norm_reference(x, y, w, b, 1e-5)
+    assert torch.equal(s1, s2)
+    torch.testing.assert_close(n1, n2, atol=1e-5, rtol=0)
+    assert kernels.add_layer_norm(x, y, w, b, 1e-5, write_sum=False)[0] is None
+
+
+@pytest.mark.parametrize("which", ["esm2", "dnabert_s"])
+def test_whole_models_fused_against_plain_pytorch(device, which, monkeypatch):
+    if which == "esm2":
+        model = ESM2(ESM2Config(3, 64, 4))
+        tokens = [tokenize(a) for a in mixed_frames(8, seed=1, high=200)[1]]
+    else:
+        model = DNABERT(DNABERTConfig(vocab_size=64, hidden_size=48, num_hidden_layers=2, num_attention_heads=6,
+                                      intermediate_size=96))
+        rng = np.random.default_rng(2)
+        tokens = [np.concatenate([[1], rng.integers(5, 64, int(k)), [2]]) for k in rng.integers(1, 150, 8)]
+    init_random(model, 0)
+    m = copy.deepcopy(model).prepare(device, torch.float32)
+    batch = make_packed(tokens, np.arange(len(tokens)), pad_to=sum(len(t) for t in tokens) + 50).to(device)
+    with torch.no_grad():
+        fused = m.embed(batch, "sdpa")
+        monkeypatch.setenv("VIRNUCFLOW_TRITON", "0")
+        plain = m.embed(batch, "sdpa")
+    assert (fused - plain).abs().max() < 1e-5

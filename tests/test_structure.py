@@ -1,0 +1,123 @@
+"""The code's shape: one place for config defaults, one straight path from rule to function,
+and a model interface the engine uses without knowing the model (a third model in one module)."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch import nn
+
+from virnucflow.cli import build_parser
+from virnucflow.config import schema_defaults
+from virnucflow.engine import EmbedOptions, embed_shard
+from virnucflow.models import interface
+from virnucflow.models.packing import PackedBatch
+from virnucflow.shard import SHARD_HEADER
+
+from .conftest import REPO
+
+PACKAGE = REPO / "virnucflow"
+
+
+def test_embedding_defaults_live_in_the_schema_only():
+    defaults = schema_defaults()["embedding"]
+    # EmbedOptions has no defaults of its own: the schema's come in through the config or EmbedOptions.defaults
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(EmbedOptions))
+    assert dataclasses.asdict(EmbedOptions.defaults()) == {**defaults, "threads": 1}
+    # the CLI's option defaults are the schema's
+    embed = build_parser()._subparsers._group_actions[0].choices["embed"]
+    got = {a.dest: a.default for a in embed._actions if a.dest in defaults}
+    assert got == defaults
+    # no function or dataclass of the package gives a parameter one of the schema's defaults again
+    # ("auto" is everybody's word for "decide for me" and is left out)
+    values = {v for v in defaults.values() if isinstance(v, str) and v != "auto"}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            given = []
+            if isinstance(node, ast.arguments):
+                given = [d.value for d in node.defaults + node.kw_defaults if isinstance(d, ast.Constant)]
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.value, ast.Constant):
+                given = [node.value.value]
+            assert not values.intersection(v for v in given if isinstance(v, str)), (path, node.lineno)
+
+
+def test_scripts_call_library_functions_directly():
+    scripts = sorted((REPO / "workflow" / "scripts").glob("*.py"))
+    assert scripts
+    for script in scripts:
+        text = script.read_text()
+        assert "sys.path" not in text and "argv" not in text and "snakemake.rule" not in text, script
+        assert "with rule_step(snakemake):" in text, script
+    lines = [line for p in (REPO / "workflow").rglob("*") if p.is_file()
+             for line in p.read_text(errors="replace").splitlines() if "sys.path" in line]
+    assert len(lines) <= 1, lines
+
+
+def test_engine_does_not_branch_on_the_model():
+    text = (PACKAGE / "engine.py").read_text()
+    assert not re.search(r"if\s+kind\s*==|kind\s*==\s*['\"]|['\"](esm2|dnabert_s)['\"]", text)
+
+
+# --------------------------------------------------------------------------- a third model
+
+
+class ToyTokenizer:
+    pad_id = 0
+
+    def encode_batch(self, seqs):
+        return [np.array([1] + [2 + "ACGT".index(c) for c in s] + [1], dtype=np.int64) for s in seqs]
+
+
+class ToyCounter(nn.Module):
+    """A model of one module: embeds each nucleotide token, mean-pools. Enough to run the engine."""
+
+    name = "toy"
+    reads = "nucleotide"
+    alibi = False
+    max_token_budget = 1024
+    pooling = "toy: mean over all tokens"
+
+    def __init__(self):
+        super().__init__()
+        self.table = nn.Embedding(6, 3)
+        with torch.no_grad():
+            self.table.weight.copy_(torch.arange(18, dtype=torch.float32).view(6, 3))
+        self.tokenizer = ToyTokenizer()
+
+    @property
+    def output_dim(self) -> int:
+        return 3
+
+    def prepare(self, device, dtype):
+        return self.to(device=device, dtype=dtype).eval()
+
+    def embed(self, batch, backend):
+        assert isinstance(batch, PackedBatch)
+        total = batch.num_tokens
+        states = self.table(batch.tokens[:total]).float()
+        return batch.segment_sum(states) / batch.seqlens()[:, None].float()
+
+    def activation_bytes_per_token(self, dtype):
+        return 64
+
+
+def test_a_third_model_is_one_module(tmp_path, monkeypatch):
+    monkeypatch.setitem(interface.LOADERS, "toy", lambda path: (ToyCounter(), {"format": "none"}))
+    (tmp_path / "m.json").write_text(json.dumps({"toy": {"spec": "toy", "path": "toy", "dim": 3, "description": "toy"}}))
+    rows = [(0, "a_chunk_1F1", "ACGT", "TR"), (1, "b_chunk_1F1", "GG", "G"), (2, "c_chunk_1F1", "ACGT", "TR")]
+    (tmp_path / "s.tsv").write_text(SHARD_HEADER + "".join("\t".join(map(str, r)) + "\n" for r in rows))
+    embed_shard("toy", tmp_path / "m.json", tmp_path / "s.tsv", tmp_path / "toy.h5", EmbedOptions.defaults(device="cpu"))
+    with h5py.File(tmp_path / "toy.h5") as h5:
+        vectors, attrs = h5["embeddings"][()], dict(h5.attrs)
+    table = np.arange(18, dtype=np.float32).reshape(6, 3)
+    expected_a = table[[1, 2, 3, 4, 5, 1]].mean(0)  # [CLS]-like 1, A C G T, 1
+    expected_b = table[[1, 4, 4, 1]].mean(0)
+    np.testing.assert_allclose(vectors, [expected_a, expected_b, expected_a], rtol=1e-6)
+    assert attrs["model_kind"] == "toy" and attrs["pooling"] == "toy: mean over all tokens"

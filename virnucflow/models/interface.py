@@ -1,0 +1,87 @@
+"""The one interface the embedding engine uses, whatever the model.
+
+An embedding model (ESM-2, DNABERT-S, or a model added later) is a
+``torch.nn.Module`` that also says what it reads, how it tokenises, what its
+attention needs and how it pools; the engine (``virnucflow.engine``) batches,
+places and runs it knowing nothing else. A loader turns a model path into a
+ready model with its tokenizer attached; :data:`LOADERS` maps the models'
+config names (``models.<name>`` in the config, the manifest's keys) to loaders.
+Adding a model is writing one module with a class that satisfies
+:class:`EmbeddingModel` and a loader, then :func:`register` it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import torch
+
+from .packing import PackedBatch, PaddedBatch
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    pad_id: int
+
+    def encode_batch(self, seqs: list[str]) -> list[np.ndarray]:
+        """One int64 token array per sequence, special tokens included."""
+        ...
+
+
+@runtime_checkable
+class EmbeddingModel(Protocol):
+    name: str  # config and manifest key: "esm2", "dnabert_s"
+    reads: Literal["protein", "nucleotide"]  # which sequence of a frame it embeds
+    alibi: bool  # attention adds ALiBi biases (only backends that support them can run it)
+    max_token_budget: int  # cap of automatic token budgets: larger batches only cost memory
+    pooling: str  # how token states become one vector, for the output files
+    tokenizer: Tokenizer
+
+    @property
+    def output_dim(self) -> int: ...
+
+    def prepare(self, device: torch.device, dtype: torch.dtype) -> "EmbeddingModel":
+        """Inference set-up: weights on ``device`` in ``dtype``, eval mode, fused layouts."""
+        ...
+
+    def embed(self, batch: PackedBatch | PaddedBatch, backend: str) -> torch.Tensor:
+        """Pooled (B, output_dim) float32 vectors of a batch."""
+        ...
+
+    def activation_bytes_per_token(self, dtype: torch.dtype) -> int:
+        """Rough peak activation memory per token, for token budgets from free memory."""
+        ...
+
+
+Loader = Callable[[str], "tuple[EmbeddingModel, dict]"]
+
+
+def _esm2(path: str):
+    from .checkpoints import load_esm2
+
+    return load_esm2(path)
+
+
+def _dnabert_s(path: str):
+    from .checkpoints import load_dnabert_s
+
+    return load_dnabert_s(path)
+
+
+#: config name -> loader(path) -> (model with tokenizer, metadata)
+LOADERS: dict[str, Loader] = {"esm2": _esm2, "dnabert_s": _dnabert_s}
+
+
+def register(name: str, loader: Loader) -> None:
+    LOADERS[name] = loader
+
+
+def load_model(name: str, path: str) -> tuple[EmbeddingModel, dict]:
+    if name not in LOADERS:
+        raise KeyError(f"no embedding model named {name!r} (known: {', '.join(sorted(LOADERS))})")
+    return LOADERS[name](path)
+
+
+def embedding_models() -> Sequence[str]:
+    return tuple(LOADERS)
