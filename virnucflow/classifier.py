@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ModelFileError
+from .errors import ModelFileError, short
 
 
 class MLPClassifier(nn.Module):
@@ -84,7 +84,7 @@ def load_classifier(path: str | os.PathLike) -> tuple[MLPClassifier, dict]:
     try:
         unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(p))
     except (RuntimeError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError) as exc:
-        raise ModelFileError(f"{p}: truncated or not a PyTorch file ({_short(exc)})") from None
+        raise ModelFileError(f"{p}: truncated or not a PyTorch file ({short(exc, 300)})") from None
     refused = sorted(unsafe - _ALLOWED_NAMES)
     if refused:
         raise ModelFileError(
@@ -95,9 +95,9 @@ def load_classifier(path: str | os.PathLike) -> tuple[MLPClassifier, dict]:
         with torch.serialization.safe_globals(_PICKLED_CLASSES):
             obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ModelFileError(f"{p}: refused to load: {_short(exc)}") from None
+        raise ModelFileError(f"{p}: refused to load: {short(exc, 300)}") from None
     except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-        raise ModelFileError(f"{p}: truncated or not a PyTorch file ({_short(exc)})") from None
+        raise ModelFileError(f"{p}: truncated or not a PyTorch file ({short(exc, 300)})") from None
     demo = bool(getattr(obj, "virnucflow_demo", False))
     state = dict(_state_dict_of(obj, p))
     missing = [k for k in _REQUIRED if k not in state]
@@ -119,10 +119,6 @@ def load_classifier(path: str | os.PathLike) -> tuple[MLPClassifier, dict]:
     model.eval()
     return model, {"input_dim": int(input_dim), "hidden_dim": int(hidden), "demo_model": demo}
 
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] + ("..." if len(text) > 300 else "")
 
 
 @torch.no_grad()

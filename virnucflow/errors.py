@@ -29,3 +29,9 @@ class NumericalError(VirNucFlowError):
 
 class ResourceError(VirNucFlowError):
     """Out of memory or no usable device."""
+
+
+def short(exc: BaseException, limit: int = 240) -> str:
+    """An exception's text on one line, cut at ``limit`` characters (for messages that quote it)."""
+    text = " ".join(str(exc).split())
+    return text[:limit] + ("..." if len(text) > limit else "")

@@ -35,7 +35,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-from ..errors import ModelFileError
+from ..errors import ModelFileError, short
 from .dnabert_s import CHECKPOINT_NAMES as DNABERT_S_NAMES
 from .dnabert_s import DNABERT, DNABERTConfig
 from .esm2 import ESM2, ESM2Config
@@ -65,14 +65,10 @@ def load_torch_file(path: Path, extra_globals: list | None = None) -> object:
                     raise
                 return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ModelFileError(f"{path}: refused to load: {_short(exc)}") from None
+        raise ModelFileError(f"{path}: refused to load: {short(exc)}") from None
     except errors as exc:
-        raise ModelFileError(f"{path}: truncated or not a PyTorch checkpoint ({_short(exc)})") from None
+        raise ModelFileError(f"{path}: truncated or not a PyTorch checkpoint ({short(exc)})") from None
 
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:240] + ("..." if len(text) > 240 else "")
 
 
 def read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
@@ -83,7 +79,7 @@ def read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
             try:
                 files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
             except (json.JSONDecodeError, KeyError) as exc:
-                raise ModelFileError(f"{index}: not a weight index ({_short(exc)})") from None
+                raise ModelFileError(f"{index}: not a weight index ({short(exc)})") from None
             state: dict[str, torch.Tensor] = {}
             for name in files:
                 state.update(_read_weight_file(directory / name))
@@ -106,7 +102,7 @@ def _read_weight_file(path: Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
-            raise ModelFileError(f"{path}: truncated or not a safetensors file ({_short(exc)})") from None
+            raise ModelFileError(f"{path}: truncated or not a safetensors file ({short(exc)})") from None
     obj = load_torch_file(path)
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ModelFileError(f"{path}: not a state dict of tensors")
@@ -120,7 +116,7 @@ def read_hf_config(directory: Path) -> dict:
     try:
         return json.loads(cfg.read_text())
     except json.JSONDecodeError as exc:
-        raise ModelFileError(f"{cfg}: not valid JSON ({_short(exc)})") from None
+        raise ModelFileError(f"{cfg}: not valid JSON ({short(exc)})") from None
 
 
 # --------------------------------------------------------------------------- strict loading
@@ -342,7 +338,7 @@ def load_dnabert_s(path: str | Path) -> tuple[DNABERT, dict]:
     try:
         tokenizer = Tokenizer(Path(path) / "tokenizer.json")
     except Exception as exc:  # tokenizers raises its own exception types
-        raise ModelFileError(f"{Path(path) / 'tokenizer.json'}: not a tokenizers JSON file ({_short(exc)})") from None
+        raise ModelFileError(f"{Path(path) / 'tokenizer.json'}: not a tokenizers JSON file ({short(exc)})") from None
     if tokenizer.vocab_size > config.vocab_size:
         raise ModelFileError(
             f"{Path(path) / 'tokenizer.json'}: {tokenizer.vocab_size} tokens but the model has only {config.vocab_size} embeddings"
