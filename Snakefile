@@ -17,6 +17,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/embed.smk"
+include: "workflow/rules/qc.smk"
 include: "workflow/rules/predict.smk"
 
 

@@ -13,7 +13,8 @@ import torch
 
 from virnucflow.classifier import classify, load_classifier
 from virnucflow.errors import ModelFileError
-from virnucflow.predict import highest_scores, read_predictions, write_predictions, write_tsv
+from virnucflow.predict import highest_scores, read_predictions, write_predictions
+from virnucflow.tables import write_tsv
 
 from .conftest import ORIGINAL, REFERENCE, run_cli
 

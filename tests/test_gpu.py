@@ -209,3 +209,32 @@ def test_full_size_models_build_and_run_one_batch():
     vec, emb = _embed(dn, "dnabert_s", tokens, 3, precision="fp16")
     assert vec.shape == (64, 768) and np.isfinite(vec).all()
     print(f"DNABERT-S: one batch of {len(tokens)} on {emb.backend}, peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+
+
+@pytest.mark.parametrize("kind", ["esm2", "dnabert_s"])
+def test_every_precision_packing_attention_combination_on_the_gpu(request, kind):
+    """Rollback is one edit: every combination runs on the GPU (one that cannot falls back, and
+    the embedder says which backend ran) and gives the FP32 reference within its precision's
+    tolerance: FP32 1e-4 (TF32 off; kernels sum in other orders), half precisions at most twice
+    the reference path's error in the same dtype, cosine > 0.999."""
+    import itertools
+
+    from virnucflow.models.attention import ALL_BACKENDS
+
+    model, tokens, ref, pad = _fixtures(request, kind)
+    tokens, ref = tokens[:400], ref[:400]
+    slow = {}
+    for precision, packing, attention in itertools.product(("fp16", "bf16", "fp32"), (True, False), ALL_BACKENDS):
+        vec, e = _embed(model, kind, tokens, pad, precision=precision, packing=packing, attention=attention,
+                        token_budget=8192)
+        err = np.abs(vec - ref).max()
+        print(f"{kind} {precision}/{'packed' if packing else 'padded'}/{attention} -> ran "
+              f"{e.precision.name}/{e.backend}: max |err| vs fp32 reference {err:.2e}, min cos {_cos(vec, ref).min():.6f}")
+        assert np.isfinite(vec).all()
+        if e.precision.name == "fp32":
+            assert err < 1e-4
+        else:
+            if precision not in slow:
+                slow[precision] = _embed(model, kind, tokens, pad, precision=precision, packing=False, attention="math")[0]
+            assert err <= 2 * np.abs(slow[precision] - ref).max()
+            assert _cos(vec, ref).min() > 0.999

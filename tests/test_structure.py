@@ -121,3 +121,18 @@ def test_a_third_model_is_one_module(tmp_path, monkeypatch):
     expected_b = table[[1, 4, 4, 1]].mean(0)
     np.testing.assert_allclose(vectors, [expected_a, expected_b, expected_a], rtol=1e-6)
     assert attrs["model_kind"] == "toy" and attrs["pooling"] == "toy: mean over all tokens"
+
+
+def test_config_readme_documents_every_key_with_the_schemas_default():
+    text = (REPO / "config" / "README.md").read_text()
+
+    def walk(prefix, node):
+        for key, value in node.items():
+            if isinstance(value, dict) and value:
+                yield from walk(f"{prefix}{key}.", value)
+            elif not isinstance(value, dict):
+                yield f"{prefix}{key}", value
+
+    for key, value in walk("", schema_defaults()):
+        shown = json.dumps(value) if not isinstance(value, str) else value
+        assert f"| `{key}` | `{shown}` |" in text, key

@@ -37,9 +37,9 @@ def _check_models(a: argparse.Namespace) -> None:
 def _embed(a: argparse.Namespace) -> None:
     from .engine import EmbedOptions, embed_shard
 
-    options = EmbedOptions(precision=a.precision, packing=a.packing, attention=a.attention,
-                           token_budget=a.token_budget, device=a.device, dedup=a.dedup, threads=a.threads)
-    embed_shard(a.model, a.models_json, a.shard, a.out, options)
+    options = EmbedOptions(precision=a.precision, packing=a.packing, attention=a.attention, token_budget=a.token_budget,
+                           device=a.device, dedup=a.dedup, fp16_on_cpu=a.fp16_on_cpu, threads=a.threads)
+    embed_shard(a.model, a.models_json, a.shard, a.out, options, nonfinite_out=a.nonfinite)
 
 
 def _merge(a: argparse.Namespace) -> None:
@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--token-budget", type=_token_budget, default=emb["token_budget"])
     s.add_argument("--device", default=emb["device"])
     s.add_argument("--dedup", action=argparse.BooleanOptionalAction, default=emb["dedup"])
+    s.add_argument("--fp16-on-cpu", action=argparse.BooleanOptionalAction, default=emb["fp16_on_cpu"])
+    s.add_argument("--nonfinite", help="TSV of the frames recomputed in FP32 (the NaN/Inf gate's record)")
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=_embed)
 

@@ -27,16 +27,19 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
 from . import __version__
-from .errors import NumericalError, ResourceError
+from .errors import ConfigError, NumericalError, ResourceError
 from .features import Embeddings, write_h5
+from .tables import write_tsv
 from .models.attention import resolve_backend
 from .models.interface import EmbeddingModel, load_model
 from .models.packing import make_packed, make_padded, packing_efficiency, plan_packed, plan_padded
@@ -48,9 +51,16 @@ CPU_BUDGET = 4096
 PREFETCH = 3
 
 
+#: Emergency overrides without editing files (folded into the rules' params, so changing
+#: them re-runs the embedding): a precision for every model, or the earlier tool's switch.
+ENV_PRECISION = "VIRNUCFLOW_PRECISION"
+ENV_DISABLE_FP16 = "VIRNUCPRO_DISABLE_FP16"
+
+
 @dataclass
 class EmbedOptions:
-    """The config's ``embedding`` section (its defaults live in the schema only) and the job's threads."""
+    """One model's embedding options: the config's ``embedding`` section (its defaults live
+    in the schema only) resolved by :func:`model_options`, and the job's threads."""
 
     precision: str
     packing: bool
@@ -58,6 +68,7 @@ class EmbedOptions:
     token_budget: int | str
     device: str
     dedup: bool
+    fp16_on_cpu: bool
     threads: int
 
     @classmethod
@@ -65,7 +76,28 @@ class EmbedOptions:
         """The schema's defaults, one thread, then ``overrides`` (for the CLI, tests and benchmarks)."""
         from .config import schema_defaults
 
-        return cls(**{**schema_defaults()["embedding"], "threads": 1, **overrides})
+        return cls(**{**model_options(schema_defaults()["embedding"], "", environ={}), "threads": 1, **overrides})
+
+    def reference(self) -> "EmbedOptions":
+        """The FP32 reference path on the same device: padded batches, math attention."""
+        return dataclasses.replace(self, precision="fp32", packing=False, attention="math", token_budget="auto")
+
+
+def model_options(embedding: Mapping, model: str, environ: Mapping[str, str] = os.environ) -> dict:
+    """Options of ``model``: the shared keys, the model's own (``embedding.<model>.*``), then
+    ``VIRNUCFLOW_PRECISION`` or ``VIRNUCPRO_DISABLE_FP16=1`` from the environment."""
+    from .models.interface import embedding_models
+
+    options = {k: v for k, v in embedding.items() if k not in embedding_models() and not isinstance(v, dict)}
+    options.update(embedding.get(model) or {})
+    forced = environ.get(ENV_PRECISION, "").strip().lower()
+    if forced:
+        if forced not in ("fp16", "bf16", "fp32"):
+            raise ConfigError(f"{ENV_PRECISION}={forced!r}: expected fp16, bf16 or fp32")
+        options["precision"] = forced
+    elif environ.get(ENV_DISABLE_FP16, "").strip() not in ("", "0") and options.get("precision") == "fp16":
+        options["precision"] = "fp32"
+    return options
 
 
 @dataclass
@@ -115,7 +147,7 @@ class Embedder:
     @classmethod
     def create(cls, model: EmbeddingModel, opts: EmbedOptions) -> "Embedder":
         device = resolve_device(opts.device)
-        precision = resolve_precision(opts.precision, device)
+        precision = resolve_precision(opts.precision, device, fp16_on_cpu=opts.fp16_on_cpu)
         if precision.name == "fp32":
             torch.backends.cuda.matmul.allow_tf32 = False  # FP32 means FP32, also on Ampere and later
         if device.type == "cpu" and opts.threads:
@@ -177,6 +209,29 @@ class Embedder:
         stats.tokens_per_second = stats.tokens / stats.seconds_compute if stats.seconds_compute else 0.0
         return vectors
 
+    @torch.inference_mode()
+    def token_states(self, tokens: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """Per sequence, its (L, E) last-layer states as float32 on the device, in the batches
+        this embedder would use (for comparisons; no OOM splitting)."""
+        lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
+        if len(tokens) == 0:
+            return []
+        budget = choose_budget(self.model, self.device, self.precision.dtype, int(lengths.max()), self.token_budget)
+        pad_to = budget if (self.packed and self.backend == "flex") else None
+        out: list[torch.Tensor | None] = [None] * len(tokens)
+        for items in (plan_packed if self.packed else plan_padded)(lengths, budget):
+            batch = self._build(tokens, items, pad_to).to(self.device)
+            states = self.model.hidden_states(batch, self.backend).float()
+            cu = batch.cu_seqlens.tolist() if self.packed else None
+            for row, item in enumerate(items):
+                n = int(lengths[item])
+                if self.packed:
+                    start = cu[row]
+                    out[int(item)] = states[start:start + n]
+                else:
+                    out[int(item)] = states[row, :n]
+        return out  # type: ignore[return-value]
+
     def _embed_into(self, out: torch.Tensor, batch, tokens, pad_to, stats: EmbedStats) -> None:
         items = torch.as_tensor(batch.items)
         try:
@@ -207,9 +262,19 @@ def dedup(seqs: Sequence[str]) -> tuple[list[str], np.ndarray]:
 # --------------------------------------------------------------------------- the job
 
 
+NONFINITE_COLUMNS = ["id", "length", "nonfinite", "precision", "recomputed_precision", "finite_after_recompute"]
+
+
 def embed_shard(kind: str, models_json: str | os.PathLike, shard: str | os.PathLike, out: str | os.PathLike,
-                opts: EmbedOptions) -> EmbedStats:
-    """Embed one shard file with the model ``kind`` of the manifest and write its HDF5 embedding file."""
+                opts: EmbedOptions, nonfinite_out: str | os.PathLike | None = None) -> EmbedStats:
+    """Embed one shard file with the model ``kind`` of the manifest and write its HDF5 embedding file.
+
+    The NaN/Inf gate heals: sequences whose pooled vectors are not finite (an FP16
+    overflow anywhere in the network ends as Inf or NaN there) are recomputed in
+    FP32 on the reference path, in this job; each is listed in ``nonfinite_out``
+    (always written, header only when none). If FP32 is not finite either, the
+    job fails naming them.
+    """
     from .shard import read_shard
 
     manifest = json.loads(Path(models_json).read_text())
@@ -226,6 +291,8 @@ def embed_shard(kind: str, models_json: str | os.PathLike, shard: str | os.PathL
         log.info("%s: empty shard, nothing to embed", shard)
         write_h5(out, Embeddings([], index, np.zeros((0, entry["dim"]), np.float32),
                                  {**attrs, "precision": opts.precision, "attention": opts.attention}))
+        if nonfinite_out:
+            write_tsv(nonfinite_out, pd.DataFrame(columns=NONFINITE_COLUMNS))
         return stats
 
     # Read/deduplicate/tokenise in a thread while the model moves to the device.
@@ -244,22 +311,23 @@ def embed_shard(kind: str, models_json: str | os.PathLike, shard: str | os.PathL
     embedder.warm_up()
     worker.join()
     stats.seconds_load = time.perf_counter() - t0
-    tokens = prepared["tokens"]
+    tokens, inverse = prepared["tokens"], prepared["inverse"]
     stats.unique_sequences = len(tokens)
-    stats.tokens_if_no_dedup = int(sum(len(tokens[i]) for i in prepared["inverse"]))
-    vectors = embedder.embed_tokens(tokens, stats)[prepared["inverse"]]
-    bad = ~np.isfinite(vectors).all(axis=1)
-    if bad.any():
-        names = [ids[i] for i in np.flatnonzero(bad)[:10]]
-        raise NumericalError(
-            f"{shard}: {int(bad.sum())} {kind} embeddings are not finite in {embedder.precision.name} "
-            f"(first: {', '.join(names)}); rerun with embedding.precision: fp32"
-        )
+    stats.tokens_if_no_dedup = int(sum(len(tokens[i]) for i in inverse))
+    unique_vectors = embedder.embed_tokens(tokens, stats)
+    bad = np.flatnonzero(~np.isfinite(unique_vectors).all(axis=1))
+    records = pd.DataFrame(columns=NONFINITE_COLUMNS)
+    if len(bad):
+        records = _heal(kind, entry["path"], embedder, opts, tokens, unique_vectors, bad, inverse, ids, seqs, shard)
+    vectors = unique_vectors[inverse]
     attrs.update(
         precision=embedder.precision.name, precision_requested=embedder.precision.requested,
         attention=embedder.backend, packing=embedder.packed, device=_device_name(embedder.device),
         pooling=model.pooling, stats={**asdict(stats), "dedup_saving": stats.dedup_saving},
+        recomputed_fp32=len(records),
     )
+    if nonfinite_out:
+        write_tsv(nonfinite_out, records)
     write_h5(out, Embeddings(ids, index, vectors, attrs))
     log.info(
         "%s %s: %d sequences (%d unique, dedup saved %.1f%% of tokens), %d tokens in %d batches "
@@ -270,6 +338,37 @@ def embed_shard(kind: str, models_json: str | os.PathLike, shard: str | os.PathL
         stats.seconds_load, stats.seconds_compute, stats.tokens_per_second,
     )
     return stats
+
+
+def _heal(kind: str, path: str, embedder: Embedder, opts: EmbedOptions, tokens: list[np.ndarray],
+          vectors: np.ndarray, bad: np.ndarray, inverse: np.ndarray, ids: list[str], seqs: list[str],
+          shard: str | os.PathLike) -> pd.DataFrame:
+    """Recompute the unique sequences ``bad`` in FP32 on the reference path; fill ``vectors`` in place."""
+    what = {int(u): "+".join(w for w, f in (("nan", np.isnan), ("inf", np.isinf)) if f(vectors[u]).any()) for u in bad}
+    log.warning("%s: %d %s vectors not finite in %s (%s): recomputing them in fp32 on the reference path",
+                shard, len(bad), kind, embedder.precision.name, ", ".join(sorted(set(what.values()))))
+    precision, device = embedder.precision.name, embedder.device
+    del embedder  # the production copy of the weights is no longer needed: make room for the FP32 one
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    reference_model, _ = load_model(kind, path)  # from the file again: exact FP32 weights, not upcast FP16
+    reference = Embedder.create(reference_model, dataclasses.replace(opts.reference(), device=str(device)))
+    fixed = reference.embed_tokens([tokens[u] for u in bad])
+    vectors[bad] = fixed
+    finite = np.isfinite(fixed).all(axis=1)
+    rows = [
+        {"id": ids[i], "length": len(seqs[i]), "nonfinite": what[int(inverse[i])], "precision": precision,
+         "recomputed_precision": "fp32", "finite_after_recompute": "yes" if finite[k] else "no"}
+        for k, u in enumerate(bad) for i in np.flatnonzero(inverse == u)
+    ]
+    still = [r["id"] for r in rows if r["finite_after_recompute"] == "no"]
+    if still:
+        raise NumericalError(
+            f"{shard}: {len(still)} {kind} embeddings are not finite in fp32 either "
+            f"(first: {', '.join(still[:10])}); these sequences cannot be embedded by this model"
+        )
+    log.info("%s: %d %s vectors recomputed in fp32, all finite", shard, len(rows), kind)
+    return pd.DataFrame(rows, columns=NONFINITE_COLUMNS)
 
 
 def _device_name(device: torch.device) -> str:

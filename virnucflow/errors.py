@@ -27,6 +27,10 @@ class NumericalError(VirNucFlowError):
     """Non-finite values in computed embeddings or scores."""
 
 
+class ConfigError(VirNucFlowError):
+    """A configuration value (or an environment override) that cannot be used."""
+
+
 class ResourceError(VirNucFlowError):
     """Out of memory or no usable device."""
 

@@ -29,6 +29,8 @@ from .atomic import atomic_outputs
 from .errors import InputError, MergeError, NumericalError
 
 log = logging.getLogger("virnucflow")
+#: Embedding settings that must be the same across a model's shards (recorded by the engine).
+SETTINGS = ("precision", "attention", "packing")
 _STR = h5py.string_dtype("utf-8")
 _MAX_LISTED = 10
 
@@ -100,9 +102,15 @@ def read_h5(path: str | os.PathLike, dataset: str = "embeddings") -> Embeddings:
 
 def concat_h5(paths: Iterable[str | os.PathLike]) -> Embeddings:
     """Concatenate per-shard tables of one model (attributes of the first non-empty)."""
+    paths = list(paths)
     tables = [read_h5(p) for p in paths]
     if not tables:
         raise MergeError("no embedding files to merge")
+    settings = {p: tuple(str(t.attrs.get(k, "")) for k in SETTINGS) for p, t in zip(paths, tables) if t.ids}
+    if len(set(settings.values())) > 1:
+        shown = "; ".join(f"{p}: {', '.join(f'{k} {v}' for k, v in zip(SETTINGS, s))}" for p, s in settings.items())
+        raise MergeError(f"shards of one model were embedded with different settings ({shown}); "
+                         "rerun the embedding of this sample with one setting (e.g. snakemake --forcerun shard)")
     dims = {t.dim for t in tables if t.ids}
     if len(dims) > 1:
         raise MergeError(f"embedding files disagree on the vector width: {sorted(dims)}")

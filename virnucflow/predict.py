@@ -20,11 +20,8 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_outputs
+from .tables import DEMO_BANNER, read_tsv, write_tsv
 
-DEMO_BANNER = (
-    "# DEMO MODELS (random weights, built by VirNucFlow for testing): "
-    "these scores and calls mean nothing\n"
-)
 SUMMARY_COLUMNS = [
     "sequence_id",
     "length",
@@ -53,18 +50,7 @@ def write_predictions(path: str | os.PathLike, ids: Sequence[str], scores: np.nd
 
 
 def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t", skiprows=_banner_lines(path), keep_default_na=False,
-                       dtype={"Sequence_ID": str, "Prediction": str})
-
-
-def _banner_lines(path: str | os.PathLike) -> int:
-    with open(path) as f:
-        n = 0
-        for line in f:
-            if not line.startswith("#"):
-                break
-            n += 1
-    return n
+    return read_tsv(path, dtype={"Sequence_ID": str, "Prediction": str})
 
 
 def highest_scores(predictions: pd.DataFrame) -> pd.DataFrame:
@@ -73,15 +59,6 @@ def highest_scores(predictions: pd.DataFrame) -> pd.DataFrame:
     grouped = df.groupby("Modified_ID", sort=True)
     is_virus = grouped["score2"].max() >= grouped["score1"].max()
     return pd.DataFrame({"Modified_ID": is_virus.index.astype(str), "Is_Virus": is_virus.to_numpy(dtype=bool)})
-
-
-def write_tsv(path: str | os.PathLike, table: pd.DataFrame, demo: bool = False) -> None:
-    """Write a tab-separated table atomically, after the demo banner when ``demo``."""
-    with atomic_outputs([path]) as (tmp,):
-        with open(tmp, "w") as f:
-            if demo:
-                f.write(DEMO_BANNER)
-            table.to_csv(f, sep="\t", index=False, na_rep="NA")
 
 
 def record_of_chunk(chunk_id: str) -> str:

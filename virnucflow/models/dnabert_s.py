@@ -225,11 +225,16 @@ class DNABERT(nn.Module):
         slopes = self.slopes(batch.tokens.device)
         return self._forward(batch.tokens, PackedAttention(backend, batch, self.cfg.num_attention_heads, alibi=slopes))
 
+    def hidden_states(self, batch: PackedBatch | PaddedBatch, backend: str) -> torch.Tensor:
+        """Last-layer states: (T, E) of a packed batch, (B, L, E) of a padded one."""
+        if isinstance(batch, PackedBatch):
+            return self.forward_packed(batch, backend)
+        return self.forward_padded(batch, backend)
+
     def embed(self, batch: PackedBatch | PaddedBatch, backend: str) -> torch.Tensor:
         """Pooled (B, E) float32 vectors: mean over all tokens, as the original."""
-        if isinstance(batch, PackedBatch):
-            return pool_packed(self.forward_packed(batch, backend), batch, DNABERT_POOLING)
-        return pool_padded(self.forward_padded(batch, backend), batch, DNABERT_POOLING)
+        pool = pool_packed if isinstance(batch, PackedBatch) else pool_padded
+        return pool(self.hidden_states(batch, backend), batch, DNABERT_POOLING)
 
     def activation_bytes_per_token(self, dtype: torch.dtype) -> int:
         e, i = self.cfg.hidden_size, self.cfg.intermediate_size

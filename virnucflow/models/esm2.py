@@ -298,11 +298,16 @@ class ESM2(nn.Module):
         attend = PackedAttention(backend, batch, self.cfg.attention_heads)
         return self._layers(x, self._rotary_tables(batch.positions), attend, packed=True)
 
+    def hidden_states(self, batch: PackedBatch | PaddedBatch, backend: str) -> torch.Tensor:
+        """Final-layer states: (T, E) of a packed batch, (B, L, E) of a padded one."""
+        if isinstance(batch, PackedBatch):
+            return self.forward_packed(batch, backend)
+        return self.forward_padded(batch, backend)
+
     def embed(self, batch: PackedBatch | PaddedBatch, backend: str) -> torch.Tensor:
         """Pooled (B, E) float32 vectors, as the original VirNucPro pools ESM-2."""
-        if isinstance(batch, PackedBatch):
-            return pool_packed(self.forward_packed(batch, backend), batch, ESM_POOLING)
-        return pool_padded(self.forward_padded(batch, backend), batch, ESM_POOLING)
+        pool = pool_packed if isinstance(batch, PackedBatch) else pool_padded
+        return pool(self.hidden_states(batch, backend), batch, ESM_POOLING)
 
     # ------------------------------------------------------------------ sizing
 

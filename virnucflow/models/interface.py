@@ -49,6 +49,10 @@ class EmbeddingModel(Protocol):
         """Pooled (B, output_dim) float32 vectors of a batch."""
         ...
 
+    def hidden_states(self, batch: PackedBatch | PaddedBatch, backend: str) -> torch.Tensor:
+        """Last-layer token states, (T, E) packed or (B, L, E) padded (for ``fp32_compare``)."""
+        ...
+
     def activation_bytes_per_token(self, dtype: torch.dtype) -> int:
         """Rough peak activation memory per token, for token budgets from free memory."""
         ...

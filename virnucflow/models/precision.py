@@ -6,7 +6,8 @@ LayerNorm statistics (PyTorch's kernels compute them in FP32), softmax
 (inside the attention kernels, and explicitly in the reference path), rotary
 tables, and pooling accumulation. On a CPU, FP16 kernels are slow or missing,
 so ``fp16`` runs as ``fp32`` there, with a warning and the precision actually
-used recorded in every output.
+used recorded in every output, unless ``embedding.fp16_on_cpu`` asks for FP16
+anyway (to exercise the FP16 path, e.g. its overflow handling, without a GPU).
 """
 
 from __future__ import annotations
@@ -49,10 +50,10 @@ def _cvd() -> str:
     return os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
 
 
-def resolve_precision(requested: str, device: torch.device) -> Precision:
+def resolve_precision(requested: str, device: torch.device, fp16_on_cpu: bool = False) -> Precision:
     if requested not in DTYPES:
         raise ValueError(f"precision must be one of {sorted(DTYPES)}, got {requested!r}")
-    if device.type == "cpu" and requested == "fp16":
+    if device.type == "cpu" and requested == "fp16" and not fp16_on_cpu:
         log.warning("fp16 is not supported on the CPU: running in fp32 (recorded in the outputs)")
         return Precision("fp32", requested)
     if requested == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():

@@ -8,6 +8,7 @@ from snakemake.utils import validate
 
 # The workflow's own package (virnucflow/) lives beside this Snakefile.
 sys.path.insert(0, workflow.basedir)
+from virnucflow.engine import ENV_DISABLE_FP16, ENV_PRECISION, model_options  # noqa: E402
 from virnucflow.errors import VirNucFlowError  # noqa: E402
 from virnucflow.models.acquire import CLASSIFIER_NAMES, known_kind  # noqa: E402
 from virnucflow.samples import read_sample_sheet  # noqa: E402
@@ -62,6 +63,31 @@ def model_files(wildcards):
         if spec == DEMO_MODELS[kind] or Path(spec).exists():
             files[kind] = spec
     return files
+
+
+def embedding_options(model):
+    """The embedding section for one model: shared keys, its own overrides, emergency env overrides."""
+    try:
+        options = model_options(config["embedding"], model)
+    except VirNucFlowError as exc:
+        raise WorkflowError(str(exc)) from None
+    shared = config["embedding"]["precision"]
+    if options["precision"] != (config["embedding"].get(model) or {}).get("precision", shared):
+        logger.warning(f"{model}: precision {options['precision']} from the environment ({ENV_PRECISION}/{ENV_DISABLE_FP16})")
+    return options
+
+
+def shard_files(kind):
+    """Per-shard files of both models, model by model: (model names, paths) for the gate."""
+    pattern = {
+        "h5": "results/{{sample}}/embeddings/{model}/{scatteritem}.h5",
+        "nonfinite": "results/{{sample}}/qc/nonfinite/{model}/{scatteritem}.tsv",
+    }[kind]
+    return [f for model in EMBEDDING_MODELS for f in gather.embed(pattern.replace("{model}", model))]
+
+
+def shard_models():
+    return [model for model in EMBEDDING_MODELS for _ in gather.embed("{scatteritem}")]
 
 
 def final_outputs():

@@ -12,13 +12,14 @@ for _model in EMBEDDING_MODELS:
             models=rules.check_models.output.manifest,
         output:
             h5=f"results/{{sample}}/embeddings/{_model}/{{scatteritem}}.h5",
+            nonfinite=f"results/{{sample}}/qc/nonfinite/{_model}/{{scatteritem}}.tsv",
         log:
             f"logs/{{sample}}/embed_{_model}/{{scatteritem}}.log",
         benchmark:
             f"logs/benchmarks/{{sample}}/embed_{_model}/{{scatteritem}}.tsv"
         params:
             model=_model,
-            options=config["embedding"],
+            options=embedding_options(_model),
         threads: 2
         resources:
             gpu=1,

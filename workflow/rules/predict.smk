@@ -6,6 +6,7 @@ rule merge:
     input:
         dnabert_s=gather.embed("results/{{sample}}/embeddings/dnabert_s/{scatteritem}.h5"),
         esm2=gather.embed("results/{{sample}}/embeddings/esm2/{scatteritem}.h5"),
+        gate="results/{sample}/qc/nan_gate.tsv",
     output:
         features="results/{sample}/features.h5",
     log:

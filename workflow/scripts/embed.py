@@ -6,4 +6,5 @@ from virnucflow.step import rule_step
 with rule_step(snakemake):
     claim_gpu()  # local multi-GPU runs: take a free GPU (SLURM already set CUDA_VISIBLE_DEVICES)
     options = EmbedOptions(**snakemake.params.options, threads=snakemake.threads)
-    embed_shard(snakemake.params.model, snakemake.input.models, snakemake.input.shard, snakemake.output.h5, options)
+    embed_shard(snakemake.params.model, snakemake.input.models, snakemake.input.shard, snakemake.output.h5, options,
+                nonfinite_out=snakemake.output.nonfinite)

@@ -1,0 +1,65 @@
+"""The NaN/Inf gate of a sample: what the embedding jobs recomputed in FP32, checked before the merge.
+
+Each embedding job heals non-finite vectors itself (``engine.embed_shard``) and
+lists them in ``qc/nonfinite/{model}/{shard}.tsv``. :func:`nan_gate` gathers
+those lists for a sample, writes one row per shard and model (frames,
+recomputed, failed) and stops the run when anything is still non-finite, or
+when a model needed FP32 for more than ``qc.max_fp32_recompute_fraction`` of
+its frames: then the configured precision is not serving this data, and the
+message says which edit rolls it back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import h5py
+import pandas as pd
+
+from .errors import NumericalError
+from .tables import read_tsv, write_tsv
+
+log = logging.getLogger("virnucflow")
+GATE_COLUMNS = ["model", "shard", "frames", "precision", "recomputed_fp32", "failed"]
+
+
+def _frames(h5_path: str | os.PathLike) -> tuple[int, str]:
+    with h5py.File(h5_path, "r") as h5:
+        precision = h5.attrs.get("precision", "")
+        return int(h5["ids"].shape[0]), precision.decode() if isinstance(precision, bytes) else str(precision)
+
+
+def nan_gate(model: Sequence[str], embeddings: Sequence[str | os.PathLike], nonfinite: Sequence[str | os.PathLike],
+             out: str | os.PathLike, max_fraction: float) -> pd.DataFrame:
+    """``model[i]`` names the model of ``embeddings[i]`` (its HDF5 file) and ``nonfinite[i]`` (its list)."""
+    rows = []
+    for name, h5_path, listed in zip(model, embeddings, nonfinite, strict=True):
+        frames, precision = _frames(h5_path)
+        records = read_tsv(listed, dtype=str)
+        rows.append({"model": name, "shard": Path(h5_path).stem, "frames": frames, "precision": precision,
+                     "recomputed_fp32": len(records),
+                     "failed": int((records.get("finite_after_recompute", pd.Series(dtype=str)) != "yes").sum())})
+    table = pd.DataFrame(rows, columns=GATE_COLUMNS)
+    for line in table.to_string(index=False).splitlines():
+        log.info("%s", line)
+    totals = table.groupby("model", sort=False)[["frames", "recomputed_fp32", "failed"]].sum()
+    for name, t in totals.iterrows():
+        if t["failed"]:
+            raise NumericalError(f"{name}: {t['failed']} frames are not finite even in fp32 (see qc/nonfinite/{name}/)")
+        fraction = t["recomputed_fp32"] / t["frames"] if t["frames"] else 0.0
+        if fraction > max_fraction:
+            used = ", ".join(sorted(set(table.loc[table["model"] == name, "precision"]) - {""}))
+            raise NumericalError(
+                f"{name}: {t['recomputed_fp32']} of {t['frames']} frames ({fraction:.2%}) had non-finite vectors in "
+                f"{used} and were recomputed in fp32, more than qc.max_fp32_recompute_fraction ({max_fraction:g}): "
+                f"{used} is not serving this data; set embedding.{name}.precision: fp32 (or embedding.precision: fp32) "
+                "in the config and rerun"
+            )
+        if t["recomputed_fp32"]:
+            log.warning("%s: %d of %d frames recomputed in fp32 (%.3f%%, limit %.3f%%)", name, t["recomputed_fp32"],
+                        t["frames"], 100 * fraction, 100 * max_fraction)
+    write_tsv(out, table)
+    return table

@@ -1,0 +1,81 @@
+# Quality control of the embeddings: the NaN/Inf gate before the merge, and
+# `snakemake fp32_compare`, the production path against FP32 on the samples' own frames.
+
+
+rule nan_gate:
+    input:
+        embeddings=shard_files("h5"),
+        nonfinite=shard_files("nonfinite"),
+    output:
+        table=report(
+            "results/{sample}/qc/nan_gate.tsv",
+            caption="../report/nan_gate.rst",
+            category="Quality control",
+            labels={"sample": "{sample}", "table": "NaN/Inf gate"},
+        ),
+    log:
+        "logs/{sample}/nan_gate.log",
+    benchmark:
+        "logs/benchmarks/{sample}/nan_gate.tsv"
+    params:
+        model=shard_models(),
+        max_fraction=config["qc"]["max_fp32_recompute_fraction"],
+    conda:
+        ENV
+    script:
+        "../scripts/nan_gate.py"
+
+
+rule fp32_compare_sample:
+    input:
+        nucleotide=rules.preprocess.output.nucleotide,
+        protein=rules.preprocess.output.protein,
+        models=rules.check_models.output.manifest,
+    output:
+        per_sequence="results/{sample}/qc/fp32_compare/per_sequence.tsv",
+        summary=report(
+            "results/{sample}/qc/fp32_compare/summary.tsv",
+            caption="../report/fp32_compare_summary.rst",
+            category="Quality control",
+            labels={"sample": "{sample}", "table": "FP16 vs FP32 summary"},
+        ),
+        calls="results/{sample}/qc/fp32_compare/calls.tsv",
+        agreement=report(
+            "results/{sample}/qc/fp32_compare/call_agreement.tsv",
+            caption="../report/fp32_compare_agreement.rst",
+            category="Quality control",
+            labels={"sample": "{sample}", "table": "FP16 vs FP32 call agreement"},
+        ),
+        cosine_png=report(
+            "results/{sample}/qc/fp32_compare/cosine.png",
+            caption="../report/fp32_compare_cosine.rst",
+            category="Quality control",
+            labels={"sample": "{sample}", "figure": "FP16 vs FP32 cosine"},
+        ),
+        scores_png=report(
+            "results/{sample}/qc/fp32_compare/scores.png",
+            caption="../report/fp32_compare_scores.rst",
+            category="Quality control",
+            labels={"sample": "{sample}", "figure": "FP16 vs FP32 scores"},
+        ),
+    log:
+        "logs/{sample}/fp32_compare.log",
+    benchmark:
+        "logs/benchmarks/{sample}/fp32_compare.tsv"
+    params:
+        embedding={model: embedding_options(model) for model in EMBEDDING_MODELS},
+        settings=config["fp32_compare"],
+    threads: 2
+    resources:
+        gpu=1,
+    conda:
+        ENV
+    message:
+        "{wildcards.sample}: the production embedding path against FP32 (fp32_compare)"
+    script:
+        "../scripts/fp32_compare.py"
+
+
+rule fp32_compare:
+    input:
+        expand("results/{sample}/qc/fp32_compare/summary.tsv", sample=SAMPLES),

@@ -1,0 +1,7 @@
+"""Rule fp32_compare_sample: the production embedding path against FP32 on the sample's frames (virnucflow.fp32_compare)."""
+from virnucflow.fp32_compare import fp32_compare
+from virnucflow.step import rule_step
+
+with rule_step(snakemake):
+    fp32_compare(snakemake.input.nucleotide, snakemake.input.protein, snakemake.input.models,
+                 snakemake.params.embedding, snakemake.params.settings, snakemake.output, threads=snakemake.threads)
