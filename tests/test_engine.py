@@ -208,3 +208,30 @@ def test_packed_batch_refuses_a_padded_only_backend(esm, esm_tokens):
 def test_dedup_helper():
     unique, inverse = dedup(["AC", "GG", "AC", "T", "GG"])
     assert unique == ["AC", "GG", "T"] and inverse.tolist() == [0, 1, 0, 2, 1]
+
+
+def test_progress_lines_count_finished_sequences(tmp_path, monkeypatch, caplog):
+    import logging
+
+    import virnucflow.progress as progress
+    from virnucflow.demo import build_demo_models
+    from virnucflow.models.acquire import check_models
+    from virnucflow.shard import SHARD_HEADER
+
+    build_demo_models(tmp_path / "e.pt", tmp_path / "d", tmp_path / "c.pth")
+    check_models({"esm2": tmp_path / "e.pt", "dnabert_s": tmp_path / "d", "classifier": tmp_path / "c.pth", "download": False},
+                 tmp_path / "m.json")
+    nts, aas = mixed_frames(40, seed=6, high=200)
+    (tmp_path / "s.tsv").write_text(SHARD_HEADER + "".join(f"{i}\ts{i}_chunk_1F1\t{nts[i]}\t{aas[i]}\n" for i in range(40)))
+    monkeypatch.setattr(progress, "EVERY_S", 0.0)  # a line after every batch
+    with caplog.at_level(logging.INFO, logger="virnucflow"):
+        stats = embed_shard("esm2", tmp_path / "m.json", tmp_path / "s.tsv", tmp_path / "o.h5",
+                            EmbedOptions.defaults(device="cpu", token_budget=512))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress ")]
+    assert len(lines) == stats.batches > 1
+    parsed = [progress.parse_progress(line) for line in lines]
+    assert [p.total for p in parsed] == [40] * len(lines)
+    assert [p.done for p in parsed] == sorted(p.done for p in parsed) and parsed[-1].done == 40
+    assert parsed[-1].label == str(tmp_path / "s.tsv") and parsed[-1].model == "esm2" and parsed[-1].eta_seconds == 0
+    # the final summary line stays as it was
+    assert caplog.records[-1].getMessage().startswith(f"esm2 {tmp_path / 's.tsv'}: 40 sequences (40 unique")

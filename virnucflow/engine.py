@@ -44,6 +44,7 @@ from .models.attention import resolve_backend
 from .models.interface import EmbeddingModel, load_model
 from .models.packing import make_packed, make_padded, packing_efficiency, plan_packed, plan_padded
 from .models.precision import Precision, resolve_device, resolve_precision
+from .progress import Progress
 
 log = logging.getLogger("virnucflow")
 
@@ -180,8 +181,10 @@ class Embedder:
     def _run(self, batch) -> torch.Tensor:
         return self.model.embed(batch.to(self.device), self.backend)
 
-    def embed_tokens(self, tokens: Sequence[np.ndarray], stats: EmbedStats | None = None) -> np.ndarray:
-        """(N, D) float32 pooled vectors of token arrays (no deduplication here)."""
+    def embed_tokens(self, tokens: Sequence[np.ndarray], stats: EmbedStats | None = None,
+                     progress_label: str | None = None) -> np.ndarray:
+        """(N, D) float32 pooled vectors of token arrays (no deduplication here); with
+        ``progress_label``, a progress line at most every 30 s (``virnucflow.progress``)."""
         stats = stats or EmbedStats()
         lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
         dim = self.model.output_dim
@@ -195,6 +198,8 @@ class Embedder:
         stats.packing_efficiency = packing_efficiency(lengths, plan, budget, padded=not self.packed)
         stats.tokens = int(lengths.sum())
         out = torch.empty((len(tokens), dim), dtype=torch.float32, device=self.device)
+        progress = (Progress(self.model.name, progress_label, len(tokens), stats.tokens, self.device)
+                    if progress_label is not None else None)
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
             pending = [pool.submit(self._build, tokens, b, pad_to) for b in plan[:PREFETCH]]
@@ -204,6 +209,8 @@ class Embedder:
                     pending.append(pool.submit(self._build, tokens, plan[k + PREFETCH], pad_to))
                 pending[k] = None  # drop the reference once consumed
                 self._embed_into(out, batch, tokens, pad_to, stats)
+                if progress is not None:
+                    progress.batch_queued(len(plan[k]), int(lengths[plan[k]].sum()))
         vectors = out.cpu().numpy()  # the one device-to-host copy (synchronises)
         stats.seconds_compute = time.perf_counter() - t0
         stats.tokens_per_second = stats.tokens / stats.seconds_compute if stats.seconds_compute else 0.0
@@ -314,7 +321,7 @@ def embed_shard(kind: str, models_json: str | os.PathLike, shard: str | os.PathL
     tokens, inverse = prepared["tokens"], prepared["inverse"]
     stats.unique_sequences = len(tokens)
     stats.tokens_if_no_dedup = int(sum(len(tokens[i]) for i in inverse))
-    unique_vectors = embedder.embed_tokens(tokens, stats)
+    unique_vectors = embedder.embed_tokens(tokens, stats, progress_label=str(shard))
     bad = np.flatnonzero(~np.isfinite(unique_vectors).all(axis=1))
     records = pd.DataFrame(columns=NONFINITE_COLUMNS)
     if len(bad):
