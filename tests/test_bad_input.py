@@ -203,7 +203,7 @@ def test_classifier_given_as_the_esm2_model(tmp_path):
 
     build_demo_models(tmp_path / "esm2.pt", tmp_path / "dnabert", tmp_path / "clf.pth", seed=0)
     out = tmp_path / "results"
-    res = run_cli("check-model", "--kind", "esm2", "--spec", tmp_path / "clf.pth", "--download", "false",
+    res = run_cli("check-model", "--kind", "esm2", "--spec", tmp_path / "clf.pth", "--no-download",
                   "--out", out / "esm2.json")
     _assert_fails(res, out, f"{tmp_path / 'clf.pth'}: refused to load: it is a pickled Python module (a VirNucPro "
                             "classifier .pth?), not model weights: __main__.MLPClassifier, "

@@ -13,7 +13,8 @@ import pytest
 
 from virnucflow.checks import ConfigError, classifier_chunk_length
 from virnucflow.errors import InputError
-from virnucflow.predict import highest_scores, read_predictions, summarise, write_predictions, write_table
+from virnucflow.predict import highest_scores, read_predictions, summarise, write_predictions
+from virnucflow.tables import write_tsv as write_table
 from virnucflow.preprocess import preprocess
 from virnucflow.samples import read_sample_sheet
 

@@ -100,7 +100,8 @@ def test_changing_one_embedding_model_reruns_only_its_embeddings(run):
     res = snakemake(run, "-n", config=["samples=samples.tsv"], configfiles=[overlay])
     assert res.returncode == 0, res.stderr[-2000:]
     jobs = _jobs(res)
-    assert jobs == {"check_model": 2, "embed_esm": 8, "merge": 4, "export_merged_pt": 4, "predict": 4, "all": 1}
+    assert jobs == {"check_model": 2, "embed_esm2": 8, "nan_gate": 4, "merge": 4, "export_merged_pt": 4, "predict": 4,
+                    "all": 1}
 
 
 def test_shards_capped_by_the_work(run):
@@ -112,9 +113,9 @@ def test_shards_capped_by_the_work(run):
     assert res.returncode == 0, res.stderr[-2000:]
     assert (f"virnucflow: warning: 500 embedding shards requested but the largest sample has {frames} frames; "
             f"using {frames} shards") in res.stderr.splitlines()
-    assert _jobs(res)["embed_esm"] == 4 * frames
+    assert _jobs(res)["embed_esm2"] == 4 * frames
     res = snakemake(run, "-n", "--set-scatter", "embed=300", config=["samples=samples.tsv"])
-    assert _jobs(res)["embed_esm"] == 4 * frames
+    assert _jobs(res)["embed_esm2"] == 4 * frames
 
 
 # ---------------------------------------------------------------- one line at the start

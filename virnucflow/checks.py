@@ -92,9 +92,9 @@ def check_model(kind: str, spec: str, out: str | os.PathLike | None, allow_downl
     ``others`` (for the classifier): manifests of ``esm2`` and ``dnabert_s``,
     whose widths must add up to the classifier's input width.
     """
-    from .models.acquire import describe_classifier, describe_dnabert, describe_esm2, resolve
+    from .models.acquire import describe_classifier, describe_dnabert_s, describe_esm2, resolve
 
-    describe = {"esm2": describe_esm2, "dnabert_s": describe_dnabert, "classifier": describe_classifier}[kind]
+    describe = {"esm2": describe_esm2, "dnabert_s": describe_dnabert_s, "classifier": describe_classifier}[kind]
     r = resolve(kind, str(spec), allow_download)
     entry = {"spec": r.spec, "path": str(r.path), **describe(r.path)}
     if others:

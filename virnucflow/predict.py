@@ -90,7 +90,7 @@ def summarise(records_tsv: str | os.PathLike, predictions: pd.DataFrame, windows
     (see :func:`too_short`). ``max_viral_score`` is the highest per-frame viral
     score (score2).
     """
-    records = pd.read_csv(records_tsv, sep="\t", keep_default_na=False, dtype={"record_id": str})
+    records = read_tsv(records_tsv, dtype={"record_id": str})
     pred = predictions.assign(record=predictions["Sequence_ID"].str[:-2].map(record_of_chunk))
     per_rec = pred.groupby("record").agg(frames_scored=("score2", "size"), max_viral_score=("score2", "max"))
     win = windows.assign(record=windows["Modified_ID"].map(record_of_chunk))
