@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
+import subprocess
 
 import pytest
 
@@ -137,3 +139,74 @@ def test_error_after_many_good_records_leaves_nothing(tmp_path):
         res, out,
         f"{p}: record 'bad' (line 602): character '*' is not an IUPAC nucleotide code (allowed: ACGTURYSWKMBDHVN, any case)",
     )
+
+
+# ---------------------------------------------------------------- failures that used to end in tracebacks (issue 8)
+
+BIG = b"".join(b">r%d\n%s\n" % (i, b"ACGTTGCA" * 50) for i in range(2000))
+
+
+def test_corrupt_gzip(tmp_path):
+    data = bytearray(gzip.compress(BIG, mtime=0))
+    data[200:210] = b"\xff" * 10  # damage the deflate stream (zlib.error, not a truncation)
+    p = _write(tmp_path, "corrupt.fa.gz", bytes(data))
+    res, out = _preprocess(tmp_path, p)
+    _assert_fails(res, out, f"{p}: corrupt gzip file: cannot read past line 41 (Error -3 while decompressing data: "
+                            "invalid distance too far back)")
+
+
+@contextlib.contextmanager
+def _tmpfs(path, options):
+    path.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({res.stderr.decode().strip()})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def test_disk_full(tmp_path):
+    p = _write(tmp_path, "big.fa", BIG)
+    with _tmpfs(tmp_path / "small", "size=64k") as small:
+        out = small / "out"
+        res = run_cli("preprocess", "--fasta", p, "--chunk-length", 500, "--chunked", out / "chunked.fa",
+                      "--nucleotide", out / "nt.fa", "--protein", out / "aa.faa", "--records", out / "records.tsv")
+        _assert_fails(res, out, f"{out}: cannot write output (No space left on device)")
+
+
+def test_read_only_output_folder(tmp_path):
+    p = _write(tmp_path, "good.fa", GOOD)
+    with _tmpfs(tmp_path / "ro", "ro,size=64k") as ro:
+        out = ro / "results"
+        res = run_cli("preprocess", "--fasta", p, "--chunk-length", 500, "--chunked", out / "chunked.fa",
+                      "--nucleotide", out / "nt.fa", "--protein", out / "aa.faa")
+        _assert_fails(res, out, f"{out}: cannot write output (Read-only file system)")
+
+
+def test_directory_in_the_sample_sheet(tmp_path):
+    from virnucflow.errors import InputError
+    from virnucflow.samples import read_sample_sheet
+
+    (tmp_path / "reads").mkdir()
+    sheet = tmp_path / "s.tsv"
+    sheet.write_text(f"sample\tfasta\ns1\t{tmp_path / 'reads'}\n")
+    with pytest.raises(InputError) as exc:
+        read_sample_sheet(sheet)
+    assert str(exc.value) == f"{sheet}: line 2: sample 's1': FASTA file {tmp_path / 'reads'} is a directory, not a file"
+
+
+def test_classifier_given_as_the_esm2_model(tmp_path):
+    """PyTorch's advice to load the file unsafely ("will likely succeed") must not reach users."""
+    from virnucflow.demo import build_demo_models
+
+    build_demo_models(tmp_path / "esm2.pt", tmp_path / "dnabert", tmp_path / "clf.pth", seed=0)
+    out = tmp_path / "results"
+    res = run_cli("check-model", "--kind", "esm2", "--spec", tmp_path / "clf.pth", "--no-download",
+                  "--out", out / "esm2.json")
+    _assert_fails(res, out, f"{tmp_path / 'clf.pth'}: refused to load: it is a pickled Python module (a VirNucPro "
+                            "classifier .pth?), not model weights: __main__.MLPClassifier, "
+                            "torch.nn.modules.batchnorm.BatchNorm1d, torch.nn.modules.dropout.Dropout, "
+                            "torch.nn.modules.linear.Linear")
+    assert "weights_only" not in res.stderr and "likely succeed" not in res.stderr

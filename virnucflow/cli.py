@@ -19,7 +19,7 @@ from .step import cli_step
 def _preprocess(a: argparse.Namespace) -> None:
     from .preprocess import preprocess
 
-    preprocess(a.fasta, a.chunk_length, a.chunked, a.nucleotide, a.protein, a.records)
+    preprocess(a.fasta, a.chunk_length, a.chunked, a.nucleotide, a.protein, a.records, a.source)
 
 
 def _shard(a: argparse.Namespace) -> None:
@@ -32,6 +32,13 @@ def _check_models(a: argparse.Namespace) -> None:
     from .models.acquire import check_models
 
     check_models({"esm2": a.esm2, "dnabert_s": a.dnabert_s, "classifier": a.classifier, "download": a.download}, a.out)
+
+
+def _check_model(a: argparse.Namespace) -> None:
+    from .checks import check_model
+
+    others = {"esm2": a.esm2_json, "dnabert_s": a.dnabert_s_json} if a.esm2_json else None
+    check_model(a.kind, a.spec, a.out, allow_download=a.download, others=others)
 
 
 def _embed(a: argparse.Namespace) -> None:
@@ -86,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nucleotide", required=True)
     s.add_argument("--protein", required=True)
     s.add_argument("--records")
+    s.add_argument("--source", help="JSON: the input's size and hash")
     s.set_defaults(func=_preprocess)
 
     s = sub.add_parser("shard", help="split identified frames into token-balanced shards")
@@ -101,6 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--download", action=argparse.BooleanOptionalAction, default=models["download"])
     s.add_argument("--out", required=True, help="JSON manifest of resolved model paths")
     s.set_defaults(func=_check_models)
+
+    s = sub.add_parser("check-model", help="resolve, fetch and validate one model file")
+    s.add_argument("--kind", choices=["esm2", "dnabert_s", "classifier"], required=True)
+    s.add_argument("--spec", required=True)
+    s.add_argument("--download", action=argparse.BooleanOptionalAction, default=models["download"])
+    s.add_argument("--esm2-json", help="classifier only: the ESM-2 manifest, to check the feature width")
+    s.add_argument("--dnabert-s-json", help="classifier only: the DNABERT-S manifest")
+    s.add_argument("--out", required=True, help="JSON manifest of the resolved model")
+    s.set_defaults(func=_check_model)
 
     s = sub.add_parser("embed", help="embed one shard with one model of the manifest")
     s.add_argument("--model", required=True, help="esm2 or dnabert_s")

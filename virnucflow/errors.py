@@ -39,3 +39,7 @@ def short(exc: BaseException, limit: int = 240) -> str:
     """An exception's text on one line, cut at ``limit`` characters (for messages that quote it)."""
     text = " ".join(str(exc).split())
     return text[:limit] + ("..." if len(text) > limit else "")
+
+
+class OutputError(VirNucFlowError):
+    """An output that cannot be written (disk full, read-only or unwritable folder)."""

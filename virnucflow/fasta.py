@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -101,7 +102,9 @@ def read_fasta(path: str | os.PathLike, check_duplicates: bool = True) -> Iterat
                         "IUPAC nucleotide code (allowed: ACGTURYSWKMBDHVN, any case)"
                     )
                 parts.append(line)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        except (zlib.error, gzip.BadGzipFile) as exc:
+            raise InputError(f"{p}: corrupt gzip file: cannot read past line {lineno} ({exc})") from None
+        except (OSError, EOFError) as exc:
             raise InputError(f"{p}: cannot read file past line {lineno} ({exc})") from None
     if header is not None:
         n_records += 1

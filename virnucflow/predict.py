@@ -61,6 +61,20 @@ def highest_scores(predictions: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"Modified_ID": is_virus.index.astype(str), "Is_Virus": is_virus.to_numpy(dtype=bool)})
 
 
+#: Input records shorter than this many bases (three codons) get the call ``too-short``
+#: in ``summary.tsv``: too little sequence to call, whatever their frames score.
+MIN_RECORD_LENGTH = 9
+
+
+def too_short(records: pd.DataFrame) -> pd.Series:
+    """Records (rows of ``records.tsv``) that are not called: ``length < MIN_RECORD_LENGTH``.
+
+    Their frames are still scored and written to the per-frame and per-window
+    outputs, exactly as the original does; only the summary's call changes.
+    """
+    return records["length"] < MIN_RECORD_LENGTH
+
+
 def record_of_chunk(chunk_id: str) -> str:
     """Input record ID of a window ID ``{record}_chunk_{k}`` (the record may contain '_chunk_')."""
     return chunk_id.rsplit("_chunk_", 1)[0]
@@ -72,9 +86,11 @@ def summarise(records_tsv: str | os.PathLike, predictions: pd.DataFrame, windows
     ``call`` is ``virus`` when at least half of the sequence's scored windows
     are viral by the original's per-window rule, ``non-viral`` otherwise, and
     ``no-frames`` when no frame of any window passed the ORF filter (nothing to
-    score). ``max_viral_score`` is the highest per-frame viral score (score2).
+    score). Records shorter than :data:`MIN_RECORD_LENGTH` are ``too-short``
+    (see :func:`too_short`). ``max_viral_score`` is the highest per-frame viral
+    score (score2).
     """
-    records = pd.read_csv(records_tsv, sep="\t", keep_default_na=False, dtype={"record_id": str})
+    records = read_tsv(records_tsv, dtype={"record_id": str})
     pred = predictions.assign(record=predictions["Sequence_ID"].str[:-2].map(record_of_chunk))
     per_rec = pred.groupby("record").agg(frames_scored=("score2", "size"), max_viral_score=("score2", "max"))
     win = windows.assign(record=windows["Modified_ID"].map(record_of_chunk))
@@ -88,6 +104,7 @@ def summarise(records_tsv: str | os.PathLike, predictions: pd.DataFrame, windows
     out["viral_chunk_fraction"] = frac.round(4)
     out["max_viral_score"] = out["max_viral_score"].astype(float).round(6)
     out["call"] = np.where(out["chunks_scored"] == 0, "no-frames", np.where(frac >= 0.5, "virus", "non-viral"))
+    out.loc[too_short(out).to_numpy(), "call"] = "too-short"
     return out[SUMMARY_COLUMNS]
 
 
@@ -128,4 +145,8 @@ def predict_sample(
         "%d frames scored; %d of %d input sequences called viral",
         len(table.ids), int((summary["call"] == "virus").sum()), len(summary),
     )
+    n_short = int((summary["call"] == "too-short").sum())
+    if n_short:
+        log.warning("%d input sequences shorter than %d bp: called too-short in %s (their frames are still scored)",
+                    n_short, MIN_RECORD_LENGTH, summary_out)
     return summary

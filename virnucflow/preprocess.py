@@ -61,6 +61,16 @@ _COMPLEMENT = str.maketrans("ACGTacgt", "TGCAtgca")
 _STOP_IN_FRAME = re.compile(r"(?:...)*?(?:TAA|TAG|TGA)", re.DOTALL)
 _CODONS = re.compile(r"...", re.DOTALL)
 FASTA_WIDTH = 60  # Biopython's FASTA writer wraps at 60 columns
+_RNA_TO_DNA = str.maketrans("Uu", "Tt")
+
+
+def rna_to_dna(seq: str) -> str:
+    """``U``/``u`` read as ``T``/``t`` (case kept): RNA input gives exactly the DNA results.
+
+    The original drops any codon with a letter other than A, C, G, T before the
+    stop-codon check, so an RNA record would pass every frame unchecked.
+    """
+    return seq.translate(_RNA_TO_DNA)
 
 
 def chunk_bounds(length: int, chunk: int) -> list[tuple[int, int]]:
@@ -168,6 +178,7 @@ class PreprocessStats:
     bases: int = 0
     chunks: int = 0
     frames: int = 0
+    rna_records: int = 0  # records with U/u, read as T/t
 
 
 def preprocess(
@@ -177,13 +188,16 @@ def preprocess(
     nucleotide_out: str | os.PathLike,
     protein_out: str | os.PathLike,
     records_out: str | os.PathLike | None = None,
+    source_out: str | os.PathLike | None = None,
 ) -> PreprocessStats:
     """Write the original's three preprocessing outputs for one FASTA file.
 
     - ``chunked_out``: windows, wrapped at 60 columns, in the input's case;
     - ``nucleotide_out`` / ``protein_out``: kept frames, one sequence per line;
     - ``records_out`` (optional): per input record ``record_id, length,
-      chunks, frames`` (TSV), used to summarise calls per input sequence.
+      chunks, frames`` (TSV), used to summarise calls per input sequence;
+    - ``source_out`` (optional): JSON with the input's path, size and BLAKE2b
+      hash (:func:`virnucflow.inputs.file_fingerprint`) and the counts.
 
     All outputs appear together or not at all.
     """
@@ -192,33 +206,47 @@ def preprocess(
     t0 = time.perf_counter()
     stats = PreprocessStats()
     outs = [chunked_out, nucleotide_out, protein_out] + ([records_out] if records_out else [])
-    with atomic_outputs(outs) as tmps:
-        handles = [open(t, "w", buffering=1 << 20) for t in tmps]
+    with atomic_outputs(outs + ([source_out] if source_out else [])) as tmps:
+        handles = [open(t, "w", buffering=1 << 20) for t in tmps[: len(outs)]]
         try:
             chunked, nuc, prot = handles[:3]
             recs = handles[3] if records_out else None
             if recs:
                 recs.write("record_id\tlength\tchunks\tframes\n")
             for record in read_fasta(fasta):
+                seq = record.seq
+                if "U" in seq or "u" in seq:
+                    seq = rna_to_dna(seq)
+                    stats.rna_records += 1
                 n_frames = 0
-                bounds = chunk_bounds(len(record.seq), chunk_length)
+                bounds = chunk_bounds(len(seq), chunk_length)
                 for k, (start, end) in enumerate(bounds, start=1):
                     chunk_id = f"{record.id}_chunk_{k}"
-                    window = record.seq[start:end]
+                    window = seq[start:end]
                     write_fasta_wrapped(chunked, chunk_id, window)
                     for frame in identify_frames(chunk_id, window):
                         nuc.write(f">{frame.id}\n{frame.nucleotide}\n")
                         prot.write(f">{frame.id}\n{frame.protein}\n")
                         n_frames += 1
                 if recs:
-                    recs.write(f"{record.id}\t{len(record.seq)}\t{len(bounds)}\t{n_frames}\n")
+                    recs.write(f"{record.id}\t{len(seq)}\t{len(bounds)}\t{n_frames}\n")
                 stats.records += 1
-                stats.bases += len(record.seq)
+                stats.bases += len(seq)
                 stats.chunks += len(bounds)
                 stats.frames += n_frames
         finally:
             for h in handles:
                 h.close()
+        if source_out:
+            import json
+
+            from .inputs import file_fingerprint
+
+            source = {"fasta": str(fasta), **file_fingerprint(fasta), "records": stats.records, "bases": stats.bases,
+                      "rna_records": stats.rna_records, "chunk_length": chunk_length}
+            tmps[-1].write_text(json.dumps(source, indent=2) + "\n")
+    if stats.rna_records:
+        log.warning("%s: %d of %d records contain U (RNA): read as T", fasta, stats.rna_records, stats.records)
     dt = time.perf_counter() - t0
     log.info(
         "%s: %d records, %d bases -> %d windows of %d bp, %d frames kept (%.1f s, %.0f records/s)",

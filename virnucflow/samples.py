@@ -14,7 +14,26 @@ from pathlib import Path
 
 from .errors import InputError
 
-NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+# A plain file-name component: no '/', not '.' or '..', not hidden, no leading '-'.
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: Sample names that would collide with the workflow's own files and folders
+#: (``results/{sample}/`` and ``logs/{sample}/`` sit beside them).
+RESERVED_NAMES = {
+    "models": "results/models/",
+    "models.json": "results/models.json",
+    "benchmarks": "logs/benchmarks/",
+    "build_demo_models.log": "logs/build_demo_models.log",
+}
+
+
+def check_sample_name(name: str) -> str | None:
+    """Why ``name`` cannot be a sample name, or None when it can."""
+    if not NAME.match(name):
+        return (f"sample name {name!r} must be a plain file name: letters, digits, '_', '.' and '-', "
+                "starting with a letter or digit")
+    if name in RESERVED_NAMES:
+        return f"sample name {name!r} is reserved (it would collide with the workflow's {RESERVED_NAMES[name]})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -29,7 +48,7 @@ def read_sample_sheet(path: str | os.PathLike, check_files: bool = True) -> list
     if not p.is_file():
         raise InputError(f"{p}: sample sheet not found")
     with open(p, newline="") as f:
-        rows = [r for r in csv.reader(f, delimiter="\t") if r and not (len(r) == 1 and not r[0].strip())]
+        rows = [r for r in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if r and not (len(r) == 1 and not r[0].strip())]
     if not rows or rows[0][0].startswith("#") and len(rows) == 1:
         raise InputError(f"{p}: sample sheet is empty")
     header = [h.strip() for h in rows[0]]
@@ -44,13 +63,16 @@ def read_sample_sheet(path: str | os.PathLike, check_files: bool = True) -> list
         if len(row) <= max(si, fi):
             raise InputError(f"{p}: line {lineno}: expected {len(header)} tab-separated columns, found {len(row)}")
         name, fasta = row[si].strip(), row[fi].strip()
-        if not NAME.match(name):
-            raise InputError(f"{p}: line {lineno}: sample name {name!r} may only contain letters, digits, '_', '.' and '-'")
+        problem = check_sample_name(name)
+        if problem:
+            raise InputError(f"{p}: line {lineno}: {problem}")
         if name in seen:
             raise InputError(f"{p}: sample {name!r} is listed twice (lines {seen[name]} and {lineno})")
         seen[name] = lineno
         if check_files:
             fp = Path(fasta)
+            if fp.is_dir():
+                raise InputError(f"{p}: line {lineno}: sample {name!r}: FASTA file {fasta} is a directory, not a file")
             if not fp.is_file():
                 raise InputError(f"{p}: line {lineno}: sample {name!r}: FASTA file {fasta} not found")
             if not os.access(fp, os.R_OK):

@@ -1,7 +1,13 @@
-"""The workflow's tab-separated tables: one writer (and reader) for all of them."""
+"""The workflow's tab-separated tables: one writer (and reader) for all of them.
+
+Sequence IDs are the first word of a FASTA header and may hold any character
+but whitespace (``"``, ``'``, ``#``, ``\\``, commas...), so the tables are
+plain tab-separated text: no CSV quoting, no comments, no NA guessing.
+"""
 
 from __future__ import annotations
 
+import csv
 import os
 
 import pandas as pd
@@ -20,12 +26,13 @@ def write_tsv(path: str | os.PathLike, table: pd.DataFrame, demo: bool = False) 
         with open(tmp, "w") as f:
             if demo:
                 f.write(DEMO_BANNER)
-            table.to_csv(f, sep="\t", index=False, na_rep="NA")
+            table.to_csv(f, sep="\t", index=False, na_rep="NA", quoting=csv.QUOTE_NONE)
 
 
 def read_tsv(path: str | os.PathLike, **kwargs) -> pd.DataFrame:
     """Read a table written by :func:`write_tsv` (banner lines starting with '#' skipped)."""
-    return pd.read_csv(path, sep="\t", comment=None, skiprows=_banner_lines(path), keep_default_na=False, **kwargs)
+    return pd.read_csv(path, sep="\t", comment=None, skiprows=_banner_lines(path), keep_default_na=False,
+                       quoting=csv.QUOTE_NONE, **kwargs)
 
 
 def _banner_lines(path: str | os.PathLike) -> int:

@@ -65,10 +65,24 @@ def load_torch_file(path: Path, extra_globals: list | None = None) -> object:
                     raise
                 return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ModelFileError(f"{path}: refused to load: {short(exc)}") from None
+        raise ModelFileError(f"{path}: refused to load: {_refusal(path, exc)}") from None
     except errors as exc:
         raise ModelFileError(f"{path}: truncated or not a PyTorch checkpoint ({short(exc)})") from None
 
+
+
+def _refusal(path: Path, exc: BaseException) -> str:
+    """Why the weights-only unpickler refused ``path``, in our words (not PyTorch's advice to
+    unpickle it unsafely, which users must not follow for a file they did not expect)."""
+    try:
+        names = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # noqa: BLE001 - only for the message
+        names = []
+    if not names:
+        return f"not a plain tensor checkpoint ({short(exc).split('. ')[0]})"
+    what = ("it is a pickled Python module (a VirNucPro classifier .pth?), not model weights"
+            if "__main__.MLPClassifier" in names else "it holds pickled Python objects, not only model weights")
+    return f"{what}: {', '.join(names[:_MAX_LISTED])}{' ...' if len(names) > _MAX_LISTED else ''}"
 
 
 def read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:

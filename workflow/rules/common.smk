@@ -8,28 +8,33 @@ from snakemake.utils import validate
 
 # The workflow's own package (virnucflow/) lives beside this Snakefile.
 sys.path.insert(0, workflow.basedir)
+from virnucflow.checks import classifier_chunk_length, config_error  # noqa: E402
 from virnucflow.engine import ENV_DISABLE_FP16, ENV_PRECISION, model_options  # noqa: E402
 from virnucflow.errors import VirNucFlowError  # noqa: E402
-from virnucflow.models.acquire import CLASSIFIER_NAMES, known_kind  # noqa: E402
+from virnucflow.inputs import input_info, shard_cap  # noqa: E402
+from virnucflow.models.acquire import known_kind  # noqa: E402
 from virnucflow.samples import read_sample_sheet  # noqa: E402
 
-validate(config, schema="../schemas/config.schema.yaml")
+try:
+    validate(config, schema="../schemas/config.schema.yaml")
+except WorkflowError as exc:  # one line naming the key, not the schema dump
+    raise WorkflowError(config_error(exc)) from None
 
 try:
     SAMPLES = {s.name: s for s in read_sample_sheet(config["samples"])}
+    classifier_chunk_length(
+        config["models"]["classifier"], config["models"]["classifier_chunk_length"], config["chunk_length"]
+    )
 except VirNucFlowError as exc:
     raise WorkflowError(str(exc)) from None
 
 for s in SAMPLES.values():
     validate({"sample": s.name, "fasta": s.fasta}, schema="../schemas/samples.schema.yaml")
 
-_classifier = config["models"]["classifier"]
-if _classifier in CLASSIFIER_NAMES and not CLASSIFIER_NAMES[_classifier].startswith(str(config["chunk_length"])):
-    raise WorkflowError(
-        f"chunk_length {config['chunk_length']} does not match the classifier {_classifier} "
-        f"(trained on {CLASSIFIER_NAMES[_classifier].split('_')[0]} bp windows); "
-        f"use virnucpro-{config['chunk_length']} or chunk_length {CLASSIFIER_NAMES[_classifier].split('_')[0]}"
-    )
+# Size, content hash and frame count (up to the shard count) of every input,
+# cached in .snakemake/virnucflow/inputs.json.
+_SHARDS = workflow.resource_settings.overwrite_scatter.get("embed", config["shards"])
+INPUTS = {name: input_info(s.fasta, config["chunk_length"], limit=_SHARDS) for name, s in SAMPLES.items()}
 
 
 wildcard_constraints:
@@ -38,6 +43,20 @@ wildcard_constraints:
 
 scattergather:
     embed=config["shards"],
+
+
+# No more shards than frames: with fewer frames in the largest sample than
+# shards, the extra shards would be empty GPU jobs. (The scatter count is one
+# for all samples and fixed when the DAG is built; it is set here directly so
+# that --set-scatter embed=N is capped too.)
+_cap = shard_cap([i and i["frames"] for i in INPUTS.values()], _SHARDS)
+if _cap < _SHARDS:
+    print(
+        f"virnucflow: warning: {_SHARDS} embedding shards requested but the largest sample has "
+        f"{_cap} frames; using {_cap} shards",
+        file=sys.stderr,
+    )
+    workflow._scatter["embed"] = _cap
 
 
 ENV = "../../envs/virnucflow.yaml"
@@ -53,16 +72,33 @@ def sample_fasta(wildcards):
     return SAMPLES[wildcards.sample].fasta
 
 
-def model_files(wildcards):
-    """Configured model paths that exist or that the demo rule builds (known names are
-    resolved, fetched and validated by check_models itself)."""
-    files = {}
-    for kind, spec in config["models"].items():
-        if kind == "download" or known_kind(str(spec)):
-            continue
-        if spec == DEMO_MODELS[kind] or Path(spec).exists():
-            files[kind] = spec
-    return files
+MODEL_KINDS = ["esm2", "dnabert_s", "classifier"]
+
+
+def model_file(wildcards):
+    """The configured model path if it exists or the demo rule builds it (known names
+    are resolved, fetched and validated by check_model itself)."""
+    spec = config["models"][wildcards.model]
+    if known_kind(str(spec)) or not (spec == DEMO_MODELS[wildcards.model] or Path(spec).exists()):
+        return {}
+    return {"model": spec}
+
+
+def model_manifests(wildcards):
+    """The classifier's check also reads the embedding models' widths."""
+    if wildcards.model != "classifier":
+        return {}
+    return {kind: f"results/models/{kind}.json" for kind in ("esm2", "dnabert_s")}
+
+
+def model_spec(wildcards):
+    return config["models"][wildcards.model]
+
+
+def fasta_fingerprint(wildcards):
+    """Size and hash of the sample's FASTA: a changed file reruns preprocessing even if older."""
+    info = INPUTS[wildcards.sample]
+    return f"{info['size']} bytes, blake2b {info['blake2b']}" if info else "unreadable"
 
 
 def embedding_options(model):

@@ -9,7 +9,7 @@ for _model in EMBEDDING_MODELS:
             f"embed_{_model}"
         input:
             shard="results/{sample}/shards/{scatteritem}.tsv",
-            models=rules.check_models.output.manifest,
+            models=f"results/models/{_model}.json",
         output:
             h5=f"results/{{sample}}/embeddings/{_model}/{{scatteritem}}.h5",
             nonfinite=f"results/{{sample}}/qc/nonfinite/{_model}/{{scatteritem}}.tsv",

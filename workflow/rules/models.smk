@@ -1,5 +1,8 @@
-# Model files: the demo models, and the check that resolves, fetches and
-# validates all three models before any GPU job starts.
+# Model files: the demo models, and the checks that resolve, fetch and
+# validate each model before any GPU job starts. One manifest per model, so
+# each embedding job depends only on its own model and changing the
+# classifier reruns only the prediction; results/models.json joins the three
+# for fp32_compare.
 
 
 rule build_demo_models:
@@ -22,21 +25,39 @@ rule build_demo_models:
         "../scripts/build_demo_models.py"
 
 
-rule check_models:
+rule check_model:
     input:
-        unpack(model_files),
+        unpack(model_file),
+        unpack(model_manifests),
     output:
-        manifest="results/models.json",
+        manifest="results/models/{model}.json",
     log:
-        "logs/check_models.log",
+        "logs/models/{model}.log",
     benchmark:
-        "logs/benchmarks/check_models.tsv"
+        "logs/benchmarks/models/{model}.tsv"
     params:
-        models=config["models"],
+        spec=model_spec,
+        download=config["models"]["download"],
+    wildcard_constraints:
+        model="|".join(MODEL_KINDS),
     localrule: True
     conda:
         ENV
     message:
-        "Resolving and validating the model files"
+        "Resolving and validating the {wildcards.model} model"
     script:
-        "../scripts/check_models.py"
+        "../scripts/check_model.py"
+
+
+rule models_manifest:
+    input:
+        expand("results/models/{model}.json", model=MODEL_KINDS),
+    output:
+        manifest="results/models.json",
+    log:
+        "logs/models/manifest.log",
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../scripts/models_manifest.py"

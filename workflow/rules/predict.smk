@@ -39,7 +39,7 @@ rule export_merged_pt:
 rule predict:
     input:
         features=rules.merge.output.features,
-        models=rules.check_models.output.manifest,
+        models="results/models/classifier.json",
         records=rules.preprocess.output.records,
     output:
         predictions="results/{sample}/prediction_results.txt",

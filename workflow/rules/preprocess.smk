@@ -10,12 +10,14 @@ rule preprocess:
         nucleotide="results/{sample}/preprocess/identified_nucleotide.fa",
         protein="results/{sample}/preprocess/identified_protein.faa",
         records="results/{sample}/preprocess/records.tsv",
+        source="results/{sample}/preprocess/input.json",
     log:
         "logs/{sample}/preprocess.log",
     benchmark:
         "logs/benchmarks/{sample}/preprocess.tsv"
     params:
         chunk_length=config["chunk_length"],
+        fasta=fasta_fingerprint,
     conda:
         ENV
     message:

@@ -30,7 +30,7 @@ rule fp32_compare_sample:
     input:
         nucleotide=rules.preprocess.output.nucleotide,
         protein=rules.preprocess.output.protein,
-        models=rules.check_models.output.manifest,
+        models=rules.models_manifest.output.manifest,
     output:
         per_sequence="results/{sample}/qc/fp32_compare/per_sequence.tsv",
         summary=report(

@@ -1,0 +1,166 @@
+"""Issue 8 through the whole workflow (demo models, CPU): unusual input gives the right
+results, bad input one line, and a changed model reruns only what depends on it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .conftest import REFERENCE
+from .test_unusual_input import LAMBDA, ODD_IDS, to_rna
+from .test_workflow import _sheet, snakemake
+
+pytestmark = pytest.mark.slow
+SHORT = {"len5": "ATGAA", "len8": "ATGAAAGG", "len9": "ATGAAAGGC", "long": "ATG" * 100}
+
+
+def _overlay(workdir: Path, name: str, text: str) -> Path:
+    p = workdir / name
+    p.write_text(text)
+    return p
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One run: lambda as DNA and as RNA, odd IDs, very short records."""
+    wd = tmp_path_factory.mktemp("unusual")
+    (wd / "rna.fa").write_bytes(to_rna(LAMBDA.read_bytes()))
+    (wd / "odd.fa").write_text("".join(f">{i} x\n{'ATG' * 200}\n" for i in ODD_IDS), encoding="utf-8")
+    (wd / "short.fa").write_text("".join(f">{k}\n{v}\n" for k, v in SHORT.items()))
+    _sheet(wd / "samples.tsv", [("dna", str(LAMBDA)), ("rna", "rna.fa"), ("odd", "odd.fa"), ("short", "short.fa")])
+    res = snakemake(wd, config=["samples=samples.tsv"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    return wd
+
+
+def _jobs(res) -> dict[str, int]:
+    """The dry run's job table: rule -> count."""
+    table = {}
+    for line in (res.stdout + res.stderr).splitlines():
+        m = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
+        if m and m.group(1) != "total":
+            table[m.group(1)] = int(m.group(2))
+    return table
+
+
+def test_rna_input_gives_the_dna_results(run):
+    dna, rna = run / "results" / "dna", run / "results" / "rna"
+    for name in ["preprocess/chunked.fa", "preprocess/identified_nucleotide.fa", "preprocess/identified_protein.faa",
+                 "preprocess/records.tsv", "prediction_results.txt", "prediction_results_highestscore.csv",
+                 "summary.tsv"]:
+        assert (rna / name).read_bytes() == (dna / name).read_bytes(), name
+    assert (dna / "prediction_results.txt").read_text().count("\n") == 2 + 52  # banner, header, 52 frames
+    assert "rna.fa: 15 of 15 records contain U (RNA): read as T" in (run / "logs" / "rna" / "preprocess.log").read_text()
+
+
+def test_odd_ids_round_trip(run):
+    res = run / "results" / "odd"
+    summary = [line.split("\t") for line in (res / "summary.tsv").read_text(encoding="utf-8").splitlines()[2:]]
+    assert [row[0] for row in summary] == ODD_IDS
+    windows = (res / "prediction_results_highestscore.csv").read_text(encoding="utf-8").splitlines()[2:]
+    assert [w.split("\t")[0] for w in windows] == sorted(f"{i}_chunk_{k}" for i in ODD_IDS for k in (1, 2))
+    frames = (res / "prediction_results.txt").read_text(encoding="utf-8").splitlines()[2:]
+    assert {f.split("\t")[0].split("_chunk_")[0] for f in frames} == set(ODD_IDS)
+
+
+def test_short_records_called_too_short(run):
+    rows = [line.split("\t") for line in (run / "results" / "short" / "summary.tsv").read_text().splitlines()[2:]]
+    assert [(r[0], r[-1]) for r in rows][:3] == [("len5", "too-short"), ("len8", "too-short"),
+                                                  ("len9", rows[2][-1])]
+    assert rows[2][-1] in ("virus", "non-viral") and rows[3][-1] in ("virus", "non-viral")
+    assert int(rows[0][3]) > 0  # its frames were scored all the same
+    assert "2 input sequences shorter than 9 bp: called too-short" in (run / "logs" / "short" / "predict.log").read_text()
+
+
+def test_input_fingerprint_recorded(run):
+    import hashlib
+    import json
+
+    source = json.loads((run / "results" / "dna" / "preprocess" / "input.json").read_text())
+    data = LAMBDA.read_bytes()
+    assert source["size"] == len(data)
+    assert source["blake2b"] == hashlib.blake2b(data, digest_size=16).hexdigest()
+    assert source["records"] == 15
+
+
+def test_changing_the_classifier_reruns_only_prediction(run):
+    shutil.copy(run / "resources" / "demo_models" / "virnucpro_demo.pth", run / "clf_copy.pth")
+    overlay = _overlay(run, "clf.yaml", "models:\n  classifier: clf_copy.pth\n  classifier_chunk_length: 500\n")
+    res = snakemake(run, "-n", config=["samples=samples.tsv"], configfiles=[overlay])
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert _jobs(res) == {"check_model": 1, "predict": 4, "all": 1}
+
+
+def test_changing_one_embedding_model_reruns_only_its_embeddings(run):
+    shutil.copy(run / "resources" / "demo_models" / "esm2_demo.pt", run / "esm2_copy.pt")
+    overlay = _overlay(run, "esm.yaml", "models:\n  esm2: esm2_copy.pt\n")
+    res = snakemake(run, "-n", config=["samples=samples.tsv"], configfiles=[overlay])
+    assert res.returncode == 0, res.stderr[-2000:]
+    jobs = _jobs(res)
+    assert jobs == {"check_model": 2, "embed_esm2": 8, "nan_gate": 4, "merge": 4, "export_merged_pt": 4, "predict": 4,
+                    "all": 1}
+
+
+def test_shards_capped_by_the_work(run):
+    frames = max(
+        (run / "results" / s / "preprocess" / "identified_protein.faa").read_text().count(">")
+        for s in ("dna", "rna", "odd", "short")
+    )
+    res = snakemake(run, "-n", config=["samples=samples.tsv", "shards=500"])
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (f"virnucflow: warning: 500 embedding shards requested but the largest sample has {frames} frames; "
+            f"using {frames} shards") in res.stderr.splitlines()
+    assert _jobs(res)["embed_esm2"] == 4 * frames
+    res = snakemake(run, "-n", "--set-scatter", "embed=300", config=["samples=samples.tsv"])
+    assert _jobs(res)["embed_esm2"] == 4 * frames
+
+
+# ---------------------------------------------------------------- one line at the start
+
+
+def _fails_at_start(tmp_path, line, config=(), configfiles=()):
+    res = snakemake(tmp_path, "-n", config=["samples=s.tsv", *config], configfiles=list(configfiles))
+    assert res.returncode != 0
+    out = res.stdout + res.stderr
+    assert line in out.splitlines(), out[-2000:]
+    assert "Traceback" not in out
+    assert not (tmp_path / "results").exists()
+
+
+def test_classifier_path_needs_its_window_length(tmp_path):
+    _sheet(tmp_path / "s.tsv", [("a", str(REFERENCE / "test_with_orfs.fa"))])
+    overlay = _overlay(tmp_path, "o.yaml", "models:\n  classifier_chunk_length: null\n")
+    _fails_at_start(tmp_path, "models.classifier is a file (resources/demo_models/virnucpro_demo.pth): set "
+                    "models.classifier_chunk_length to the window length it was trained on (300 or 500 for "
+                    "VirNucPro's; it must equal chunk_length 500)", configfiles=[overlay])
+    overlay.write_text("models:\n  classifier_chunk_length: 300\n")
+    _fails_at_start(tmp_path, "chunk_length 500 does not match the classifier resources/demo_models/virnucpro_demo.pth "
+                    "(models.classifier_chunk_length: trained on 300 bp windows); use chunk_length 300 or a classifier "
+                    "trained on 500", configfiles=[overlay])
+
+
+@pytest.mark.parametrize(
+    "name,problem",
+    [("..", "must be a plain file name: letters, digits, '_', '.' and '-', starting with a letter or digit"),
+     (".", "must be a plain file name: letters, digits, '_', '.' and '-', starting with a letter or digit"),
+     ("models.json", "is reserved (it would collide with the workflow's results/models.json)")],
+)
+def test_bad_sample_names(tmp_path, name, problem):
+    _sheet(tmp_path / "s.tsv", [(name, str(REFERENCE / "test_with_orfs.fa"))])
+    _fails_at_start(tmp_path, f"s.tsv: line 2: sample name {name!r} {problem}")
+
+
+def test_directory_as_fasta(tmp_path):
+    (tmp_path / "reads").mkdir()
+    _sheet(tmp_path / "s.tsv", [("a", "reads")])
+    _fails_at_start(tmp_path, "s.tsv: line 2: sample 'a': FASTA file reads is a directory, not a file")
+
+
+def test_bogus_device(tmp_path):
+    _sheet(tmp_path / "s.tsv", [("a", str(REFERENCE / "test_with_orfs.fa"))])
+    overlay = _overlay(tmp_path, "o.yaml", "embedding:\n  device: bogus\n")
+    _fails_at_start(tmp_path, "config key embedding.device: 'bogus' does not match '^(auto|cpu|cuda(:[0-9]+)?)$' "
+                    "(allowed: auto (the GPU the job was given, else CPU), cpu, cuda or cuda:N)", configfiles=[overlay])

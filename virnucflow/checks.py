@@ -1,0 +1,123 @@
+"""Checks made when the workflow starts, and the per-model manifest files.
+
+- :func:`classifier_chunk_length`: the window length the classifier was
+  trained on must be the configured ``chunk_length``. The names
+  ``virnucpro-300`` / ``virnucpro-500`` imply it; a classifier given as a path
+  needs ``models.classifier_chunk_length`` (the file name never decides).
+- :func:`config_error`: a schema violation as one line naming the config key.
+- :func:`check_model`: resolve and validate ONE model and write its manifest
+  ``results/models/{kind}.json`` (``{kind: entry}``), so each embedding job
+  depends only on its own model and changing the classifier reruns only the
+  prediction. The classifier's manifest also checks its feature width against
+  the two embedding models' manifests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from .atomic import atomic_outputs
+from .errors import ModelFileError, VirNucFlowError
+
+
+log = logging.getLogger("virnucflow")
+
+
+class ConfigError(VirNucFlowError):
+    """A configuration that cannot give correct results."""
+
+
+#: Window length each published classifier was trained on.
+CLASSIFIER_CHUNK_LENGTHS = {"virnucpro-300": 300, "virnucpro-500": 500}
+
+
+def classifier_chunk_length(classifier: str, declared: int | None, chunk_length: int) -> int:
+    """The classifier's training window length, checked against ``chunk_length``.
+
+    Raises :class:`ConfigError` when a path is given without
+    ``models.classifier_chunk_length``, when a declared length contradicts a
+    known name, or when it differs from ``chunk_length``.
+    """
+    implied = CLASSIFIER_CHUNK_LENGTHS.get(classifier)
+    if implied is not None:
+        if declared is not None and declared != implied:
+            raise ConfigError(
+                f"models.classifier_chunk_length {declared} contradicts models.classifier {classifier} "
+                f"(trained on {implied} bp windows); remove the key or fix it"
+            )
+        if implied != chunk_length:
+            raise ConfigError(
+                f"chunk_length {chunk_length} does not match the classifier {classifier} "
+                f"(trained on {implied} bp windows); use virnucpro-{chunk_length} or chunk_length {implied}"
+            )
+        return implied
+    if declared is None:
+        raise ConfigError(
+            f"models.classifier is a file ({classifier}): set models.classifier_chunk_length to the window "
+            f"length it was trained on (300 or 500 for VirNucPro's; it must equal chunk_length {chunk_length})"
+        )
+    if declared != chunk_length:
+        raise ConfigError(
+            f"chunk_length {chunk_length} does not match the classifier {classifier} (models.classifier_chunk_length: "
+            f"trained on {declared} bp windows); use chunk_length {declared} or a classifier trained on {chunk_length}"
+        )
+    return declared
+
+
+def config_error(exc: BaseException, schema: Mapping | None = None) -> str:
+    """One line for a JSON-schema validation error: the config key, the value and what is allowed."""
+    err = exc
+    while err is not None and not hasattr(err, "absolute_path"):
+        err = err.__cause__ or err.__context__
+    if err is None:
+        return " ".join(str(exc).split())
+    key = ".".join(map(str, err.absolute_path)) or "(top level)"
+    desc = err.schema.get("description") if isinstance(err.schema, Mapping) else None
+    if desc is None and schema is not None:  # the key's own description
+        node: object = schema
+        for part in err.absolute_path:
+            node = node.get("properties", {}).get(part, {}) if isinstance(node, Mapping) else {}
+        desc = node.get("description") if isinstance(node, Mapping) else None
+    return f"config key {key}: {err.message}" + (f" (allowed: {desc})" if desc else "")
+
+
+def check_model(kind: str, spec: str, out: str | os.PathLike | None, allow_download: bool = True,
+                others: Mapping[str, str | os.PathLike] | None = None) -> dict:
+    """Resolve and validate one model; write ``{kind: entry}`` to ``out``.
+
+    ``others`` (for the classifier): manifests of ``esm2`` and ``dnabert_s``,
+    whose widths must add up to the classifier's input width.
+    """
+    from .models.acquire import describe_classifier, describe_dnabert_s, describe_esm2, resolve
+
+    describe = {"esm2": describe_esm2, "dnabert_s": describe_dnabert_s, "classifier": describe_classifier}[kind]
+    r = resolve(kind, str(spec), allow_download)
+    entry = {"spec": r.spec, "path": str(r.path), **describe(r.path)}
+    if others:
+        dims = {k: json.loads(Path(p).read_text())[k]["dim"] for k, p in others.items()}
+        width = dims["dnabert_s"] + dims["esm2"]
+        if entry["dim"] != width:
+            raise ModelFileError(
+                f"{entry['path']}: the classifier takes {entry['dim']} features but DNABERT-S ({dims['dnabert_s']}) "
+                f"+ ESM-2 ({dims['esm2']}) give {width}; VirNucPro's classifiers need the published DNABERT-S (768) "
+                "and ESM-2 3B (2560)"
+            )
+    if out is not None:
+        with atomic_outputs([out]) as (tmp,):
+            Path(tmp).write_text(json.dumps({kind: entry}, indent=2, sort_keys=True) + "\n")
+    log.info("%s: %s (%s)", kind, entry["path"], entry["description"])
+    return entry
+
+
+def combine_manifests(paths: Iterable[str | os.PathLike], out: str | os.PathLike) -> dict:
+    """One manifest of several models from their own manifests (for steps that use all three)."""
+    manifest: dict = {}
+    for p in paths:
+        manifest.update(json.loads(Path(p).read_text()))
+    with atomic_outputs([out]) as (tmp,):
+        Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest

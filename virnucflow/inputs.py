@@ -1,0 +1,103 @@
+"""What the workflow knows about an input FASTA before preprocessing it.
+
+- :func:`file_fingerprint`: size and BLAKE2b hash of the file's bytes (as
+  stored: a gzip file is hashed compressed). The preprocess rule takes it as a
+  parameter, so replacing an input by different content reruns preprocessing
+  even when the new file is older (Snakemake alone compares times), and
+  preprocessing records it in ``preprocess/input.json``.
+- :func:`count_frames`: how many frames the preprocessing will keep, counted
+  only up to the number of shards asked for (so normally after a few
+  records), to cap the number of embedding shards by the work.
+
+Both read the whole file, so :func:`input_info` caches them in
+``.snakemake/virnucflow/inputs.json`` keyed by the file's path, device, inode,
+size, modification and status-change times (the status-change time cannot be
+set back, so a replaced or rewritten file is always read again).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from .atomic import atomic_outputs
+from .fasta import read_fasta
+from .errors import VirNucFlowError
+
+CACHE = Path(".snakemake") / "virnucflow" / "inputs.json"
+
+
+def file_fingerprint(path: str | os.PathLike) -> dict:
+    """``{"size": bytes, "blake2b": hex digest}`` of the file as stored."""
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16))
+        size = f.tell()
+    return {"size": size, "blake2b": digest.hexdigest()}
+
+
+def count_frames(path: str | os.PathLike, chunk_length: int, limit: int) -> int | None:
+    """Frames the preprocessing keeps from ``path``, counting stopped at ``limit``
+    (so only a file with fewer frames than ``limit`` is read to the end), or None
+    when the file cannot be read as FASTA (the preprocess job then says why)."""
+    from .preprocess import chunk_bounds, identify_frames, rna_to_dna
+
+    frames = 0
+    try:
+        for record in read_fasta(path, check_duplicates=False):
+            seq = rna_to_dna(record.seq)
+            for start, end in chunk_bounds(len(seq), chunk_length):
+                frames += len(identify_frames("", seq[start:end]))
+                if frames >= limit:
+                    return limit
+    except Exception:  # noqa: BLE001 - any unreadable input: no count, the job says what is wrong
+        return None
+    return frames
+
+
+def _signature(st: os.stat_result) -> list[int]:
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def input_info(path: str | os.PathLike, chunk_length: int, limit: int,
+               cache: str | os.PathLike | None = CACHE) -> dict | None:
+    """Fingerprint of ``path`` and its frame count up to ``limit`` (cached); None when it
+    is not a readable file. ``frames`` is exact when below ``limit``."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return None
+    if not p.is_file():
+        return None
+    key = str(p.resolve())
+    entries: dict = {}
+    if cache is not None:
+        with contextlib.suppress(OSError, ValueError):
+            entries = json.loads(Path(cache).read_text())
+    entry = entries.get(key)
+    if not entry or entry.get("signature") != _signature(st):
+        try:
+            entry = {"signature": _signature(st), **file_fingerprint(p), "frames": {}}
+        except OSError:
+            return None
+    counted = entry["frames"].get(str(chunk_length))  # [count, limit it was counted up to]
+    if counted is None or (counted[0] is not None and counted[0] >= counted[1] and counted[1] < limit):
+        entry["frames"][str(chunk_length)] = counted = [count_frames(p, chunk_length, limit), limit]
+        entries[key] = entry
+        if cache is not None:
+            with contextlib.suppress(OSError, VirNucFlowError):
+                with atomic_outputs([cache]) as (tmp,):
+                    Path(tmp).write_text(json.dumps(entries, sort_keys=True))
+    frames = counted[0] if counted[0] is None else min(counted[0], limit)
+    return {"size": entry["size"], "blake2b": entry["blake2b"], "frames": frames}
+
+
+def shard_cap(frames: list[int | None], shards: int) -> int:
+    """Shards worth making: at most the frames of the largest sample (counts from
+    :func:`input_info` with ``limit=shards``; an unknown count does not cap)."""
+    if not frames or any(f is None for f in frames):
+        return shards
+    return max(1, min(shards, max(frames)))  # type: ignore[type-var]

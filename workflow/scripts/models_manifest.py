@@ -1,0 +1,6 @@
+"""Rule models_manifest: the three models' manifests in one file, for fp32_compare (virnucflow.checks)."""
+from virnucflow.checks import combine_manifests
+from virnucflow.step import rule_step
+
+with rule_step(snakemake):
+    combine_manifests(snakemake.input, snakemake.output.manifest)
