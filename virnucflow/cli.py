@@ -19,7 +19,7 @@ from .step import cli_step
 def _preprocess(a: argparse.Namespace) -> None:
     from .preprocess import preprocess
 
-    preprocess(a.fasta, a.chunk_length, a.chunked, a.nucleotide, a.protein, a.records)
+    preprocess(a.fasta, a.chunk_length, a.chunked, a.nucleotide, a.protein, a.records, mate2=a.mate2)
 
 
 def _shard(a: argparse.Namespace) -> None:
@@ -50,9 +50,12 @@ def _merge(a: argparse.Namespace) -> None:
 
 
 def _predict(a: argparse.Namespace) -> None:
+    from .calling import resolve_calling
     from .predict import predict_sample
 
-    predict_sample(a.features, a.models_json, a.records, a.predictions, a.highest, a.summary)
+    calling = resolve_calling({"preset": a.preset, "min_viral_fraction": a.min_viral_fraction,
+                               "min_windows": a.min_windows})
+    predict_sample(a.features, a.models_json, a.records, a.predictions, a.highest, a.summary, **calling)
 
 
 def _export_merged_pt(a: argparse.Namespace) -> None:
@@ -86,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nucleotide", required=True)
     s.add_argument("--protein", required=True)
     s.add_argument("--records")
+    s.add_argument("--mate2", help="second file of paired reads (mate 2)")
     s.set_defaults(func=_preprocess)
 
     s = sub.add_parser("shard", help="split identified frames into token-balanced shards")
@@ -133,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--predictions", required=True)
     s.add_argument("--highest", required=True)
     s.add_argument("--summary", required=True)
+    s.add_argument("--preset", default=defaults["calling"]["preset"], help="calling preset (see config/README.md)")
+    s.add_argument("--min-viral-fraction", type=float, help="overrides the preset's value")
+    s.add_argument("--min-windows", type=int, help="overrides the preset's value")
     s.set_defaults(func=_predict)
 
     s = sub.add_parser("export-merged-pt", help="features.h5 -> the original's _merged.pt")

@@ -11,6 +11,7 @@ sys.path.insert(0, workflow.basedir)
 from virnucflow.engine import ENV_DISABLE_FP16, ENV_PRECISION, model_options  # noqa: E402
 from virnucflow.errors import VirNucFlowError  # noqa: E402
 from virnucflow.models.acquire import CLASSIFIER_NAMES, known_kind  # noqa: E402
+from virnucflow.calling import resolve_calling  # noqa: E402
 from virnucflow.samples import read_sample_sheet  # noqa: E402
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -21,7 +22,7 @@ except VirNucFlowError as exc:
     raise WorkflowError(str(exc)) from None
 
 for s in SAMPLES.values():
-    validate({"sample": s.name, "fasta": s.fasta}, schema="../schemas/samples.schema.yaml")
+    validate({"sample": s.name, "fasta": s.fasta, **({"mate2": s.mate2} if s.mate2 else {})}, schema="../schemas/samples.schema.yaml")
 
 _classifier = config["models"]["classifier"]
 if _classifier in CLASSIFIER_NAMES and not CLASSIFIER_NAMES[_classifier].startswith(str(config["chunk_length"])):
@@ -51,6 +52,14 @@ DEMO_MODELS = {
 
 def sample_fasta(wildcards):
     return SAMPLES[wildcards.sample].fasta
+
+
+def sample_mate2(wildcards):
+    return SAMPLES[wildcards.sample].mate2 or []
+
+
+def calling_params(wildcards):
+    return resolve_calling(config["calling"])
 
 
 def model_files(wildcards):
@@ -96,7 +105,13 @@ def final_outputs():
         outs += expand(
             "results/{sample}/{file}",
             sample=name,
-            file=["prediction_results.txt", "prediction_results_highestscore.csv", "summary.tsv"],
+            file=[
+                "prediction_results.txt",
+                "prediction_results_highestscore.csv",
+                "summary.tsv",
+                "windows.bed",
+                "windows.tsv",
+            ],
         )
         if config["output"]["merged_pt"]:
             outs.append(f"results/{name}/{name}_merged.pt")
