@@ -7,7 +7,8 @@ import pytest
 
 from virnucflow.calling import PRESETS, resolve_calling
 from virnucflow.errors import InputError
-from virnucflow.predict import highest_scores, read_predictions, summarise, write_table
+from virnucflow.predict import highest_scores, read_predictions, summarise
+from virnucflow.tables import write_tsv
 from virnucflow.preprocess import chunk_bounds, identify_frames, preprocess, reverse_complement
 from virnucflow.tracks import write_window_tracks
 
@@ -25,7 +26,7 @@ def _calls(**calling) -> dict[str, str]:
 def test_defaults_reproduce_the_summary_byte_for_byte(tmp_path):
     # summary_default.tsv was written by summarise() before the calling options existed
     pred = read_predictions(DATA / "prediction_results.txt")
-    write_table(tmp_path / "s.tsv", summarise(DATA / "records.tsv", pred, highest_scores(pred), **resolve_calling({})))
+    write_tsv(tmp_path / "s.tsv", summarise(DATA / "records.tsv", pred, highest_scores(pred), **resolve_calling({})))
     assert (tmp_path / "s.tsv").read_bytes() == (DATA / "summary_default.tsv").read_bytes()
 
 
