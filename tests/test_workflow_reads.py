@@ -77,3 +77,57 @@ def test_bad_fastq_fails_with_one_line_and_leaves_nothing(tmp_path, text, messag
     assert f"virnucflow: error: {message}" in res.stderr
     results = tmp_path / "results" / "bad"
     assert not results.exists() or not [p for p in results.rglob("*") if p.is_file()]
+
+
+def _frames(results: Path) -> int:
+    return sum(1 for line in (results / "preprocess" / "identified_protein.faa").open() if line.startswith(">"))
+
+
+def test_status_of_a_finished_run(run):
+    from .conftest import run_cli
+
+    res = run_cli("status", run)
+    assert res.returncode == 0, res.stderr
+    expected = []
+    for sample in sorted(["fasta", "gz_fq", "fastq_txt", "paired"]):
+        n = _frames(run / "results" / sample)
+        expected.append(f"{sample}: steps 10/10, dnabert_s frames {n}/{n}, esm2 frames {n}/{n}, finished")
+    assert res.stdout.splitlines() == expected
+
+
+def test_status_of_a_run_killed_mid_embedding(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from .conftest import REPO, run_cli
+    from .test_workflow import SNAKEMAKE
+
+    (tmp_path / "s.tsv").write_text(f"sample\tfasta\nlam\t{ORIGINAL / 'lambda_pieces.fa'}\n")
+    cmd = SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores", "1",
+                       "--configfile", str(REPO / "config" / "demo.yaml"), "--config", "samples=s.tsv", "shards=3"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    emb = tmp_path / "results" / "lam" / "embeddings"
+    try:
+        deadline = time.monotonic() + 300
+        while not (list(emb.glob("*/*.h5")) and list((tmp_path / "logs" / "lam").glob("embed_*/*.log"))):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its first embedding"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    shards = sorted((tmp_path / "results" / "lam" / "shards").glob("*.tsv"))
+    rows = {s.stem: sum(1 for _ in s.open()) - 1 for s in shards}
+    done = {m: [k for k in rows if (emb / m / f"{k}.h5").exists()] for m in ("dnabert_s", "esm2")}
+    n_done = len(done["dnabert_s"]) + len(done["esm2"])
+    assert 1 <= n_done < 6  # killed mid-embedding
+    res = run_cli("status", tmp_path)
+    assert res.returncode == 0, res.stderr
+    total = sum(rows.values())
+    assert total == _frames(tmp_path / "results" / "lam")
+    frames = {m: sum(rows[k] for k in done[m]) for m in done}
+    assert res.stdout.splitlines() == [
+        f"lam: steps {2 + n_done}/12, dnabert_s frames {frames['dnabert_s']}/{total}, "
+        f"esm2 frames {frames['esm2']}/{total}, ETA ?"
+    ]

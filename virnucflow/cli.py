@@ -70,6 +70,13 @@ def _build_demo_models(a: argparse.Namespace) -> None:
     build_demo_models(a.esm2, a.dnabert_s, a.classifier, seed=a.seed)
 
 
+def _status(a: argparse.Namespace) -> None:
+    from .status import run_status
+
+    for sample in run_status(a.dir):
+        print(sample.line())
+
+
 def _token_budget(text: str) -> int | str:
     return text if text == "auto" else int(text)
 
@@ -146,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--features", required=True)
     s.add_argument("--out", required=True)
     s.set_defaults(func=_export_merged_pt)
+
+    s = sub.add_parser("status", help="per sample: steps done, frames embedded per model, ETA")
+    s.add_argument("dir", nargs="?", default=".", help="working directory (default: the current one)")
+    s.set_defaults(func=_status)
 
     s = sub.add_parser("build-demo-models", help="write tiny random demo models in the real file formats")
     s.add_argument("--esm2", required=True)
