@@ -99,8 +99,17 @@ def shard_models():
     return [model for model in EMBEDDING_MODELS for _ in gather.embed("{scatteritem}")]
 
 
+def all_embedding_files():
+    return [
+        f
+        for name in SAMPLES
+        for model in EMBEDDING_MODELS
+        for f in expand(f"results/{name}/embeddings/{model}/{{item}}.h5", item=gather.embed("{scatteritem}"))
+    ]
+
+
 def final_outputs():
-    outs = []
+    outs = ["results/run/embedding_jobs.tsv", "results/run/rule_times.png"]
     for name in SAMPLES:
         outs += expand(
             "results/{sample}/{file}",
@@ -111,6 +120,7 @@ def final_outputs():
                 "summary.tsv",
                 "windows.bed",
                 "windows.tsv",
+                "report/calls.png",
             ],
         )
         if config["output"]["merged_pt"]:
