@@ -41,9 +41,10 @@ GOOD = b">seq1 first\nATGGCTAGCAAAGGT\n"
 CASES = {
     "empty_file": (b"", "{p}: empty file: no FASTA records"),
     "blank_lines_only": (b"\n\n   \n", "{p}: empty file: no FASTA records"),
-    "not_fasta_fastq": (
-        b"@read1\nACGT\n+\nIIII\n",
-        "{p}: not a FASTA file: line 1 comes before any '>' header (starts with b'@read1\\n')",
+    # FASTQ is read (tests/test_reads.py); text that is neither is refused
+    "neither_fasta_nor_fastq": (
+        b"read1\tACGT\n",
+        "{p}: not a FASTA file: line 1 comes before any '>' header (starts with b'read1\\tACGT\\n')",
     ),
     "not_fasta_text": (
         b"hello world\n>x\nACGT\n",

@@ -19,7 +19,7 @@ from .step import cli_step
 def _preprocess(a: argparse.Namespace) -> None:
     from .preprocess import preprocess
 
-    preprocess(a.fasta, a.chunk_length, a.chunked, a.nucleotide, a.protein, a.records, a.source)
+    preprocess(a.fasta, a.chunk_length, a.chunked, a.nucleotide, a.protein, a.records, a.source, mate2=a.mate2)
 
 
 def _shard(a: argparse.Namespace) -> None:
@@ -57,9 +57,12 @@ def _merge(a: argparse.Namespace) -> None:
 
 
 def _predict(a: argparse.Namespace) -> None:
+    from .calling import resolve_calling
     from .predict import predict_sample
 
-    predict_sample(a.features, a.models_json, a.records, a.predictions, a.highest, a.summary)
+    calling = resolve_calling({"preset": a.preset, "min_viral_fraction": a.min_viral_fraction,
+                               "min_windows": a.min_windows})
+    predict_sample(a.features, a.models_json, a.records, a.predictions, a.highest, a.summary, **calling)
 
 
 def _export_merged_pt(a: argparse.Namespace) -> None:
@@ -72,6 +75,13 @@ def _build_demo_models(a: argparse.Namespace) -> None:
     from .demo import build_demo_models
 
     build_demo_models(a.esm2, a.dnabert_s, a.classifier, seed=a.seed)
+
+
+def _status(a: argparse.Namespace) -> None:
+    from .status import run_status
+
+    for sample in run_status(a.dir):
+        print(sample.line())
 
 
 def _token_budget(text: str) -> int | str:
@@ -94,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--protein", required=True)
     s.add_argument("--records")
     s.add_argument("--source", help="JSON: the input's size and hash")
+    s.add_argument("--mate2", help="second file of paired reads (mate 2)")
     s.set_defaults(func=_preprocess)
 
     s = sub.add_parser("shard", help="split identified frames into token-balanced shards")
@@ -150,12 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--predictions", required=True)
     s.add_argument("--highest", required=True)
     s.add_argument("--summary", required=True)
+    s.add_argument("--preset", default=defaults["calling"]["preset"], help="calling preset (see config/README.md)")
+    s.add_argument("--min-viral-fraction", type=float, help="overrides the preset's value")
+    s.add_argument("--min-windows", type=int, help="overrides the preset's value")
     s.set_defaults(func=_predict)
 
     s = sub.add_parser("export-merged-pt", help="features.h5 -> the original's _merged.pt")
     s.add_argument("--features", required=True)
     s.add_argument("--out", required=True)
     s.set_defaults(func=_export_merged_pt)
+
+    s = sub.add_parser("status", help="per sample: steps done, frames embedded per model, ETA")
+    s.add_argument("dir", nargs="?", default=".", help="working directory (default: the current one)")
+    s.set_defaults(func=_status)
 
     s = sub.add_parser("build-demo-models", help="write tiny random demo models in the real file formats")
     s.add_argument("--esm2", required=True)

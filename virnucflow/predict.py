@@ -80,16 +80,26 @@ def record_of_chunk(chunk_id: str) -> str:
     return chunk_id.rsplit("_chunk_", 1)[0]
 
 
-def summarise(records_tsv: str | os.PathLike, predictions: pd.DataFrame, windows: pd.DataFrame) -> pd.DataFrame:
+def summarise(
+    records_tsv: str | os.PathLike,
+    predictions: pd.DataFrame,
+    windows: pd.DataFrame,
+    min_viral_fraction: float = 0.5,
+    min_windows: int = 1,
+) -> pd.DataFrame:
     """One row per input sequence, in input order.
 
-    ``call`` is ``virus`` when at least half of the sequence's scored windows
-    are viral by the original's per-window rule, ``non-viral`` otherwise, and
-    ``no-frames`` when no frame of any window passed the ORF filter (nothing to
-    score). Records shorter than :data:`MIN_RECORD_LENGTH` are ``too-short``
-    (see :func:`too_short`). ``max_viral_score`` is the highest per-frame viral
-    score (score2).
+    ``call`` is decided by :func:`virnucflow.calling.call_sequences` (by
+    default ``virus`` when at least half of the sequence's scored windows are
+    viral by the original's per-window rule, ``non-viral`` otherwise, and
+    ``no-frames`` when no frame of any window passed the ORF filter).
+    Records shorter than :data:`MIN_RECORD_LENGTH` are ``too-short`` whatever
+    their windows say (see :func:`too_short`). ``max_viral_score`` is the highest per-frame viral score (score2). For
+    paired reads (records with a ``pair`` column) ``pair_call`` says whether
+    both, one or neither mate of the pair is called viral.
     """
+    from .calling import call_sequences, pair_calls
+
     records = read_tsv(records_tsv, dtype={"record_id": str})
     pred = predictions.assign(record=predictions["Sequence_ID"].str[:-2].map(record_of_chunk))
     per_rec = pred.groupby("record").agg(frames_scored=("score2", "size"), max_viral_score=("score2", "max"))
@@ -103,8 +113,11 @@ def summarise(records_tsv: str | os.PathLike, predictions: pd.DataFrame, windows
     frac = out["viral_chunks"] / out["chunks_scored"].where(out["chunks_scored"] > 0)
     out["viral_chunk_fraction"] = frac.round(4)
     out["max_viral_score"] = out["max_viral_score"].astype(float).round(6)
-    out["call"] = np.where(out["chunks_scored"] == 0, "no-frames", np.where(frac >= 0.5, "virus", "non-viral"))
+    out["call"] = call_sequences(out["chunks_scored"], frac, min_viral_fraction, min_windows)
     out.loc[too_short(out).to_numpy(), "call"] = "too-short"
+    if "pair" in out.columns:
+        out["pair_call"] = pair_calls(out["pair"], out["call"])
+        return out[SUMMARY_COLUMNS + ["pair", "pair_call"]]
     return out[SUMMARY_COLUMNS]
 
 
@@ -115,6 +128,8 @@ def predict_sample(
     predictions_out: str | os.PathLike,
     highest_out: str | os.PathLike,
     summary_out: str | os.PathLike,
+    min_viral_fraction: float = 0.5,
+    min_windows: int = 1,
 ) -> pd.DataFrame:
     """Score a sample's features and write its three prediction outputs."""
     import json
@@ -139,7 +154,7 @@ def predict_sample(
     predictions = read_predictions(predictions_out)
     windows = highest_scores(predictions)
     write_tsv(highest_out, windows, demo)
-    summary = summarise(records_tsv, predictions, windows)
+    summary = summarise(records_tsv, predictions, windows, min_viral_fraction, min_windows)
     write_tsv(summary_out, summary, demo)
     log.info(
         "%d frames scored; %d of %d input sequences called viral",

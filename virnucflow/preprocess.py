@@ -31,7 +31,7 @@ from typing import Iterable, Iterator, TextIO
 
 from .atomic import atomic_outputs
 from .errors import InputError
-from .fasta import read_fasta
+from .reads import pair_id, read_pairs, read_sequences
 
 log = logging.getLogger("virnucflow")
 
@@ -189,8 +189,13 @@ def preprocess(
     protein_out: str | os.PathLike,
     records_out: str | os.PathLike | None = None,
     source_out: str | os.PathLike | None = None,
+    mate2: str | os.PathLike | None = None,
 ) -> PreprocessStats:
-    """Write the original's three preprocessing outputs for one FASTA file.
+    """Write the original's three preprocessing outputs for one FASTA or FASTQ file.
+
+    With ``mate2`` the two files are paired reads: each mate is a sequence of
+    its own (IDs ``{pair}/1``, ``{pair}/2``, see :mod:`virnucflow.reads`) and
+    ``records_out`` gains a ``pair`` column.
 
     - ``chunked_out``: windows, wrapped at 60 columns, in the input's case;
     - ``nucleotide_out`` / ``protein_out``: kept frames, one sequence per line;
@@ -212,8 +217,9 @@ def preprocess(
             chunked, nuc, prot = handles[:3]
             recs = handles[3] if records_out else None
             if recs:
-                recs.write("record_id\tlength\tchunks\tframes\n")
-            for record in read_fasta(fasta):
+                recs.write("record_id\tlength\tchunks\tframes" + ("\tpair\n" if mate2 else "\n"))
+            records = read_pairs(fasta, mate2) if mate2 else read_sequences(fasta)
+            for record in records:
                 seq = record.seq
                 if "U" in seq or "u" in seq:
                     seq = rna_to_dna(seq)
@@ -229,7 +235,8 @@ def preprocess(
                         prot.write(f">{frame.id}\n{frame.protein}\n")
                         n_frames += 1
                 if recs:
-                    recs.write(f"{record.id}\t{len(seq)}\t{len(bounds)}\t{n_frames}\n")
+                    pair = f"\t{pair_id(record.id)}" if mate2 else ""
+                    recs.write(f"{record.id}\t{len(seq)}\t{len(bounds)}\t{n_frames}{pair}\n")
                 stats.records += 1
                 stats.bases += len(seq)
                 stats.chunks += len(bounds)

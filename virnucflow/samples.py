@@ -1,4 +1,5 @@
-"""The sample sheet: TSV with columns ``sample`` and ``fasta``.
+"""The sample sheet: TSV with columns ``sample`` and ``fasta`` (alias ``reads``),
+and optionally ``mate2`` (the second file of paired reads).
 
 Checked when the workflow starts, so a typo fails in seconds with one line
 naming the sheet, the line and the problem, not hours later in a job.
@@ -41,6 +42,7 @@ class Sample:
     name: str
     fasta: str
     line: int
+    mate2: str | None = None
 
 
 def read_sample_sheet(path: str | os.PathLike, check_files: bool = True) -> list[Sample]:
@@ -52,9 +54,12 @@ def read_sample_sheet(path: str | os.PathLike, check_files: bool = True) -> list
     if not rows or rows[0][0].startswith("#") and len(rows) == 1:
         raise InputError(f"{p}: sample sheet is empty")
     header = [h.strip() for h in rows[0]]
+    if "fasta" not in header and "reads" in header:
+        header[header.index("reads")] = "fasta"
     if "sample" not in header or "fasta" not in header:
         raise InputError(f"{p}: sample sheet needs tab-separated columns 'sample' and 'fasta' (found {header})")
     si, fi = header.index("sample"), header.index("fasta")
+    mi = header.index("mate2") if "mate2" in header else None
     samples: list[Sample] = []
     seen: dict[str, int] = {}
     for lineno, row in enumerate(rows[1:], start=2):
@@ -63,6 +68,7 @@ def read_sample_sheet(path: str | os.PathLike, check_files: bool = True) -> list
         if len(row) <= max(si, fi):
             raise InputError(f"{p}: line {lineno}: expected {len(header)} tab-separated columns, found {len(row)}")
         name, fasta = row[si].strip(), row[fi].strip()
+        mate2 = row[mi].strip() if mi is not None and mi < len(row) and row[mi].strip() else None
         problem = check_sample_name(name)
         if problem:
             raise InputError(f"{p}: line {lineno}: {problem}")
@@ -70,14 +76,15 @@ def read_sample_sheet(path: str | os.PathLike, check_files: bool = True) -> list
             raise InputError(f"{p}: sample {name!r} is listed twice (lines {seen[name]} and {lineno})")
         seen[name] = lineno
         if check_files:
-            fp = Path(fasta)
-            if fp.is_dir():
-                raise InputError(f"{p}: line {lineno}: sample {name!r}: FASTA file {fasta} is a directory, not a file")
-            if not fp.is_file():
-                raise InputError(f"{p}: line {lineno}: sample {name!r}: FASTA file {fasta} not found")
-            if not os.access(fp, os.R_OK):
-                raise InputError(f"{p}: line {lineno}: sample {name!r}: FASTA file {fasta} is not readable")
-        samples.append(Sample(name, fasta, lineno))
+            for fasta_or_mate in filter(None, (fasta, mate2)):
+                fp = Path(fasta_or_mate)
+                if fp.is_dir():
+                    raise InputError(f"{p}: line {lineno}: sample {name!r}: FASTA file {fasta_or_mate} is a directory, not a file")
+                if not fp.is_file():
+                    raise InputError(f"{p}: line {lineno}: sample {name!r}: FASTA file {fasta_or_mate} not found")
+                if not os.access(fp, os.R_OK):
+                    raise InputError(f"{p}: line {lineno}: sample {name!r}: FASTA file {fasta_or_mate} is not readable")
+        samples.append(Sample(name, fasta, lineno, mate2))
     if not samples:
         raise InputError(f"{p}: sample sheet lists no samples")
     return samples

@@ -13,6 +13,7 @@ from virnucflow.engine import ENV_DISABLE_FP16, ENV_PRECISION, model_options  # 
 from virnucflow.errors import VirNucFlowError  # noqa: E402
 from virnucflow.inputs import input_info, shard_cap  # noqa: E402
 from virnucflow.models.acquire import known_kind  # noqa: E402
+from virnucflow.calling import resolve_calling  # noqa: E402
 from virnucflow.samples import read_sample_sheet  # noqa: E402
 
 try:
@@ -29,7 +30,7 @@ except VirNucFlowError as exc:
     raise WorkflowError(str(exc)) from None
 
 for s in SAMPLES.values():
-    validate({"sample": s.name, "fasta": s.fasta}, schema="../schemas/samples.schema.yaml")
+    validate({"sample": s.name, "fasta": s.fasta, **({"mate2": s.mate2} if s.mate2 else {})}, schema="../schemas/samples.schema.yaml")
 
 # Size, content hash and frame count (up to the shard count) of every input,
 # cached in .snakemake/virnucflow/inputs.json.
@@ -101,6 +102,14 @@ def fasta_fingerprint(wildcards):
     return f"{info['size']} bytes, blake2b {info['blake2b']}" if info else "unreadable"
 
 
+def sample_mate2(wildcards):
+    return SAMPLES[wildcards.sample].mate2 or []
+
+
+def calling_params(wildcards):
+    return resolve_calling(config["calling"])
+
+
 def embedding_options(model):
     """The embedding section for one model: shared keys, its own overrides, emergency env overrides."""
     try:
@@ -126,13 +135,29 @@ def shard_models():
     return [model for model in EMBEDDING_MODELS for _ in gather.embed("{scatteritem}")]
 
 
+def all_embedding_files():
+    return [
+        f
+        for name in SAMPLES
+        for model in EMBEDDING_MODELS
+        for f in expand(f"results/{name}/embeddings/{model}/{{item}}.h5", item=gather.embed("{scatteritem}"))
+    ]
+
+
 def final_outputs():
-    outs = []
+    outs = ["results/run/embedding_jobs.tsv", "results/run/rule_times.png"]
     for name in SAMPLES:
         outs += expand(
             "results/{sample}/{file}",
             sample=name,
-            file=["prediction_results.txt", "prediction_results_highestscore.csv", "summary.tsv"],
+            file=[
+                "prediction_results.txt",
+                "prediction_results_highestscore.csv",
+                "summary.tsv",
+                "windows.bed",
+                "windows.tsv",
+                "report/calls.png",
+            ],
         )
         if config["output"]["merged_pt"]:
             outs.append(f"results/{name}/{name}_merged.pt")

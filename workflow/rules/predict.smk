@@ -54,9 +54,32 @@ rule predict:
         "logs/{sample}/predict.log",
     benchmark:
         "logs/benchmarks/{sample}/predict.tsv"
+    params:
+        calling=calling_params,
     conda:
         ENV
     message:
         "{wildcards.sample}: scoring frames with the VirNucPro classifier"
     script:
         "../scripts/predict.py"
+
+
+rule windows:
+    input:
+        predictions=rules.predict.output.predictions,
+        records=rules.preprocess.output.records,
+    output:
+        bed="results/{sample}/windows.bed",
+        tsv="results/{sample}/windows.tsv",
+    log:
+        "logs/{sample}/windows.log",
+    benchmark:
+        "logs/benchmarks/{sample}/windows.tsv"
+    params:
+        chunk_length=config["chunk_length"],
+    conda:
+        ENV
+    message:
+        "{wildcards.sample}: window tracks (BED, TSV)"
+    script:
+        "../scripts/windows.py"

@@ -5,6 +5,7 @@
 rule preprocess:
     input:
         fasta=sample_fasta,
+        mate2=sample_mate2,
     output:
         chunked="results/{sample}/preprocess/chunked.fa",
         nucleotide="results/{sample}/preprocess/identified_nucleotide.fa",

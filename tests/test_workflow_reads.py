@@ -1,0 +1,133 @@
+"""The workflow on reads: FASTA, FASTQ, gzip FASTQ under misleading names, paired mates."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from virnucflow.fasta import read_fasta
+
+from .conftest import ORIGINAL
+from .test_workflow import snakemake
+
+pytestmark = pytest.mark.slow
+OUTPUTS = ["preprocess/chunked.fa", "preprocess/identified_nucleotide.fa", "preprocess/identified_protein.faa",
+           "preprocess/records.tsv", "prediction_results.txt", "prediction_results_highestscore.csv",
+           "summary.tsv", "windows.bed", "windows.tsv"]
+
+
+def _fastq(records) -> bytes:
+    return "".join(f"@{r.description}\n{r.seq}\n+\n{'F' * len(r.seq)}\n" for r in records).encode()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("reads")
+    records = list(read_fasta(ORIGINAL / "both_strands.fa"))
+    (wd / "reads.fq").write_bytes(gzip.compress(_fastq(records)))  # gzip named .fq
+    (wd / "reads.txt").write_bytes(_fastq(records))  # FASTQ named .txt
+    half = len(records) // 2
+    (wd / "r1.fq").write_text("".join(f"@pair{i}/1\n{r.seq}\n+\n{'F' * len(r.seq)}\n" for i, r in enumerate(records[:half])))
+    (wd / "r2.fq.gz").write_bytes(gzip.compress("".join(
+        f"@pair{i}/2\n{r.seq}\n+\n{'F' * len(r.seq)}\n" for i, r in enumerate(records[half:2 * half])).encode()))
+    (wd / "samples.tsv").write_text(
+        "sample\tfasta\tmate2\n"
+        f"fasta\t{ORIGINAL / 'both_strands.fa'}\t\n"
+        "gz_fq\treads.fq\t\nfastq_txt\treads.txt\t\n"
+        "paired\tr1.fq\tr2.fq.gz\n"
+    )
+    res = snakemake(wd, config=["samples=samples.tsv", "chunk_length=300", "shards=2"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    return wd
+
+
+# plain FASTQ and FASTQ.gz under their usual names: tests/test_reads.py (preprocessing)
+@pytest.mark.parametrize("sample", ["gz_fq", "fastq_txt"])
+def test_fastq_gives_the_same_outputs_as_fasta(run, sample):
+    for out in OUTPUTS:
+        assert (run / "results" / sample / out).read_bytes() == (run / "results" / "fasta" / out).read_bytes(), out
+
+
+def test_paired_reads_get_a_pair_call(run):
+    rows = [line.split("\t") for line in (run / "results" / "paired" / "summary.tsv").read_text().splitlines()[1:]]
+    assert rows[0][-2:] == ["pair", "pair_call"]
+    body = rows[1:]
+    n = len(body) // 2
+    assert [r[0] for r in body] == [f"pair{i}/{m}" for i in range(n) for m in (1, 2)]
+    for a, b in zip(body[::2], body[1::2]):
+        viral = (a[8] == "virus") + (b[8] == "virus")
+        assert a[-1] == b[-1] == ["neither", "one", "both"][viral]
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("@r1\nACGT\n+\nIIII\n@r2\nACGT\n", "reads.fq: record 'r2' (line 5) is truncated: the file ends inside it"),
+        ("@r1\nACGT\n+\nIII\n", "reads.fq: record 'r1' (line 1): quality has 3 characters but the sequence has 4"),
+        ("@r1\nACGT\nIIII\n@r2\n", "reads.fq: record 'r1' (line 1): line 3 should be the '+' separator, found b'IIII\\n'"),
+    ],
+)
+def test_bad_fastq_fails_with_one_line_and_leaves_nothing(tmp_path, text, message):
+    (tmp_path / "reads.fq").write_bytes(gzip.compress(text.encode()))
+    (tmp_path / "s.tsv").write_text("sample\treads\nbad\treads.fq\n")
+    res = snakemake(tmp_path, config=["samples=s.tsv"])
+    assert res.returncode != 0
+    assert f"virnucflow: error: {message}" in res.stderr
+    results = tmp_path / "results" / "bad"
+    assert not results.exists() or not [p for p in results.rglob("*") if p.is_file()]
+
+
+def _frames(results: Path) -> int:
+    return sum(1 for line in (results / "preprocess" / "identified_protein.faa").open() if line.startswith(">"))
+
+
+def test_status_of_a_finished_run(run):
+    from .conftest import run_cli
+
+    res = run_cli("status", run)
+    assert res.returncode == 0, res.stderr
+    expected = []
+    for sample in sorted(["fasta", "gz_fq", "fastq_txt", "paired"]):
+        n = _frames(run / "results" / sample)
+        expected.append(f"{sample}: steps 10/10, dnabert_s frames {n}/{n}, esm2 frames {n}/{n}, finished")
+    assert res.stdout.splitlines() == expected
+
+
+def test_status_of_a_run_killed_mid_embedding(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from .conftest import REPO, run_cli
+    from .test_workflow import SNAKEMAKE
+
+    (tmp_path / "s.tsv").write_text(f"sample\tfasta\nlam\t{ORIGINAL / 'lambda_pieces.fa'}\n")
+    cmd = SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores", "1",
+                       "--configfile", str(REPO / "config" / "demo.yaml"), "--config", "samples=s.tsv", "shards=3"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    emb = tmp_path / "results" / "lam" / "embeddings"
+    try:
+        deadline = time.monotonic() + 300
+        while not (list(emb.glob("*/*.h5")) and list((tmp_path / "logs" / "lam").glob("embed_*/*.log"))):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its first embedding"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    shards = sorted((tmp_path / "results" / "lam" / "shards").glob("*.tsv"))
+    rows = {s.stem: sum(1 for _ in s.open()) - 1 for s in shards}
+    done = {m: [k for k in rows if (emb / m / f"{k}.h5").exists()] for m in ("dnabert_s", "esm2")}
+    n_done = len(done["dnabert_s"]) + len(done["esm2"])
+    assert 1 <= n_done < 6  # killed mid-embedding
+    res = run_cli("status", tmp_path)
+    assert res.returncode == 0, res.stderr
+    total = sum(rows.values())
+    assert total == _frames(tmp_path / "results" / "lam")
+    frames = {m: sum(rows[k] for k in done[m]) for m in done}
+    assert res.stdout.splitlines() == [
+        f"lam: steps {2 + n_done}/12, dnabert_s frames {frames['dnabert_s']}/{total}, "
+        f"esm2 frames {frames['esm2']}/{total}, ETA ?"
+    ]

@@ -1,0 +1,167 @@
+"""Sequence input in any of the forms reads come in: FASTA or FASTQ, plain or gzip.
+
+The format is detected from the content (the first non-blank byte: ``>`` for
+FASTA, ``@`` for FASTQ), never from the file name, and gzip from its magic
+bytes. FASTQ records are parsed as four-line records (header, sequence, ``+``,
+quality), streamed one at a time, and given the same IDs (first word of the
+header), the same character checks and the same one-line errors as FASTA, so
+preprocessing a FASTQ file is byte-identical to preprocessing the same records
+written as FASTA.
+
+Paired reads (two files, mate 1 and mate 2, in the same order) become one
+sequence per mate. Mate IDs are ``{pair}/1`` and ``{pair}/2``, where ``pair``
+is the read's ID with a trailing ``/1`` or ``/2`` removed; the pair IDs of the
+two files must agree record by record. VirNucPro's own ID handling keeps these
+IDs intact: windows are ``{pair}/1_chunk_{k}``, frames add two characters,
+and the record of a window is recovered with ``rsplit('_chunk_', 1)``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+from typing import Iterator
+
+from .errors import InputError
+from .fasta import _ALLOWED, _DROPPED, FastaRecord, open_maybe_gzip, read_fasta
+
+MATE_SUFFIXES = ("/1", "/2")
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """``"fasta"`` or ``"fastq"`` from the first non-blank byte of the (decompressed) file."""
+    p = Path(path)
+    with open_maybe_gzip(p) as handle:
+        try:
+            for raw in handle:
+                stripped = raw.strip()
+                if stripped:
+                    first = stripped[:1]
+                    if first == b"@":
+                        return "fastq"
+                    return "fasta"  # '>' or not FASTA at all: read_fasta says which
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise InputError(f"{p}: cannot read file ({exc})") from None
+    return "fasta"  # empty: read_fasta reports it
+
+
+def read_sequences(path: str | os.PathLike, check_duplicates: bool = True) -> Iterator[FastaRecord]:
+    """Records of a FASTA or FASTQ file (plain or gzip), validated as they stream."""
+    if detect_format(path) == "fastq":
+        return read_fastq(path, check_duplicates)
+    return read_fasta(path, check_duplicates)
+
+
+def read_fastq(path: str | os.PathLike, check_duplicates: bool = True) -> Iterator[FastaRecord]:
+    """Yield the records of a four-line FASTQ file, validating as it goes.
+
+    Raises :class:`InputError` at the first problem: a header that does not
+    start with ``@``, a record cut short by the end of the file, a missing
+    ``+`` line, a quality string whose length differs from the sequence's, a
+    non-IUPAC character, an empty sequence or a duplicate ID.
+    """
+    p = Path(path)
+    seen: dict[str, int] = {}
+    n = 0
+    lineno = 0
+    with open_maybe_gzip(p) as handle:
+        try:
+            lines = iter(handle)
+            for header in lines:
+                lineno += 1
+                if not header.strip():
+                    continue
+                start = lineno
+                if header[:1] != b"@":
+                    raise InputError(
+                        f"{p}: not a FASTQ record at line {lineno}: expected a '@' header, "
+                        f"found {header[:20]!r}"
+                    )
+                rid = _read_id(p, header, start)
+                seq = next(lines, None)
+                plus = next(lines, None) if seq is not None else None
+                qual = next(lines, None) if plus is not None else None
+                if qual is None:
+                    raise InputError(f"{p}: record '{rid}' (line {start}) is truncated: the file ends inside it")
+                lineno += 3
+                if plus[:1] != b"+":
+                    raise InputError(
+                        f"{p}: record '{rid}' (line {start}): line {start + 2} should be the '+' "
+                        f"separator, found {plus[:20]!r}"
+                    )
+                seq = seq.translate(None, _DROPPED)
+                qual = qual.rstrip(b"\r\n")
+                if len(qual) != len(seq):
+                    raise InputError(
+                        f"{p}: record '{rid}' (line {start}): quality has {len(qual)} characters "
+                        f"but the sequence has {len(seq)}"
+                    )
+                if not seq:
+                    raise InputError(f"{p}: record '{rid}' (line {start}) has no sequence")
+                bad = seq.translate(None, _ALLOWED)
+                if bad:
+                    char = bad[:1].decode("latin-1")
+                    raise InputError(
+                        f"{p}: record '{rid}' (line {start + 1}): character {char!r} is not an "
+                        "IUPAC nucleotide code (allowed: ACGTURYSWKMBDHVN, any case)"
+                    )
+                if check_duplicates:
+                    first = seen.get(rid)
+                    if first is not None:
+                        raise InputError(
+                            f"{p}: duplicate sequence ID '{rid}' (lines {first} and {start}); "
+                            "IDs must be unique within a sample"
+                        )
+                    seen[rid] = start
+                n += 1
+                yield FastaRecord(rid, header[1:].decode("utf-8").rstrip(), seq.decode("ascii"), start)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise InputError(f"{p}: cannot read file past line {lineno} ({exc})") from None
+    if n == 0:
+        raise InputError(f"{p}: empty file: no FASTQ records")
+
+
+def _read_id(path: Path, header: bytes, line: int) -> str:
+    try:
+        words = header[1:].decode("utf-8").split(None, 1)
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: line {line}: header is not valid UTF-8 text") from None
+    if not words:
+        raise InputError(f"{path}: line {line}: record header '@' has no sequence ID")
+    return words[0]
+
+
+def pair_id(read_id: str) -> str:
+    """The pair's ID: the read ID without a trailing ``/1`` or ``/2``."""
+    return read_id[:-2] if read_id.endswith(MATE_SUFFIXES) else read_id
+
+
+def read_pairs(mate1: str | os.PathLike, mate2: str | os.PathLike) -> Iterator[FastaRecord]:
+    """Mate 1 and mate 2 of each pair, in turn, with IDs ``{pair}/1`` and ``{pair}/2``.
+
+    Both files are streamed in step; their pair IDs must agree record by record
+    and they must hold the same number of records.
+    """
+    it1, it2 = read_sequences(mate1), read_sequences(mate2)
+    n = 0
+    seen: dict[str, int] = {}
+    while True:
+        r1, r2 = next(it1, None), next(it2, None)
+        if r1 is None and r2 is None:
+            return
+        n += 1
+        if r1 is None or r2 is None:
+            short, other = (mate1, mate2) if r1 is None else (mate2, mate1)
+            raise InputError(f"{short}: ends after {n - 1} reads, but its mate file {other} has more")
+        p1, p2 = pair_id(r1.id), pair_id(r2.id)
+        if p1 != p2:
+            raise InputError(
+                f"{mate2}: read {n} (line {r2.line}) is '{r2.id}' but its mate in {mate1} is '{r1.id}'; "
+                "mate files must list the pairs in the same order"
+            )
+        if p1 in seen:
+            raise InputError(f"{mate1}: duplicate pair ID '{p1}' (reads {seen[p1]} and {n})")
+        seen[p1] = n
+        yield FastaRecord(f"{p1}/1", r1.description, r1.seq, r1.line)
+        yield FastaRecord(f"{p1}/2", r2.description, r2.seq, r2.line)

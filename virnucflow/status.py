@@ -1,0 +1,115 @@
+"""``virnucflow status [DIR]``: where a running or finished run stands, per sample.
+
+Read only from the working directory's ``results/`` and ``logs/`` (no
+Snakemake call, so it works while Snakemake holds its lock):
+
+- steps: the per-sample jobs whose output exists, out of preprocess, shard,
+  one embedding job per shard and model, NaN/Inf gate, merge, predict and
+  window tracks (the embedding jobs are counted once the shards exist; before
+  that the total is shown with ``+``);
+- frames embedded / total per model: frames of the shards whose embedding file
+  exists, plus, for a shard still running, its share done according to the
+  last progress line of its log (:mod:`virnucflow.progress`);
+- ETA: the longest ETA among the running embedding jobs' last progress lines.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .progress import parse_progress
+
+MODELS = ("dnabert_s", "esm2")
+# (step, output relative to results/{sample}) of the jobs outside the embedding
+SINGLE_STEPS = [
+    ("preprocess", "preprocess/records.tsv"),
+    ("shard", None),  # all shard files
+    ("nan_gate", "qc/nan_gate.tsv"),
+    ("merge", "features.h5"),
+    ("predict", "summary.tsv"),
+    ("windows", "windows.bed"),
+]
+
+
+@dataclass
+class SampleStatus:
+    name: str
+    steps_done: int = 0
+    steps_total: int = 0
+    shards_known: bool = False
+    frames_total: int | None = None
+    frames_done: dict[str, int] = field(default_factory=dict)
+    eta_seconds: float | None = None
+    running: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        total = f"{self.steps_total}" if self.shards_known else f"{self.steps_total}+"
+        parts = [f"{self.name}: steps {self.steps_done}/{total}"]
+        for model in MODELS:
+            if self.frames_total is None:
+                parts.append(f"{model} frames ?/?")
+            else:
+                parts.append(f"{model} frames {self.frames_done.get(model, 0)}/{self.frames_total}")
+        if self.steps_done == self.steps_total and self.shards_known:
+            parts.append("finished")
+        elif self.eta_seconds is not None:
+            parts.append(f"ETA {dt.timedelta(seconds=round(self.eta_seconds))}")
+        else:
+            parts.append("ETA ?")
+        return ", ".join(parts)
+
+
+def _shard_rows(path: Path) -> int:
+    with open(path, "rb") as f:
+        return max(sum(1 for _ in f) - 1, 0)
+
+
+def sample_status(workdir: Path, sample: str) -> SampleStatus:
+    res, logs = workdir / "results" / sample, workdir / "logs" / sample
+    st = SampleStatus(sample)
+    shards = sorted((res / "shards").glob("*-of-*.tsv")) if (res / "shards").is_dir() else []
+    n_expected = int(shards[0].stem.split("-of-")[1]) if shards else 0
+    st.shards_known = bool(shards) and len(shards) == n_expected
+    st.steps_total = len(SINGLE_STEPS) + 2 * n_expected
+    for step, out in SINGLE_STEPS:
+        if (st.shards_known if out is None else (res / out).exists()):
+            st.steps_done += 1
+    if not st.shards_known:
+        return st
+    rows = {s.stem: _shard_rows(s) for s in shards}
+    st.frames_total = sum(rows.values())
+    etas = []
+    for model in MODELS:
+        done = 0.0
+        for item, n in rows.items():
+            if (res / "embeddings" / model / f"{item}.h5").exists():
+                st.steps_done += 1
+                done += n
+                continue
+            log_file = logs / f"embed_{model}" / f"{item}.log"
+            if not log_file.exists():
+                continue
+            st.running.append(f"{model} {item}")
+            line = parse_progress(log_file.read_text(errors="replace"))
+            if line is not None and line.total:
+                done += n * line.done / line.total
+                if line.eta_seconds is not None:
+                    etas.append(line.eta_seconds)
+        st.frames_done[model] = int(done)
+    st.eta_seconds = max(etas) if etas else None
+    return st
+
+
+def run_status(workdir: str | os.PathLike = ".") -> list[SampleStatus]:
+    """Status of every sample with a folder in ``DIR/results`` (sorted by name)."""
+    wd = Path(workdir)
+    results = wd / "results"
+    if not results.is_dir():
+        from .errors import InputError
+
+        raise InputError(f"{wd}: no results/ folder: not a VirNucFlow working directory, or nothing has run yet")
+    samples = sorted(p.name for p in results.iterdir() if (p / "preprocess").is_dir())
+    return [sample_status(wd, s) for s in samples]
