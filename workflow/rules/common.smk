@@ -11,6 +11,7 @@ sys.path.insert(0, workflow.basedir)
 from virnucflow.engine import ENV_DISABLE_FP16, ENV_PRECISION, model_options  # noqa: E402
 from virnucflow.errors import VirNucFlowError  # noqa: E402
 from virnucflow.models.acquire import CLASSIFIER_NAMES, known_kind  # noqa: E402
+from virnucflow.resources import rule_resources, rule_threads  # noqa: E402
 from virnucflow.samples import read_sample_sheet  # noqa: E402
 
 validate(config, schema="../schemas/config.schema.yaml")

@@ -16,6 +16,9 @@ rule preprocess:
         "logs/benchmarks/{sample}/preprocess.tsv"
     params:
         chunk_length=config["chunk_length"],
+    threads: rule_threads(config, "preprocess")
+    resources:
+        **rule_resources(config, "preprocess"),
     conda:
         ENV
     message:
@@ -34,6 +37,9 @@ rule shard:
         "logs/{sample}/shard.log",
     benchmark:
         "logs/benchmarks/{sample}/shard.tsv"
+    threads: rule_threads(config, "shard")
+    resources:
+        **rule_resources(config, "shard"),
     conda:
         ENV
     script:
