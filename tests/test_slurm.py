@@ -111,17 +111,20 @@ def _workdir(root: Path) -> Path:
     return root
 
 
-def _snakemake_args(cluster: dict[str, str], *args: str) -> list[str]:
+def _snakemake_args(cluster: dict[str, str], *args: str, device: str | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
            "--configfile", str(REPO / "config" / "demo.yaml"), "--config", "samples=samples.tsv"]
-    if cluster["SLURM_TEST_GPUS"] == "0":
-        cmd += ["embedding={device: cpu}"]
+    if device is None and cluster["SLURM_TEST_GPUS"] == "0":
+        device = "cpu"
+    if device:
+        cmd += [f"embedding={{device: {device}}}"]
     return cmd + list(args)
 
 
-def _slurm(cluster, home: Path, wd: Path, *args: str, timeout: float = RUN_LIMIT_S) -> subprocess.CompletedProcess:
-    cmd = _snakemake_args(cluster, "--profile", "slurm", "--slurm-init-seconds-before-status-checks", "5", *args)
-    return subprocess.run(cmd, cwd=wd, env=_env(home), capture_output=True, text=True, timeout=timeout)
+def _slurm(cluster, home: Path, wd: Path, *args: str, device: str | None = None) -> subprocess.CompletedProcess:
+    cmd = _snakemake_args(cluster, "--profile", "slurm", "--slurm-init-seconds-before-status-checks", "5", *args,
+                          device=device)
+    return subprocess.run(cmd, cwd=wd, env=_env(home), capture_output=True, text=True, timeout=RUN_LIMIT_S)
 
 
 def _sacct(wd: Path) -> list[dict[str, str]]:
@@ -249,7 +252,7 @@ def test_a_failing_embedding_job_is_retried_then_reported(tmp_path, cluster, hom
     wd = _workdir(tmp_path / "fail")
     target = "results/demo_lambda/embeddings/esm2/1-of-2.h5"
     t0 = time.monotonic()
-    res = _slurm(cluster, home, wd, target, "--config", "embedding={device: cuda}")
+    res = _slurm(cluster, home, wd, target, device="cuda")
     assert res.returncode != 0
     assert time.monotonic() - t0 < RUN_LIMIT_S
     assert "device 'cuda' requested but no CUDA GPU is visible" in res.stdout + res.stderr
