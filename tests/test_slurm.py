@@ -39,10 +39,10 @@ def _skip_reason() -> str | None:
         return "VIRNUCFLOW_SLURM_TEST=0"
     if not (TOOLS / "slurm-up.sh").is_file():
         return f"{TOOLS / 'slurm-up.sh'} not found"
+    if os.geteuid() != 0:
+        return "the test SLURM cluster needs root (CI runs as root)"
     if STATE.is_file():
         return None
-    if os.geteuid() != 0:
-        return "starting a test SLURM cluster needs root (CI runs as root)"
     if shutil.which("sbatch") is None and shutil.which("apt-get") is None:
         return "no SLURM and no apt-get to install it (the test cluster is for Debian)"
     return None
