@@ -1,6 +1,6 @@
 # VirNucFlow: VirNucPro's viral short-sequence identification as a Snakemake workflow.
 # Run:  snakemake --cores N            (local; config/config.yaml)
-#       snakemake --profile profiles/slurm
+#       snakemake --profile slurm       (SLURM; once: virnucflow install-profile slurm)
 # See README.md and config/README.md.
 from snakemake.utils import min_version
 

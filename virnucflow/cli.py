@@ -84,6 +84,12 @@ def _status(a: argparse.Namespace) -> None:
         print(sample.line())
 
 
+def _install_profile(a: argparse.Namespace) -> None:
+    from .profiles import install_profile
+
+    print(f"installed the {a.name} profile in {install_profile(a.name, force=a.force)}: snakemake --profile {a.name}")
+
+
 def _token_budget(text: str) -> int | str:
     return text if text == "auto" else int(text)
 
@@ -181,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--classifier", required=True)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_build_demo_models)
+
+    s = sub.add_parser("install-profile", help="install the project's SLURM profile as your `snakemake --profile slurm`")
+    s.add_argument("name", choices=["slurm"])
+    s.add_argument("--force", action="store_true", help="replace a profile of that name")
+    s.set_defaults(func=_install_profile)
     return p
 
 

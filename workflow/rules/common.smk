@@ -14,6 +14,7 @@ from virnucflow.errors import VirNucFlowError  # noqa: E402
 from virnucflow.inputs import input_info, shard_cap  # noqa: E402
 from virnucflow.models.acquire import known_kind  # noqa: E402
 from virnucflow.calling import resolve_calling  # noqa: E402
+from virnucflow.resources import rule_resources, rule_threads  # noqa: E402
 from virnucflow.samples import read_sample_sheet  # noqa: E402
 
 try:

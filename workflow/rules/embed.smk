@@ -20,9 +20,9 @@ for _model in EMBEDDING_MODELS:
         params:
             model=_model,
             options=embedding_options(_model),
-        threads: 2
+        threads: rule_threads(config, f"embed_{_model}")
         resources:
-            gpu=1,
+            **rule_resources(config, f"embed_{_model}"),
         conda:
             ENV
         message:

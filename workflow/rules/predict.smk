@@ -15,6 +15,9 @@ rule merge:
         "logs/benchmarks/{sample}/merge.tsv"
     params:
         chunk_length=config["chunk_length"],
+    threads: rule_threads(config, "merge")
+    resources:
+        **rule_resources(config, "merge"),
     conda:
         ENV
     script:
@@ -30,6 +33,9 @@ rule export_merged_pt:
         "logs/{sample}/export_merged_pt.log",
     benchmark:
         "logs/benchmarks/{sample}/export_merged_pt.tsv"
+    threads: rule_threads(config, "export_merged_pt")
+    resources:
+        **rule_resources(config, "export_merged_pt"),
     conda:
         ENV
     script:
@@ -56,6 +62,9 @@ rule predict:
         "logs/benchmarks/{sample}/predict.tsv"
     params:
         calling=calling_params,
+    threads: rule_threads(config, "predict")
+    resources:
+        **rule_resources(config, "predict"),
     conda:
         ENV
     message:

@@ -19,6 +19,9 @@ rule preprocess:
     params:
         chunk_length=config["chunk_length"],
         fasta=fasta_fingerprint,
+    threads: rule_threads(config, "preprocess")
+    resources:
+        **rule_resources(config, "preprocess"),
     conda:
         ENV
     message:
@@ -37,6 +40,9 @@ rule shard:
         "logs/{sample}/shard.log",
     benchmark:
         "logs/benchmarks/{sample}/shard.tsv"
+    threads: rule_threads(config, "shard")
+    resources:
+        **rule_resources(config, "shard"),
     conda:
         ENV
     script:

@@ -20,6 +20,9 @@ rule nan_gate:
     params:
         model=shard_models(),
         max_fraction=config["qc"]["max_fp32_recompute_fraction"],
+    threads: rule_threads(config, "nan_gate")
+    resources:
+        **rule_resources(config, "nan_gate"),
     conda:
         ENV
     script:
@@ -65,9 +68,9 @@ rule fp32_compare_sample:
     params:
         embedding={model: embedding_options(model) for model in EMBEDDING_MODELS},
         settings=config["fp32_compare"],
-    threads: 2
+    threads: rule_threads(config, "fp32_compare_sample")
     resources:
-        gpu=1,
+        **rule_resources(config, "fp32_compare_sample"),
     conda:
         ENV
     message:

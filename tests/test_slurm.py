@@ -1,0 +1,261 @@
+"""The demo on a real SLURM scheduler, through `snakemake --profile slurm` installed as a user would.
+
+A single-node cluster (slurmctld, slurmd, slurmdbd; fake GPUs) is started with
+../shared/tools/slurm-test-cluster/slurm-up.sh, which apt-installs SLURM on
+Debian when needed: so this runs as root (CI) and is skipped otherwise, with
+the reason. A cluster that is already up is used and left running; one this
+module started is torn down at the end. ``VIRNUCFLOW_SLURM_TEST=0`` skips it
+(for parallel `make test` runs on one machine).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import h5py
+import pytest
+
+from .conftest import REPO, SHARED
+
+pytestmark = pytest.mark.slow
+TOOLS = SHARED / "tools" / "slurm-test-cluster"
+STATE = Path("/run/slurm-test/state")
+RUN_LIMIT_S = 900  # a run that has not finished by then hangs
+JOB_RULES = Counter({"preprocess": 2, "shard": 2, "embed_dnabert_s": 4, "embed_esm2": 4, "nan_gate": 2,
+                     "merge": 2, "export_merged_pt": 2, "predict": 2})  # the demo: 2 samples x 2 shards
+LAMBDA = [f"results/demo_lambda/{f}" for f in ("prediction_results.txt", "prediction_results_highestscore.csv",
+                                              "summary.tsv", "demo_lambda_merged.pt")]  # one sample's outputs
+ESM2_MEM_MB = 1500  # --set-resources embed_esm2:mem_mb (config/demo.yaml says 2000)
+
+
+def _skip_reason() -> str | None:
+    if os.environ.get("VIRNUCFLOW_SLURM_TEST", "1") == "0":
+        return "VIRNUCFLOW_SLURM_TEST=0"
+    if not (TOOLS / "slurm-up.sh").is_file():
+        return f"{TOOLS / 'slurm-up.sh'} not found"
+    if os.geteuid() != 0:
+        return "the test SLURM cluster needs root (CI runs as root)"
+    if STATE.is_file():
+        return None
+    if shutil.which("sbatch") is None and shutil.which("apt-get") is None:
+        return "no SLURM and no apt-get to install it (the test cluster is for Debian)"
+    return None
+
+
+if _skip_reason():
+    pytest.skip(_skip_reason(), allow_module_level=True)
+
+
+def _read_env(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line[len("export "):].partition("=")
+            out[key] = value
+    return out
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """The test cluster's settings (slurm-test.env); started here unless one is up already."""
+    started = not STATE.is_file()
+    if started:
+        res = subprocess.run(["bash", str(TOOLS / "slurm-up.sh")], env={**os.environ, "SLURM_TEST_GPUS": "2"},
+                             capture_output=True, text=True, timeout=1200)
+        assert res.returncode == 0, "slurm-up.sh failed:\n" + res.stderr[-3000:]
+        workdir = Path(res.stdout.strip().splitlines()[-1])
+    else:
+        workdir = Path(subprocess.run(["bash", "-c", f"source {STATE} && echo $WORKDIR"], capture_output=True,
+                                      text=True, check=True).stdout.strip())
+    settings = _read_env(workdir / "slurm-test.env")
+    try:
+        yield settings
+    finally:
+        if started:
+            subprocess.run(["bash", str(TOOLS / "slurm-down.sh")], capture_output=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, cluster):
+    """A user's HOME with the project's profile installed by `virnucflow install-profile slurm`."""
+    home = tmp_path_factory.mktemp("home")
+    env = _env(home)
+    res = subprocess.run([sys.executable, "-m", "virnucflow", "install-profile", "slurm"], env=env,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert (home / ".config" / "snakemake" / "slurm" / "profile.yaml").is_file()
+    return home
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "XDG_CONFIG_HOME"}
+    env["HOME"] = str(home)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    return env
+
+
+def _workdir(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    demo = REPO / "resources" / "demo"
+    (root / "samples.tsv").write_text(
+        "sample\tfasta\n"
+        f"demo_lambda\t{demo / 'lambda_contigs.fa'}\n"
+        f"demo_controls\t{demo / 'synthetic_controls.fa.gz'}\n"
+    )
+    return root
+
+
+def _snakemake_args(cluster: dict[str, str], *args: str, device: str | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+           "--configfile", str(REPO / "config" / "demo.yaml"), "--config", "samples=samples.tsv"]
+    if device is None and cluster["SLURM_TEST_GPUS"] == "0":
+        device = "cpu"
+    if device:
+        cmd += [f"embedding={{device: {device}}}"]
+    return cmd + list(args)
+
+
+def _slurm(cluster, home: Path, wd: Path, *args: str, device: str | None = None) -> subprocess.CompletedProcess:
+    cmd = _snakemake_args(cluster, "--profile", "slurm", "--slurm-init-seconds-before-status-checks", "5", *args,
+                          device=device)
+    return subprocess.run(cmd, cwd=wd, env=_env(home), capture_output=True, text=True, timeout=RUN_LIMIT_S)
+
+
+def _sacct(wd: Path) -> list[dict[str, str]]:
+    """The jobs sacct recorded that ran in ``wd`` (allocations only)."""
+    fields = ["JobID", "Comment", "State", "ReqMem", "Timelimit", "AllocTRES", "WorkDir"]
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-a", "-S", "now-2hours", "-o", ",".join(fields)],
+                         capture_output=True, text=True, check=True).stdout
+    rows = [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line]
+    return [r for r in rows if r["WorkDir"] == str(wd)]
+
+
+def _wait_for_sacct(wd: Path, n: int) -> list[dict[str, str]]:
+    for _ in range(60):
+        rows = _sacct(wd)
+        if len(rows) >= n and all(r["State"] not in ("RUNNING", "PENDING") for r in rows):
+            return rows
+        time.sleep(1)
+    return _sacct(wd)
+
+
+def _rule(comment: str) -> str:
+    return comment.removeprefix("rule_").split("_wildcards_")[0]
+
+
+def _content(path: Path, wd: Path) -> object:
+    """A file's bytes; for HDF5 its datasets' bytes and its attributes but the provenance ones
+    (the model paths are in the working directory; timings differ run to run)."""
+    if path.suffix != ".h5":
+        return path.read_bytes().replace(str(wd).encode(), b"WORKDIR")
+    out = {}
+    with h5py.File(path) as h5:
+        h5.visititems(lambda name, obj: out.__setitem__(name, obj[()].tobytes() if obj.dtype.kind != "O"
+                                                        else list(obj[()])) if isinstance(obj, h5py.Dataset) else None)
+        out["attrs"] = {k: str(v) for k, v in h5.attrs.items() if not k.endswith(("model_path", "stats"))}
+    return out
+
+
+def _results(wd: Path) -> dict[str, object]:
+    return {str(p.relative_to(wd)): _content(p, wd) for p in sorted((wd / "results").rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    """The demo run locally with the same shards: what SLURM must reproduce bit for bit."""
+    wd = _workdir(tmp_path_factory.mktemp("local"))
+    res = subprocess.run(_snakemake_args({"SLURM_TEST_GPUS": "1"}, "--cores", "2"), cwd=wd, capture_output=True,
+                         text=True, timeout=RUN_LIMIT_S)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return wd
+
+
+@pytest.fixture(scope="module")
+def slurm_run(tmp_path_factory, cluster, home):
+    wd = _workdir(tmp_path_factory.mktemp("slurm"))
+    t0 = time.monotonic()
+    res = _slurm(cluster, home, wd, "--set-resources", f"embed_esm2:mem_mb={ESM2_MEM_MB}")
+    assert res.returncode == 0, res.stderr[-5000:]
+    print(f"demo through SLURM: {time.monotonic() - t0:.0f} s")
+    return wd, _wait_for_sacct(wd, sum(JOB_RULES.values()))
+
+
+def test_every_step_ran_as_a_slurm_job(slurm_run):
+    _, jobs = slurm_run
+    assert all(j["State"] == "COMPLETED" for j in jobs), jobs
+    assert Counter(_rule(j["Comment"]) for j in jobs) == JOB_RULES
+
+
+def test_set_resources_changes_only_that_value(slurm_run, cluster):
+    _, jobs = slurm_run
+    by_rule = {}
+    for j in jobs:
+        by_rule.setdefault(_rule(j["Comment"]), set()).add((j["ReqMem"], j["Timelimit"]))
+    # config/demo.yaml: embeddings 2000 MB and 10 min, the other steps 1000 MB and 10 min
+    assert by_rule["embed_esm2"] == {(f"{ESM2_MEM_MB}M", "00:10:00")}
+    assert by_rule["embed_dnabert_s"] == {("2000M", "00:10:00")}
+    assert by_rule["preprocess"] == by_rule["merge"] == {("1000M", "00:10:00")}
+    gpus = {_rule(j["Comment"]): "gres/gpu=1" in j["AllocTRES"] for j in jobs}
+    assert gpus["embed_esm2"] == gpus["embed_dnabert_s"] == (cluster["SLURM_TEST_GPUS"] != "0")
+    assert not gpus["preprocess"] and not gpus["merge"]
+
+
+def test_outputs_are_bit_identical_to_a_local_run(slurm_run, local_run):
+    """Every output byte for byte; embedding vectors and features bit for bit (HDF5 datasets)."""
+    wd, _ = slurm_run
+    local, slurm = _results(local_run), _results(wd)
+    assert sorted(slurm) == sorted(local)
+    assert [name for name in local if slurm[name] != local[name]] == []
+
+
+def test_a_cancelled_embedding_job_is_retried_and_the_run_completes(tmp_path, cluster, home, local_run):
+    wd = _workdir(tmp_path / "cancel")
+    cmd = _snakemake_args(cluster, "--profile", "slurm", "--slurm-init-seconds-before-status-checks", "5", *LAMBDA)
+    t0 = time.monotonic()
+    with open(tmp_path / "snakemake.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=wd, env=_env(home), stdout=log, stderr=subprocess.STDOUT)
+        cancelled = None
+        try:
+            while cancelled is None and proc.poll() is None and time.monotonic() - t0 < RUN_LIMIT_S:
+                out = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i|%k|%Z"], capture_output=True,
+                                     text=True).stdout
+                for line in out.splitlines():
+                    jobid, comment, workdir = line.split("|")
+                    if workdir == str(wd) and _rule(comment) == "embed_esm2":
+                        subprocess.run(["scancel", jobid], check=True)
+                        cancelled = (jobid, comment)
+                        break
+                time.sleep(0.2)
+            rc = proc.wait(timeout=max(1, RUN_LIMIT_S - (time.monotonic() - t0)))
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = (tmp_path / "snakemake.log").read_text()
+    assert cancelled is not None, "no embed_esm2 job was seen running\n" + text[-3000:]
+    assert rc == 0, text[-5000:]
+    jobs = _wait_for_sacct(wd, sum(JOB_RULES.values()) // 2 + 1)
+    states = {j["JobID"]: j["State"] for j in jobs}
+    assert states[cancelled[0]].startswith("CANCELLED")
+    assert [j["State"] for j in jobs if j["Comment"] == cancelled[1] and j["JobID"] != cancelled[0]] == ["COMPLETED"]
+    local = _results(local_run)
+    assert _results(wd) == {k: v for k, v in local.items() if "demo_controls" not in k}
+
+
+def test_a_failing_embedding_job_is_retried_then_reported(tmp_path, cluster, home):
+    """`embedding.device: cuda` without a usable GPU: the job fails, is resubmitted, and the run ends with the error."""
+    wd = _workdir(tmp_path / "fail")
+    target = "results/demo_lambda/embeddings/esm2/1-of-2.h5"
+    t0 = time.monotonic()
+    res = _slurm(cluster, home, wd, target, device="cuda")
+    assert res.returncode != 0
+    assert time.monotonic() - t0 < RUN_LIMIT_S
+    assert "device 'cuda' requested but no CUDA GPU is visible" in res.stdout + res.stderr
+    attempts = [j for j in _wait_for_sacct(wd, 3) if _rule(j["Comment"]) == "embed_esm2"]
+    assert [j["State"] for j in attempts] == ["FAILED"] * 3  # retries: 2 in the profile
+    assert not (wd / target).exists()
