@@ -28,7 +28,8 @@ TOOLS = SHARED / "tools" / "slurm-test-cluster"
 STATE = Path("/run/slurm-test/state")
 RUN_LIMIT_S = 900  # a run that has not finished by then hangs
 JOB_RULES = Counter({"preprocess": 2, "shard": 2, "embed_dnabert_s": 4, "embed_esm2": 4, "nan_gate": 2,
-                     "merge": 2, "export_merged_pt": 2, "predict": 2})  # the demo: 2 samples x 2 shards
+                     "merge": 2, "export_merged_pt": 2, "predict": 2, "windows": 2, "report_sample": 2,
+                     "report_run": 1})  # the demo: 2 samples x 2 shards
 LAMBDA = [f"results/demo_lambda/{f}" for f in ("prediction_results.txt", "prediction_results_highestscore.csv",
                                               "summary.tsv", "demo_lambda_merged.pt")]  # one sample's outputs
 ESM2_MEM_MB = 1500  # --set-resources embed_esm2:mem_mb (config/demo.yaml says 2000)
