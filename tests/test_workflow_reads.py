@@ -10,7 +10,7 @@ import pytest
 from virnucflow.fasta import read_fasta
 
 from .conftest import ORIGINAL
-from .test_workflow import snakemake
+from .test_workflow import _l300, snakemake
 
 pytestmark = pytest.mark.slow
 OUTPUTS = ["preprocess/chunked.fa", "preprocess/identified_nucleotide.fa", "preprocess/identified_protein.faa",
@@ -38,7 +38,7 @@ def run(tmp_path_factory):
         "gz_fq\treads.fq\t\nfastq_txt\treads.txt\t\n"
         "paired\tr1.fq\tr2.fq.gz\n"
     )
-    res = snakemake(wd, config=["samples=samples.tsv", "chunk_length=300", "shards=2"])
+    res = snakemake(wd, config=["samples=samples.tsv", "chunk_length=300", "shards=2"], configfiles=[_l300(wd)])
     assert res.returncode == 0, res.stderr[-3000:]
     return wd
 

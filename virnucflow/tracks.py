@@ -19,6 +19,7 @@ import pandas as pd
 
 from .atomic import atomic_outputs
 from .preprocess import chunk_bounds
+from .tables import read_tsv
 
 FRAMES = ["F1", "F2", "F3", "R1", "R2", "R3"]
 TSV_COLUMNS = ["sequence_id", "start", "end", "window_id", *FRAMES, "max_viral_score", "is_viral"]
@@ -50,7 +51,7 @@ def write_window_tracks(
     bed_out: str | os.PathLike,
     tsv_out: str | os.PathLike,
 ) -> pd.DataFrame:
-    records = pd.read_csv(records_tsv, sep="\t", keep_default_na=False, dtype={"record_id": str})
+    records = read_tsv(records_tsv, dtype={"record_id": str})
     table = window_table(records, predictions, chunk_length)
     score = (table["max_viral_score"].fillna(0.0) * 1000).round().clip(0, 1000).astype(int)
     bed = pd.DataFrame(
