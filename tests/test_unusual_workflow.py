@@ -91,7 +91,8 @@ def test_changing_the_classifier_reruns_only_prediction(run):
     overlay = _overlay(run, "clf.yaml", "models:\n  classifier: clf_copy.pth\n  classifier_chunk_length: 500\n")
     res = snakemake(run, "-n", config=["samples=samples.tsv"], configfiles=[overlay])
     assert res.returncode == 0, res.stderr[-2000:]
-    assert _jobs(res) == {"check_model": 1, "predict": 4, "all": 1}
+    # prediction and what is made from it (window tracks, report)
+    assert _jobs(res) == {"check_model": 1, "predict": 4, "windows": 4, "report_sample": 4, "report_run": 1, "all": 1}
 
 
 def test_changing_one_embedding_model_reruns_only_its_embeddings(run):
@@ -101,6 +102,7 @@ def test_changing_one_embedding_model_reruns_only_its_embeddings(run):
     assert res.returncode == 0, res.stderr[-2000:]
     jobs = _jobs(res)
     assert jobs == {"check_model": 2, "embed_esm2": 8, "nan_gate": 4, "merge": 4, "export_merged_pt": 4, "predict": 4,
+                    "windows": 4, "report_sample": 4, "report_run": 1,
                     "all": 1}
 
 
