@@ -17,6 +17,8 @@ ESM-2 3B
   hf sdpa fp16  transformers EsmModel, FP16, SDPA, padded, length-sorted batches of 192
   ours padded   VirNucFlow, FP16, padded batches, SDPA
   ours packed   VirNucFlow, FP16, packed (token budget), varlen FlashAttention
+  ours packed fp8  the same with FP8 E4M3 matrix products (precision fp8; GPUs with FP8
+                tensor cores), compared with ours packed by cosine
 DNABERT-S
   original      one sequence at a time, FP32 (VirNucPro's extract_DNABERT_S loop;
                 our reference model, which computes what the remote code's PyTorch path does)
@@ -243,6 +245,18 @@ def bench_esm(name: str, proteins: list[str], args, sampler) -> None:
            precision="fp16", attention=e.backend, cost_vs_ours_packed=f"{100 * (sec2 / sec - 1):+.2f}%")
     del e
     cleanup()
+
+    # ours, packed, FP8 E4M3 matrix products (opt-in; GPUs with FP8 tensor cores)
+    from virnucflow.models.fp8 import supported
+
+    if CUDA and supported(DEV) is None:
+        e = ours_esm(state, cfg, "fp8", True)
+        fp8_vec = e.embed_tokens(tokens)
+        sec, busy, peak = timed(lambda: e.embed_tokens(tokens), args.reps, sampler)
+        record("ESM-2 3B", name, "ours packed fp8", len(tokens), n_tok, sec, busy, peak, precision="fp8",
+               attention=e.backend, **{f"vs_fp16_{k}": v for k, v in cos_stats(fp8_vec, ours_vec).items()})
+        del e
+        cleanup()
 
     # ours, padded FP16
     e = ours_esm(state, cfg, "fp16", False, attention="sdpa", budget=st.token_budget)

@@ -74,6 +74,7 @@ def main() -> None:
     p.add_argument("--sequences", type=int, default=1500)
     p.add_argument("--per-stratum", type=int, default=400)
     p.add_argument("--cores", type=int, default=8)
+    p.add_argument("--esm2-precision", default="fp16", help="embedding.esm2.precision of the production path (e.g. fp8)")
     p.add_argument("--tiny", action="store_true", help="small models: a smoke test of this script (CPU ok)")
     args = p.parse_args()
     work = Path(args.workdir)
@@ -84,7 +85,8 @@ def main() -> None:
     (work / "samples.tsv").write_text(f"sample\tfasta\nmixed\t{work / 'reads.fa'}\n")
     (work / "config.yaml").write_text(json.dumps({
         "samples": str(work / "samples.tsv"), "chunk_length": 500,
-        "models": {**models, "download": False}, "fp32_compare": {"per_stratum": args.per_stratum}}))
+        "models": {**models, "download": False, "classifier_chunk_length": 500}, "fp32_compare": {"per_stratum": args.per_stratum},
+        "embedding": {"esm2": {"precision": args.esm2_precision}}}))
     print(f"models and input ready in {time.monotonic() - t0:.0f} s", flush=True)
     cmd = [sys.executable, "-m", "snakemake", "fp32_compare", "-s", str(REPO / "Snakefile"), "-d", str(work),
            "--configfile", str(work / "config.yaml"), "--cores", str(args.cores), "--resources", "gpu=1"]
@@ -99,7 +101,7 @@ def main() -> None:
     lines = [f"# snakemake fp32_compare, {gpu}", "",
              f"Full-size random-weight models in the real formats (ESM-2 3B fair-esm FP16 file, DNABERT-S HF directory), "
              f"{args.sequences} synthetic coding sequences of 60-1,500 bp plus the lambda contigs, per_stratum {args.per_stratum}, "
-             f"torch {torch.__version__}. `snakemake fp32_compare` exit status {res.returncode}, wall time {wall:.0f} s "
+             f"ESM-2 in {args.esm2_precision}, torch {torch.__version__}. `snakemake fp32_compare` exit status {res.returncode}, wall time {wall:.0f} s "
              f"(the whole snakemake call: preprocessing, model check, the comparison job).", ""]
     if bench.exists():
         lines += ["Rule benchmark (`logs/benchmarks/mixed/fp32_compare.tsv`):", "", "```", bench.read_text().strip(), "```", ""]
@@ -109,7 +111,8 @@ def main() -> None:
     lines += ["Job log (tail):", "", "```", *log.strip().splitlines()[-16:], "```"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"fp32_compare_{gpu.replace(' ', '_')}"
+    suffix = "" if args.esm2_precision == "fp16" else f"_esm2_{args.esm2_precision}"
+    stem = out / f"fp32_compare_{gpu.replace(' ', '_')}{suffix}"
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     for name in ("cosine.png", "scores.png"):
         if (qc / name).exists():

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from virnucflow.engine import EmbedOptions, Embedder, EmbedStats, dedup, embed_shard
-from virnucflow.errors import ResourceError
+from virnucflow.errors import ConfigError, ResourceError
 from virnucflow.models.attention import ALL_BACKENDS
 from virnucflow.models.dnabert_s import DNABERT, DNABERTConfig
 from virnucflow.models.esm2 import ESM2, ESM2Config, PAD, tokenize
@@ -235,3 +235,32 @@ def test_progress_lines_count_finished_sequences(tmp_path, monkeypatch, caplog):
     assert parsed[-1].label == str(tmp_path / "s.tsv") and parsed[-1].model == "esm2" and parsed[-1].eta_seconds == 0
     # the final summary line stays as it was
     assert caplog.records[-1].getMessage().startswith(f"esm2 {tmp_path / 's.tsv'}: 40 sequences (40 unique")
+
+
+@pytest.mark.parametrize("kind", ["esm2", "dnabert_s"])
+def test_fp8_on_the_cpu(request, kind):
+    """precision fp8: every linear layer becomes E4M3 (per-channel weight scales, per-token
+    activation scales; on the CPU the products run from the dequantised values). E4M3 keeps
+    3 mantissa bits (relative rounding up to 2**-4 per value), so pooled vectors agree with
+    FP32 by cosine, not digits: > 0.99 for these random-weight models. Without fp16_on_cpu it
+    runs in fp32 like fp16 does. DNABERT-S refuses it."""
+    from virnucflow.models.fp8 import Fp8Linear
+
+    model = request.getfixturevalue("esm" if kind == "esm2" else "dnabert")
+    tokens = request.getfixturevalue("esm_tokens" if kind == "esm2" else "dna_tokens")
+    if not model.fp8:  # DNABERT-S (see its class)
+        with pytest.raises(ConfigError, match=r"^precision fp8 is not offered for dnabert_s: give it per model, "
+                                              r"e.g. embedding: \{esm2: \{precision: fp8\}\}$"):
+            _run(model, tokens, precision="fp8", fp16_on_cpu=True)
+        return
+    ref, _ = _run(model, tokens, precision="fp32", packing=False, attention="math")
+    vec, e = _run(model, tokens, precision="fp8", fp16_on_cpu=True)
+    assert e.precision.name == "fp8"
+    linears = [m for m in e.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears == [] and sum(isinstance(m, Fp8Linear) for m in e.model.modules()) > 0
+    assert all(layer.fc2.activation == "gelu" and isinstance(layer.act, torch.nn.Identity) for layer in e.model.layers)
+    cos = _cos(vec, ref)
+    assert np.isfinite(vec).all() and cos.min() > 0.99, cos.min()
+    assert np.abs(vec - ref).max() > 1e-3  # it did run in FP8
+    _, e32 = _run(model, tokens, precision="fp8")
+    assert (e32.precision.name, e32.precision.requested) == ("fp32", "fp8")

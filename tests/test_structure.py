@@ -83,6 +83,7 @@ class ToyCounter(nn.Module):
     alibi = False
     max_token_budget = 1024
     pooling = "toy: mean over all tokens"
+    fp8 = False
 
     def __init__(self):
         super().__init__()

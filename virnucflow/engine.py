@@ -155,6 +155,14 @@ class Embedder:
             torch.set_num_threads(max(1, int(opts.threads)))
         backend = resolve_backend(opts.attention, device, precision.dtype, alibi=model.alibi, packed=opts.packing)
         model.prepare(device, precision.dtype)
+        if precision.fp8:
+            from .models.fp8 import quantize_model
+
+            if not model.fp8:
+                raise ConfigError(f"precision fp8 is not offered for {model.name}: give it per model, e.g. "
+                                  "embedding: {esm2: {precision: fp8}}")
+
+            log.info("%s: %d linear layers quantised to FP8 E4M3", model.name, quantize_model(model))
         return cls(model, device, precision, opts.packing, backend, opts.token_budget)
 
     def warm_up(self) -> None:

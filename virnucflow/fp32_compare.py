@@ -100,6 +100,8 @@ def compare_model(name: str, path: str, options: EmbedOptions, tokens: list[np.n
 
 
 def rollback_hint(name: str, setting: Mapping) -> str:
+    if setting["precision"] == "fp8":
+        return f"embedding.{name}.precision: fp16 (the default)"
     if setting["precision"] != "fp32":
         return f"embedding.{name}.precision: fp32 (or embedding.precision: fp32 for both models)"
     if setting["packing"]:

@@ -174,11 +174,14 @@ class MultiheadAttention(nn.Module):
 
 
 class TransformerLayer(nn.Module):
+    fp8_fused_activations = (("act", "fc2"),)  # precision fp8: the GELU runs in fc2's input quantisation
+
     def __init__(self, cfg: ESM2Config):
         super().__init__()
         self.self_attn = MultiheadAttention(cfg.embed_dim, cfg.attention_heads)
         self.self_attn_layer_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
         self.fc1 = nn.Linear(cfg.embed_dim, cfg.ffn_dim)
+        self.act = nn.GELU()  # erf GELU
         self.fc2 = nn.Linear(cfg.ffn_dim, cfg.embed_dim)
         self.final_layer_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
 
@@ -192,16 +195,19 @@ class TransformerLayer(nn.Module):
         model's final LayerNorm). So ``residual + attn(LN1(residual))`` then
         ``+ fc2(gelu(fc1(LN2(...))))``, with one pass over memory per add+norm.
         """
+        # precision fp8: the LayerNorms write E4M3 rows that the FP8 projections read
+        quantize = packed and self.self_attn.qkv is not None and getattr(self.fc1, "takes_quantized", False)
         ln = self.self_attn_layer_norm
         if residual is None:
             residual, h = hidden, ln(hidden)
         else:
-            residual, h = kernels.add_layer_norm(residual, hidden, ln.weight, ln.bias, ln.eps)
+            residual, h = kernels.add_layer_norm(residual, hidden, ln.weight, ln.bias, ln.eps, quantize=quantize)
         q, k, v = self.self_attn.project_rotated(h, rotary, packed)
         o = attend(q, k, v, 1.0)  # q already scaled
         ln = self.final_layer_norm
-        residual, h = kernels.add_layer_norm(residual, self.self_attn.out_proj(o.flatten(-2)), ln.weight, ln.bias, ln.eps)
-        return self.fc2(F.gelu(self.fc1(h))), residual
+        residual, h = kernels.add_layer_norm(residual, self.self_attn.out_proj(o.flatten(-2)), ln.weight, ln.bias,
+                                             ln.eps, quantize=quantize)
+        return self.fc2(self.act(self.fc1(h))), residual
 
 
 class ESM2(nn.Module):
@@ -212,6 +218,7 @@ class ESM2(nn.Module):
     alibi = False  # rotary positions, inside the layers
     max_token_budget = 32768
     pooling = "ESM-2: mean over residues 1..min(1024, len) (original)"
+    fp8 = True
 
     def __init__(self, cfg: ESM2Config):
         super().__init__()

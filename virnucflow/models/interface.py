@@ -36,6 +36,7 @@ class EmbeddingModel(Protocol):
     alibi: bool  # attention adds ALiBi biases (only backends that support them can run it)
     max_token_budget: int  # cap of automatic token budgets: larger batches only cost memory
     pooling: str  # how token states become one vector, for the output files
+    fp8: bool  # precision fp8 is offered (its linear layers quantise to E4M3 within fp32_compare's thresholds)
     tokenizer: Tokenizer
 
     @property

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import os
 from types import SimpleNamespace
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -115,7 +116,8 @@ def _kernels():
         tl.store(out + row * I + cols, y.to(out.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def add_ln_kernel(x, y, w, b, s_out, n_out, eps, E: tl.constexpr, BLOCK: tl.constexpr, WRITE_SUM: tl.constexpr):
+    def add_ln_kernel(x, y, w, b, s_out, n_out, scale_out, eps, E: tl.constexpr, BLOCK: tl.constexpr,
+                      WRITE_SUM: tl.constexpr, QUANT: tl.constexpr):
         row = tl.program_id(0)
         cols = tl.arange(0, BLOCK)
         mask = cols < E
@@ -130,7 +132,15 @@ def _kernels():
         inv = 1.0 / tl.sqrt(var + eps)
         wv = tl.load(w + cols, mask=mask).to(tl.float32)
         bv = tl.load(b + cols, mask=mask).to(tl.float32)
-        tl.store(n_out + row * E + cols, (d * inv * wv + bv).to(n_out.dtype.element_ty), mask=mask)
+        n = d * inv * wv + bv
+        if QUANT:
+            # E4M3 rows for an FP8 product: the normalised row as the unfused path rounds it
+            # (to the residual's dtype), scaled by its amax / 448
+            n = tl.where(mask, n.to(s_out.dtype.element_ty).to(tl.float32), 0.0)
+            scale = tl.maximum(tl.max(tl.abs(n), axis=0), 1e-12) / 448.0
+            tl.store(scale_out + row, scale)
+            n = tl.minimum(tl.maximum(n / scale, -448.0), 448.0)
+        tl.store(n_out + row * E + cols, n.to(n_out.dtype.element_ty), mask=mask)
 
     return SimpleNamespace(cdiv=triton.cdiv, next_power_of_2=triton.next_power_of_2,
                            rotary_inplace=rotary_inplace_kernel, geglu=geglu_kernel,
@@ -173,15 +183,37 @@ def geglu(h: torch.Tensor) -> torch.Tensor:
     return out
 
 
+class QuantizedRows(NamedTuple):
+    """(M, K) E4M3 values and (M, 1) float32 scales: row ``i`` is ``q[i] * scale[i]``."""
+
+    q: torch.Tensor
+    scale: torch.Tensor
+
+
 def add_layer_norm(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
-                   write_sum: bool = True):
-    """``s = x + y`` and ``LayerNorm(s)``; returns ``(s, ln)`` (``s`` is None without ``write_sum``)."""
+                   write_sum: bool = True, quantize: bool = False):
+    """``s = x + y`` and ``LayerNorm(s)``; returns ``(s, ln)`` (``s`` is None without ``write_sum``).
+
+    With ``quantize`` (2-D input; precision fp8) ``ln`` is :class:`QuantizedRows`: the
+    normalised rows in E4M3 with one scale per row, for an ``Fp8Linear`` to read directly.
+    """
     if not (use_triton(x) and x.ndim == 2 and x.is_contiguous() and y.is_contiguous()):
         s, n = add_layer_norm_reference(x, y, weight, bias, eps)
+        if quantize:
+            from .fp8 import quantize_rows_reference
+
+            n = QuantizedRows(*quantize_rows_reference(n.reshape(-1, n.shape[-1])))
         return (s if write_sum else None), n
     k = _kernels()
     rows, e = x.shape
     s = torch.empty_like(x) if write_sum else x  # unused when not written
-    n = torch.empty_like(x)
-    k.add_ln[(rows,)](x, y, weight, bias, s, n, eps, E=e, BLOCK=k.next_power_of_2(e), WRITE_SUM=write_sum)
+    if quantize:
+        n = QuantizedRows(torch.empty((rows, e), dtype=torch.float8_e4m3fn, device=x.device),
+                          torch.empty((rows, 1), dtype=torch.float32, device=x.device))
+        n_out, scale_out = n
+    else:
+        n = n_out = torch.empty_like(x)
+        scale_out = n_out  # unused
+    k.add_ln[(rows,)](x, y, weight, bias, s, n_out, scale_out, eps, E=e, BLOCK=k.next_power_of_2(e),
+                      WRITE_SUM=write_sum, QUANT=quantize)
     return (s if write_sum else None), n
