@@ -120,6 +120,26 @@ def test_shards_capped_by_the_work(run):
     assert _jobs(res)["embed_esm2"] == 4 * frames
 
 
+
+def test_auto_shards_follow_the_largest_sample(run):
+    """shards: auto makes ceil(frames of the largest sample / shard_frames) shards, at most max_shards."""
+    from virnucflow.inputs import auto_shards
+
+    frames = max(
+        (run / "results" / s / "preprocess" / "identified_protein.faa").read_text().count(">")
+        for s in ("dna", "rna", "odd", "short")
+    )
+    assert frames > 5
+    # (the fixture's run used 2 shards: a dry run with 2 would schedule no embedding)
+    for per_shard, most, expected in ((frames, 16, 1), ((frames + 2) // 3, 16, 3), (1, 5, 5)):
+        assert auto_shards([None, frames, 1], per_shard, most) == expected
+        res = snakemake(run, "-n", config=["samples=samples.tsv", "shards=auto", f"shard_frames={per_shard}",
+                                           f"max_shards={most}"])
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert _jobs(res)["embed_esm2"] == 4 * expected, (per_shard, most)
+    assert auto_shards([], 10, 4) == auto_shards([None], 10, 4) == 1
+
+
 # ---------------------------------------------------------------- one line at the start
 
 

@@ -32,6 +32,22 @@ def visible_gpu_count() -> int:
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
+def use_compile_cache(path: str | os.PathLike) -> None:
+    """Point Inductor's and Triton's caches at ``path`` (config ``compile_cache``), unless
+    ``TORCHINDUCTOR_CACHE_DIR`` / ``TRITON_CACHE_DIR`` are set already.
+
+    Every embedding job of every run then reuses the kernels an earlier job compiled
+    (DNABERT-S's FlexAttention, the Triton kernels) instead of compiling them again. Both
+    caches write entries by atomic rename, so concurrent jobs can share them.
+    """
+    root = Path(path).resolve()
+    for var, sub in (("TORCHINDUCTOR_CACHE_DIR", "inductor"), ("TRITON_CACHE_DIR", "triton")):
+        if not os.environ.get(var):
+            os.environ[var] = str(root / sub)
+    log.info("compile cache: %s (Inductor), %s (Triton)", os.environ["TORCHINDUCTOR_CACHE_DIR"],
+             os.environ["TRITON_CACHE_DIR"])
+
+
 def claim_gpu(lock_dir: str | os.PathLike = ".gpu_locks", wait_s: float = 3600) -> int | None:
     """Set ``CUDA_VISIBLE_DEVICES`` to a free GPU; None when nothing needs choosing."""
     if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:

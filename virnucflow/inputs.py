@@ -95,6 +95,14 @@ def input_info(path: str | os.PathLike, chunk_length: int, limit: int,
     return {"size": entry["size"], "blake2b": entry["blake2b"], "frames": frames}
 
 
+def auto_shards(frames: list[int | None], shard_frames: int, max_shards: int) -> int:
+    """``shards: auto``: one shard per ``shard_frames`` frames of the largest sample, at most
+    ``max_shards`` (counts from :func:`input_info` with ``limit=shard_frames * max_shards``;
+    unreadable inputs count as empty: they are refused later with their own message)."""
+    largest = max([f or 0 for f in frames], default=0)
+    return max(1, min(max_shards, -(-largest // shard_frames)))
+
+
 def shard_cap(frames: list[int | None], shards: int) -> int:
     """Shards worth making: at most the frames of the largest sample (counts from
     :func:`input_info` with ``limit=shards``; an unknown count does not cap)."""

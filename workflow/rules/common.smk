@@ -11,7 +11,7 @@ sys.path.insert(0, workflow.basedir)
 from virnucflow.checks import classifier_chunk_length, config_error  # noqa: E402
 from virnucflow.engine import ENV_DISABLE_FP16, ENV_PRECISION, model_options  # noqa: E402
 from virnucflow.errors import VirNucFlowError  # noqa: E402
-from virnucflow.inputs import input_info, shard_cap  # noqa: E402
+from virnucflow.inputs import auto_shards, input_info, shard_cap  # noqa: E402
 from virnucflow.models.acquire import known_kind  # noqa: E402
 from virnucflow.calling import resolve_calling  # noqa: E402
 from virnucflow.resources import rule_resources, rule_threads  # noqa: E402
@@ -36,7 +36,12 @@ for s in SAMPLES.values():
 # Size, content hash and frame count (up to the shard count) of every input,
 # cached in .snakemake/virnucflow/inputs.json.
 _SHARDS = workflow.resource_settings.overwrite_scatter.get("embed", config["shards"])
-INPUTS = {name: input_info(s.fasta, config["chunk_length"], limit=_SHARDS) for name, s in SAMPLES.items()}
+if _SHARDS == "auto":  # one shard per shard_frames frames of the largest sample, at most max_shards
+    _limit = config["shard_frames"] * config["max_shards"]
+    INPUTS = {name: input_info(s.fasta, config["chunk_length"], limit=_limit) for name, s in SAMPLES.items()}
+    _SHARDS = auto_shards([i and i["frames"] for i in INPUTS.values()], config["shard_frames"], config["max_shards"])
+else:
+    INPUTS = {name: input_info(s.fasta, config["chunk_length"], limit=_SHARDS) for name, s in SAMPLES.items()}
 
 
 wildcard_constraints:
@@ -44,7 +49,7 @@ wildcard_constraints:
 
 
 scattergather:
-    embed=config["shards"],
+    embed=_SHARDS,
 
 
 # No more shards than frames: with fewer frames in the largest sample than

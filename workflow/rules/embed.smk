@@ -20,6 +20,7 @@ for _model in EMBEDDING_MODELS:
         params:
             model=_model,
             options=embedding_options(_model),
+            compile_cache=config["compile_cache"],
         threads: rule_threads(config, f"embed_{_model}")
         resources:
             **rule_resources(config, f"embed_{_model}"),

@@ -68,6 +68,7 @@ rule fp32_compare_sample:
     params:
         embedding={model: embedding_options(model) for model in EMBEDDING_MODELS},
         settings=config["fp32_compare"],
+        compile_cache=config["compile_cache"],
     threads: rule_threads(config, "fp32_compare_sample")
     resources:
         **rule_resources(config, "fp32_compare_sample"),
