@@ -41,12 +41,16 @@ def _pyplot():
 
 def sample_figures(summary_tsv: str | os.PathLike, sample: str, out_png: str | os.PathLike) -> None:
     plt = _pyplot()
+    import numpy as np
+    from matplotlib.ticker import MaxNLocator, NullFormatter
+
     s = read_tsv(summary_tsv)
     fig, ax = plt.subplots(2, 2, figsize=(10, 7.5))
     counts = s["call"].value_counts().reindex(CALL_ORDER, fill_value=0)
     bars = ax[0, 0].bar(counts.index, counts.values, color=["#c0392b", "#2e86c1", "#aab7b8", "#7f8c8d"])
     ax[0, 0].bar_label(bars)
     ax[0, 0].set(title="Sequences by call", ylabel="sequences")
+    ax[0, 0].margins(y=0.1)
     scores = pd.to_numeric(s["max_viral_score"], errors="coerce").dropna()
     ax[0, 1].hist(scores, bins=[i / 20 for i in range(21)], color="#884ea0")
     ax[0, 1].set(title="Max viral score per sequence", xlabel="max viral score (score2)", ylabel="sequences", xlim=(0, 1))
@@ -57,8 +61,15 @@ def sample_figures(summary_tsv: str | os.PathLike, sample: str, out_png: str | o
                  ylabel="viral windows / scored windows", ylim=(-0.05, 1.05))
     if len(s) and s["length"].max() > 10 * max(s["length"].min(), 1):
         ax[1, 0].set_xscale("log")
-    ax[1, 1].hist(s["chunks"], bins=min(30, max(int(s["chunks"].max()), 1)), color="#138d75")
+        ax[1, 0].set_xlabel("sequence length (bp, log scale)")
+        ax[1, 0].xaxis.set_minor_formatter(NullFormatter())  # 2x10^2, 3x10^2... labels overlap
+    most = max(int(s["chunks"].max()), 1) if len(s) else 1
+    edges = np.arange(0.5, most + 1.5) if most <= 30 else np.linspace(0.5, most + 0.5, 31)  # whole windows
+    ax[1, 1].hist(s["chunks"], bins=edges, color="#138d75")
     ax[1, 1].set(title="Windows per sequence", xlabel="windows", ylabel="sequences")
+    for a in (ax[0, 1], ax[1, 1]):
+        a.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax[1, 1].xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(f"{sample}: {len(s)} sequences")
     fig.tight_layout()
     with atomic_outputs([out_png]) as (tmp,):
@@ -194,7 +205,7 @@ def run_tables(
     fig, ax = plt.subplots(figsize=(8, 0.4 * len(times) + 1.5))
     bars = ax.barh(times["rule"], times["wall_s"], color="#5d6d7e", label="wall time")
     ax.barh(times["rule"], times["gpu_s"], color="#e67e22", height=0.4, label="GPU time (jobs on a CUDA device)")
-    labels = [f"{s:.1f} s ({j} jobs" + (f", {g:.1f} GPU s)" if g > 0 else ")")
+    labels = [f"{s:.1f} s ({j} job{'s' if j != 1 else ''}" + (f", {g:.1f} GPU s)" if g > 0 else ")")
               for s, j, g in zip(times["wall_s"], times["jobs"], times["gpu_s"])]
     ax.bar_label(bars, labels=labels, padding=3)
     ax.invert_yaxis()
