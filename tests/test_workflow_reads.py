@@ -107,7 +107,9 @@ def test_status_of_a_run_killed_mid_embedding(tmp_path):
     (tmp_path / "s.tsv").write_text(f"sample\tfasta\nlam\t{ORIGINAL / 'lambda_pieces.fa'}\n")
     cmd = SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores", "1",
                        "--configfile", str(REPO / "config" / "demo.yaml"), "--config", "samples=s.tsv", "shards=3"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env = {k: v for k, v in os.environ.items() if k != "VIRNUCFLOW_PROGRESS_EVERY_S"}  # the default: every 30 s
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=env)
     emb = tmp_path / "results" / "lam" / "embeddings"
     try:
         deadline = time.monotonic() + 300
