@@ -30,8 +30,10 @@ test: env
 lint: env
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
 
+# with the fp32_compare QC when `snakemake --configfile config/demo.yaml fp32_compare` has run
 report: env
-	$(BIN)/snakemake --configfile config/demo.yaml --report results/report.html
+	$(BIN)/snakemake --configfile config/demo.yaml --report results/report.html all \
+	    $$(test -e results/demo_lambda/qc/fp32_compare/summary.tsv -a -e results/demo_controls/qc/fp32_compare/summary.tsv && echo fp32_compare)
 
 clean-demo:
 	rm -rf results/demo_* logs resources/demo_models

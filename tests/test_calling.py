@@ -122,3 +122,12 @@ def test_window_bed_coordinates_on_both_strands(tmp_path):
         for s in ("F1", "F2", "F3", "R1", "R2", "R3"):
             fid = row["window_id"] + s
             assert (row[s] == "NA") if fid not in scores else abs(float(row[s]) - scores[fid]) < 1e-6
+
+
+def test_too_short_is_decided_in_calling_only():
+    from virnucflow.calling import MIN_RECORD_LENGTH, call_sequences
+
+    assert MIN_RECORD_LENGTH == 9
+    # a sequence under 9 bp is too-short whatever its windows say; at 9 bp the windows decide
+    calls = call_sequences([8, 9, 8, 9, 9], [1, 1, 0, 0, 1], [1.0, 1.0, float("nan"), float("nan"), 0.0])
+    assert list(calls) == ["too-short", "virus", "too-short", "no-frames", "non-viral"]

@@ -9,6 +9,7 @@ Each figure is opened the way a click does (the report app's own
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import os
 import re
@@ -24,7 +25,7 @@ from .test_workflow import snakemake
 pytestmark = pytest.mark.slow
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-FIGURES = ["results/lam/report/calls.png", "results/run/rule_times.png"]
+FIGURES = ["results/lam/report/calls.png", "results/run/rule_times.png", "results/lam/qc/fp32_compare/cosine.png"]
 
 
 def _chromium() -> str:
@@ -43,26 +44,86 @@ def _chromium() -> str:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
+    """The workflow and `snakemake fp32_compare` on a FASTA sample and a paired FASTQ.gz sample, then the report."""
     wd = tmp_path_factory.mktemp("report")
-    (wd / "s.tsv").write_text(f"sample\tfasta\nlam\t{ORIGINAL / 'lambda_pieces.fa'}\n")
-    config = ["samples=s.tsv", "shards=2"]
-    res = snakemake(wd, config=config)
+    from virnucflow.fasta import read_fasta
+
+    records = list(read_fasta(ORIGINAL / "lambda_pieces.fa"))[:3]
+    for mate, cut in ((1, slice(0, 600)), (2, slice(-600, None))):
+        text = "".join(f"@p{i}/{mate}\n{r.seq[cut]}\n+\n{'F' * 600}\n" for i, r in enumerate(records))
+        (wd / f"r{mate}.fq.gz").write_bytes(gzip.compress(text.encode()))
+    (wd / "s.tsv").write_text(f"sample\tfasta\tmate2\nlam\t{ORIGINAL / 'lambda_pieces.fa'}\t\n"
+                              "pairs\tr1.fq.gz\tr2.fq.gz\n")
+    # targets: the run and `snakemake fp32_compare`, whose QC the report then shows
+    # (after "--config a=b" they would be read as config entries, hence the flag between)
+    targets = ["--config", "samples=s.tsv", "shards=2", "--printshellcmds", "all", "fp32_compare"]
+    res = snakemake(wd, *targets)
     assert res.returncode == 0, res.stderr[-3000:]
-    res = snakemake(wd, "--report", "report.html", config=config)
+    res = snakemake(wd, "--report", "report.html", *targets)
     assert res.returncode == 0, res.stderr[-3000:]
     return wd
+
+
+def _tsv(path: Path) -> list[dict[str, str]]:
+    head, *rows = path.read_text().splitlines()
+    return [dict(zip(head.split("\t"), row.split("\t"))) for row in rows]
 
 
 def test_report_has_every_section(report):
     html = (report / "report.html").read_text()
     results = json.loads(re.search(r"var results = (\{.*?\});\n", html, re.S).group(1))
-    for key in FIGURES + ["results/run/embedding_jobs.tsv", "results/lam/summary.tsv"]:
-        assert key in results, key
-        assert results[key]["caption"].strip()
-    jobs = (report / "results" / "run" / "embedding_jobs.tsv").read_text().splitlines()
-    assert jobs[0].split("\t") == ["sample", "model", "shard", "frames", "unique", "dedup_saving", "tokens",
-                                   "tokens_per_second", "wall_s", "precision", "attention", "device", "model_spec"]
-    assert len(jobs) == 1 + 4
+    per_sample = ["report/calls.png", "summary.tsv", "qc/nan_gate.tsv", "qc/fp32_compare/summary.tsv",
+                  "qc/fp32_compare/call_agreement.tsv", "qc/fp32_compare/cosine.png", "qc/fp32_compare/scores.png"]
+    per_run = ["results/run/inputs.tsv", "results/run/embedding_jobs.tsv", "results/run/rule_times.png",
+               "results/run/rule_times.tsv"]
+    expected = per_run + [f"results/{s}/{f}" for s in ("lam", "pairs") for f in per_sample]
+    assert sorted(results) == sorted(expected)
+    for key in expected:  # every item has a caption saying how to read it
+        assert len(re.sub(r"<[^>]+>", "", results[key]["caption"]).strip()) > 100, key
+    # the workflow description names the models and the precision
+    desc = re.search(r'var workflow_desc = "(.*?)";\n', html, re.S).group(1)
+    assert "resources/demo_models/esm2_demo.pt" in desc and "fp16" in desc
+
+    # per run: input sizes
+    inputs = {r["sample"]: r for r in _tsv(report / "results" / "run" / "inputs.tsv")}
+    assert list(_tsv(report / "results" / "run" / "inputs.tsv")[0]) == [
+        "sample", "input", "format", "size_bytes", "records", "bases", "read_pairs", "windows", "frames",
+        "dnabert_s_unique_frames", "dnabert_s_dedup_saving", "esm2_unique_frames", "esm2_dedup_saving"]
+    lam, pairs = inputs["lam"], inputs["pairs"]
+    assert (lam["format"], lam["records"], lam["bases"], lam["read_pairs"]) == (
+        "FASTA", "6", str(2400 + 900 + 4000 + 2777 + 1300 + 3502), "NA")
+    assert lam["size_bytes"] == str((ORIGINAL / "lambda_pieces.fa").stat().st_size)
+    assert (pairs["input"], pairs["format"]) == ("r1.fq.gz + r2.fq.gz", "FASTQ.gz + FASTQ.gz")
+    assert (pairs["records"], pairs["bases"], pairs["read_pairs"]) == ("6", "3600", "3")
+    for sample, row in inputs.items():
+        recs = _tsv(report / "results" / sample / "preprocess" / "records.tsv")
+        assert row["windows"] == str(sum(int(r["chunks"]) for r in recs))
+        assert row["frames"] == str(sum(int(r["frames"]) for r in recs))
+        for model in ("dnabert_s", "esm2"):
+            assert 0 < int(row[f"{model}_unique_frames"]) <= int(row["frames"])
+            assert 0 <= float(row[f"{model}_dedup_saving"]) < 1
+
+    # per run: frames embedded, dedup saving, throughput, wall time, models, precision and backends
+    jobs = _tsv(report / "results" / "run" / "embedding_jobs.tsv")
+    assert list(jobs[0]) == ["sample", "model", "shard", "frames", "unique", "dedup_saving", "tokens",
+                             "tokens_per_second", "wall_s", "precision", "attention", "device", "model_spec"]
+    assert len(jobs) == 2 * 2 * 2
+    for sample in inputs:
+        for model in ("dnabert_s", "esm2"):
+            mine = [j for j in jobs if j["sample"] == sample and j["model"] == model]
+            assert sum(int(j["frames"]) for j in mine) == int(inputs[sample]["frames"])
+            assert sum(int(j["unique"]) for j in mine) == int(inputs[sample][f"{model}_unique_frames"])
+    for j in jobs:
+        assert int(j["tokens_per_second"]) > 0 and float(j["wall_s"]) > 0
+        assert j["precision"] == "fp32" and j["device"] == "cpu" and j["attention"]  # fp16 falls back on a CPU
+        assert j["model_spec"].startswith("resources/demo_models/")
+
+    # per run: wall, CPU and GPU time per rule from the benchmark files
+    times = {r["rule"]: r for r in _tsv(report / "results" / "run" / "rule_times.tsv")}
+    assert {"preprocess", "shard", "embed_dnabert_s", "embed_esm2", "nan_gate", "merge", "predict", "windows",
+            "check_model"} <= set(times)
+    assert times["embed_esm2"]["jobs"] == "4" and float(times["embed_esm2"]["wall_s"]) > 0
+    assert all(float(r["gpu_s"]) == 0 for r in times.values())  # a CPU-only run: no GPU time
 
 
 @pytest.mark.parametrize("figure", FIGURES)

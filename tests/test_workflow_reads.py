@@ -107,7 +107,9 @@ def test_status_of_a_run_killed_mid_embedding(tmp_path):
     (tmp_path / "s.tsv").write_text(f"sample\tfasta\nlam\t{ORIGINAL / 'lambda_pieces.fa'}\n")
     cmd = SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores", "1",
                        "--configfile", str(REPO / "config" / "demo.yaml"), "--config", "samples=s.tsv", "shards=3"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env = {k: v for k, v in os.environ.items() if k != "VIRNUCFLOW_PROGRESS_EVERY_S"}  # the default: every 30 s
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=env)
     emb = tmp_path / "results" / "lam" / "embeddings"
     try:
         deadline = time.monotonic() + 300
@@ -131,3 +133,70 @@ def test_status_of_a_run_killed_mid_embedding(tmp_path):
         f"lam: steps {2 + n_done}/12, dnabert_s frames {frames['dnabert_s']}/{total}, "
         f"esm2 frames {frames['esm2']}/{total}, ETA ?"
     ]
+
+
+def test_status_eta_of_a_run_killed_mid_embedding(tmp_path):
+    """Progress lines every 0.5 s (VIRNUCFLOW_PROGRESS_EVERY_S, test/debug only): killed while an
+    embedding job has logged progress, status prints the ETA of that job's last progress line."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import time
+
+    from virnucflow.progress import parse_progress
+
+    from .conftest import REPO, run_cli
+    from .test_workflow import SNAKEMAKE
+
+    # G/C only: no stop codon in any of the six frames, so every 500 bp window gives 6 distinct frames
+    rng = random.Random(12)
+    (tmp_path / "gc.fa").write_text("".join(
+        f">gc{i}\n" + "".join(rng.choice("GC") for _ in range(5000)) + "\n" for i in range(100)))
+    (tmp_path / "s.tsv").write_text("sample\tfasta\ngc\tgc.fa\n")
+    cmd = SNAKEMAKE + ["-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores", "1",
+                       "--configfile", str(REPO / "config" / "demo.yaml"), "--config", "samples=s.tsv", "shards=3"]
+    env = {**os.environ, "VIRNUCFLOW_PROGRESS_EVERY_S": "0.5"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=env)
+    res_dir, logs = tmp_path / "results" / "gc", tmp_path / "logs" / "gc"
+
+    def running_with_progress():
+        return [log for log in logs.glob("embed_*/*.log")
+                if parse_progress(log.read_text(errors="replace")) is not None
+                and not (res_dir / "embeddings" / log.parent.name[len("embed_"):] / f"{log.stem}.h5").exists()]
+
+    try:
+        deadline = time.monotonic() + 300
+        while not running_with_progress():
+            assert proc.poll() is None and time.monotonic() < deadline, "no progress line before the run ended"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    rows = {s.stem: sum(1 for _ in s.open()) - 1 for s in sorted((res_dir / "shards").glob("*.tsv"))}
+    total = sum(rows.values())
+    assert total == 100 * 10 * 6 == _frames(res_dir)
+    n_done, frames, etas = 0, {}, []
+    for model in ("dnabert_s", "esm2"):
+        done = 0.0
+        for item, n in rows.items():
+            if (res_dir / "embeddings" / model / f"{item}.h5").exists():
+                n_done, done = n_done + 1, done + n
+            elif (logs / f"embed_{model}" / f"{item}.log").exists():
+                line = parse_progress((logs / f"embed_{model}" / f"{item}.log").read_text())
+                if line is not None:
+                    done += n * line.done / line.total
+                    if line.eta_seconds is not None:
+                        etas.append(line.eta_seconds)
+        frames[model] = int(done)
+    assert etas, "a running job's progress line has an ETA"
+    eta = max(etas)  # the ETA status documents: the longest of the running jobs' last progress lines
+    h, rest = divmod(round(eta), 3600)
+    res = run_cli("status", tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [
+        f"gc: steps {2 + n_done}/12, dnabert_s frames {frames['dnabert_s']}/{total}, "
+        f"esm2 frames {frames['esm2']}/{total}, ETA {h}:{rest // 60:02d}:{rest % 60:02d}"
+    ]
+    assert 0 < frames["dnabert_s"] + frames["esm2"] < 2 * total

@@ -4,8 +4,11 @@ The per-window rule is the original's and never changes: a window is viral
 when its highest frame viral score (score2) is at least its highest frame
 non-viral score (score1). A sequence is then called from its scored windows:
 
+- ``too-short``: a sequence shorter than :data:`MIN_RECORD_LENGTH` (9 bp, three
+  codons), whatever its frames score (they are still scored and written to the
+  per-frame and per-window outputs, as the original does), or one with fewer
+  than ``min_windows`` scored windows;
 - ``no-frames``: no window had a frame without a stop codon (nothing scored);
-- ``too-short``: fewer than ``min_windows`` scored windows;
 - ``virus``: at least ``min_viral_fraction`` of its scored windows are viral;
 - ``non-viral``: otherwise.
 
@@ -22,6 +25,9 @@ from typing import Mapping
 import numpy as np
 
 from .errors import InputError
+
+#: Sequences shorter than this many bases (three codons) are called ``too-short``.
+MIN_RECORD_LENGTH = 9
 
 #: preset -> (min_viral_fraction, min_windows)
 PRESETS: dict[str, dict[str, float | int]] = {
@@ -49,14 +55,19 @@ def resolve_calling(calling: Mapping | None) -> dict[str, float | int]:
 
 
 def call_sequences(
-    chunks_scored: np.ndarray, viral_fraction: np.ndarray, min_viral_fraction: float = 0.5, min_windows: int = 1
+    lengths: np.ndarray,
+    chunks_scored: np.ndarray,
+    viral_fraction: np.ndarray,
+    min_viral_fraction: float = 0.5,
+    min_windows: int = 1,
 ) -> np.ndarray:
-    """The call of each sequence from its number of scored windows and their viral fraction."""
+    """The call of each sequence from its length, its number of scored windows and their viral fraction."""
+    lengths = np.asarray(lengths)
     chunks_scored = np.asarray(chunks_scored)
     frac = np.asarray(viral_fraction, dtype=float)
     return np.select(
-        [chunks_scored == 0, chunks_scored < min_windows, frac >= min_viral_fraction],
-        ["no-frames", "too-short", "virus"],
+        [lengths < MIN_RECORD_LENGTH, chunks_scored == 0, chunks_scored < min_windows, frac >= min_viral_fraction],
+        ["too-short", "no-frames", "too-short", "virus"],
         default="non-viral",
     )
 

@@ -95,12 +95,7 @@ def read_fasta(path: str | os.PathLike, check_duplicates: bool = True) -> Iterat
                     )
                 bad = line.translate(None, _ALLOWED)
                 if bad:
-                    char = bad[:1].decode("latin-1")
-                    rid = _header_id(p, header, header_line)
-                    raise InputError(
-                        f"{p}: record '{rid}' (line {lineno}): character {char!r} is not an "
-                        "IUPAC nucleotide code (allowed: ACGTURYSWKMBDHVN, any case)"
-                    )
+                    raise bad_character(p, header, header_line, lineno, bad)
                 parts.append(line)
         except (zlib.error, gzip.BadGzipFile) as exc:
             raise InputError(f"{p}: corrupt gzip file: cannot read past line {lineno} ({exc})") from None
@@ -113,15 +108,46 @@ def read_fasta(path: str | os.PathLike, check_duplicates: bool = True) -> Iterat
         raise InputError(f"{p}: empty file: no FASTA records")
 
 
-def _header_id(path: Path, header: bytes, line: int) -> str:
+# Shared by the FASTA and FASTQ readers (virnucflow.reads): IDs, checks, records.
+
+
+def header_id(path: Path, header: bytes, line: int) -> str:
+    """The record ID: the first word of a ``>`` (FASTA) or ``@`` (FASTQ) header."""
     try:
         title = header[1:].decode("utf-8").rstrip()
     except UnicodeDecodeError:
         raise InputError(f"{path}: line {line}: header is not valid UTF-8 text") from None
     words = title.split(None, 1)
     if not words:
-        raise InputError(f"{path}: line {line}: record header '>' has no sequence ID")
+        raise InputError(f"{path}: line {line}: record header {header[:1].decode('latin-1')!r} has no sequence ID")
     return words[0]
+
+
+def bad_character(path: Path, header: bytes, header_line: int, line: int, bad: bytes) -> InputError:
+    """The error for a sequence line holding ``bad`` (its non-IUPAC characters)."""
+    rid = header_id(path, header, header_line)
+    return InputError(
+        f"{path}: record '{rid}' (line {line}): character {bad[:1].decode('latin-1')!r} is not an "
+        "IUPAC nucleotide code (allowed: ACGTURYSWKMBDHVN, any case)"
+    )
+
+
+def check_unique(path: Path, rid: str, line: int, seen: dict[str, int]) -> None:
+    """Refuse a record ID seen before in this file (``seen``: ID -> header line)."""
+    first = seen.get(rid)
+    if first is not None:
+        raise InputError(
+            f"{path}: duplicate sequence ID '{rid}' (lines {first} and {line}); "
+            "IDs must be unique within a sample"
+        )
+    seen[rid] = line
+
+
+def make_record(path: Path, rid: str, header: bytes, line: int, seq: bytes) -> FastaRecord:
+    """A record from its header and its sequence (whitespace removed), refusing an empty sequence."""
+    if not seq:
+        raise InputError(f"{path}: record '{rid}' (line {line}) has no sequence")
+    return FastaRecord(rid, header[1:].decode("utf-8").rstrip(), seq.decode("ascii"), line)
 
 
 def _make_record(
@@ -132,16 +158,7 @@ def _make_record(
     seen: dict[str, int],
     check_duplicates: bool,
 ) -> FastaRecord:
-    rid = _header_id(path, header, line)
+    rid = header_id(path, header, line)
     if check_duplicates:
-        first = seen.get(rid)
-        if first is not None:
-            raise InputError(
-                f"{path}: duplicate sequence ID '{rid}' (lines {first} and {line}); "
-                "IDs must be unique within a sample"
-            )
-        seen[rid] = line
-    seq = b"".join(parts)
-    if not seq:
-        raise InputError(f"{path}: record '{rid}' (line {line}) has no sequence")
-    return FastaRecord(rid, header[1:].decode("utf-8").rstrip(), seq.decode("ascii"), line)
+        check_unique(path, rid, line, seen)
+    return make_record(path, rid, header, line, b"".join(parts))

@@ -61,20 +61,6 @@ def highest_scores(predictions: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"Modified_ID": is_virus.index.astype(str), "Is_Virus": is_virus.to_numpy(dtype=bool)})
 
 
-#: Input records shorter than this many bases (three codons) get the call ``too-short``
-#: in ``summary.tsv``: too little sequence to call, whatever their frames score.
-MIN_RECORD_LENGTH = 9
-
-
-def too_short(records: pd.DataFrame) -> pd.Series:
-    """Records (rows of ``records.tsv``) that are not called: ``length < MIN_RECORD_LENGTH``.
-
-    Their frames are still scored and written to the per-frame and per-window
-    outputs, exactly as the original does; only the summary's call changes.
-    """
-    return records["length"] < MIN_RECORD_LENGTH
-
-
 def record_of_chunk(chunk_id: str) -> str:
     """Input record ID of a window ID ``{record}_chunk_{k}`` (the record may contain '_chunk_')."""
     return chunk_id.rsplit("_chunk_", 1)[0]
@@ -91,10 +77,10 @@ def summarise(
 
     ``call`` is decided by :func:`virnucflow.calling.call_sequences` (by
     default ``virus`` when at least half of the sequence's scored windows are
-    viral by the original's per-window rule, ``non-viral`` otherwise, and
-    ``no-frames`` when no frame of any window passed the ORF filter).
-    Records shorter than :data:`MIN_RECORD_LENGTH` are ``too-short`` whatever
-    their windows say (see :func:`too_short`). ``max_viral_score`` is the highest per-frame viral score (score2). For
+    viral by the original's per-window rule, ``non-viral`` otherwise,
+    ``no-frames`` when no frame of any window passed the ORF filter, and
+    ``too-short`` for records shorter than 9 bp whatever their windows say).
+    ``max_viral_score`` is the highest per-frame viral score (score2). For
     paired reads (records with a ``pair`` column) ``pair_call`` says whether
     both, one or neither mate of the pair is called viral.
     """
@@ -113,8 +99,7 @@ def summarise(
     frac = out["viral_chunks"] / out["chunks_scored"].where(out["chunks_scored"] > 0)
     out["viral_chunk_fraction"] = frac.round(4)
     out["max_viral_score"] = out["max_viral_score"].astype(float).round(6)
-    out["call"] = call_sequences(out["chunks_scored"], frac, min_viral_fraction, min_windows)
-    out.loc[too_short(out).to_numpy(), "call"] = "too-short"
+    out["call"] = call_sequences(out["length"], out["chunks_scored"], frac, min_viral_fraction, min_windows)
     if "pair" in out.columns:
         out["pair_call"] = pair_calls(out["pair"], out["call"])
         return out[SUMMARY_COLUMNS + ["pair", "pair_call"]]
@@ -137,6 +122,7 @@ def predict_sample(
 
     import torch
 
+    from .calling import MIN_RECORD_LENGTH
     from .classifier import classify, load_classifier
     from .features import read_h5
 

@@ -1,6 +1,8 @@
 """Progress lines of long embedding jobs, and reading them back (``virnucflow status``).
 
-An embedding job logs, at most every :data:`EVERY_S` seconds (30),
+An embedding job logs, at most every :data:`EVERY_S` seconds (30; for tests
+and debugging only, the environment variable ``VIRNUCFLOW_PROGRESS_EVERY_S``
+sets it, e.g. ``0.5``, in every job Snakemake starts from that environment),
 
     progress esm2 results/s1/shards/2-of-4.tsv: 12000/50000 sequences (24.0%), 95000 tokens/s, ETA 0:06:10
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -21,7 +24,23 @@ from dataclasses import dataclass
 import torch
 
 log = logging.getLogger("virnucflow")
-EVERY_S = 30.0  # seconds between progress lines
+ENV_EVERY_S = "VIRNUCFLOW_PROGRESS_EVERY_S"  # test/debug only: seconds between progress lines
+
+
+def _every_s() -> float:
+    value = os.environ.get(ENV_EVERY_S, "").strip()
+    if not value:
+        return 30.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise ValueError(f"{ENV_EVERY_S}={value!r}: expected a number of seconds >= 0")
+    return seconds
+
+
+EVERY_S = _every_s()  # seconds between progress lines
 LINE = re.compile(
     r"progress (?P<model>\S+) (?P<label>.*?): (?P<done>\d+)/(?P<total>\d+) sequences \((?P<pct>[\d.]+)%\), "
     r"(?P<rate>\d+) tokens/s, ETA (?P<eta>\S+)"

@@ -24,7 +24,17 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import InputError
-from .fasta import _ALLOWED, _DROPPED, FastaRecord, open_maybe_gzip, read_fasta
+from .fasta import (
+    _ALLOWED,
+    _DROPPED,
+    FastaRecord,
+    header_id,
+    bad_character,
+    check_unique,
+    make_record,
+    open_maybe_gzip,
+    read_fasta,
+)
 
 MATE_SUFFIXES = ("/1", "/2")
 
@@ -78,7 +88,7 @@ def read_fastq(path: str | os.PathLike, check_duplicates: bool = True) -> Iterat
                         f"{p}: not a FASTQ record at line {lineno}: expected a '@' header, "
                         f"found {header[:20]!r}"
                     )
-                rid = _read_id(p, header, start)
+                rid = header_id(p, header, start)
                 seq = next(lines, None)
                 plus = next(lines, None) if seq is not None else None
                 qual = next(lines, None) if plus is not None else None
@@ -101,35 +111,15 @@ def read_fastq(path: str | os.PathLike, check_duplicates: bool = True) -> Iterat
                     raise InputError(f"{p}: record '{rid}' (line {start}) has no sequence")
                 bad = seq.translate(None, _ALLOWED)
                 if bad:
-                    char = bad[:1].decode("latin-1")
-                    raise InputError(
-                        f"{p}: record '{rid}' (line {start + 1}): character {char!r} is not an "
-                        "IUPAC nucleotide code (allowed: ACGTURYSWKMBDHVN, any case)"
-                    )
+                    raise bad_character(p, header, start, start + 1, bad)
                 if check_duplicates:
-                    first = seen.get(rid)
-                    if first is not None:
-                        raise InputError(
-                            f"{p}: duplicate sequence ID '{rid}' (lines {first} and {start}); "
-                            "IDs must be unique within a sample"
-                        )
-                    seen[rid] = start
+                    check_unique(p, rid, start, seen)
                 n += 1
-                yield FastaRecord(rid, header[1:].decode("utf-8").rstrip(), seq.decode("ascii"), start)
+                yield make_record(p, rid, header, start, seq)
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
             raise InputError(f"{p}: cannot read file past line {lineno} ({exc})") from None
     if n == 0:
         raise InputError(f"{p}: empty file: no FASTQ records")
-
-
-def _read_id(path: Path, header: bytes, line: int) -> str:
-    try:
-        words = header[1:].decode("utf-8").split(None, 1)
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: line {line}: header is not valid UTF-8 text") from None
-    if not words:
-        raise InputError(f"{path}: line {line}: record header '@' has no sequence ID")
-    return words[0]
 
 
 def pair_id(read_id: str) -> str:

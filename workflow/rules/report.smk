@@ -1,5 +1,5 @@
 # Figures and tables for `snakemake --report`: per sample (calls, scores,
-# lengths, windows) and per run (embedding jobs, wall time per rule).
+# lengths, windows) and per run (inputs, embedding jobs, time per rule).
 
 
 rule report_sample:
@@ -25,8 +25,16 @@ rule report_sample:
 rule report_run:
     input:
         embeddings=all_embedding_files(),
+        records=expand("results/{sample}/preprocess/records.tsv", sample=SAMPLES),
+        sources=expand("results/{sample}/preprocess/input.json", sample=SAMPLES),
         done=expand("results/{sample}/windows.bed", sample=SAMPLES),
     output:
+        inputs=report(
+            "results/run/inputs.tsv",
+            caption="../report/inputs.rst",
+            category="Run",
+            labels={"table": "inputs per sample"},
+        ),
         jobs=report(
             "results/run/embedding_jobs.tsv",
             caption="../report/embedding_jobs.rst",
@@ -39,10 +47,17 @@ rule report_run:
             category="Run",
             labels={"figure": "wall time per rule"},
         ),
+        times_tsv=report(
+            "results/run/rule_times.tsv",
+            caption="../report/rule_times_table.rst",
+            category="Run",
+            labels={"table": "time per rule"},
+        ),
     log:
         "logs/report_run.log",
     params:
         benchmarks="logs/benchmarks",
+        inputs={name: [s.fasta] + ([s.mate2] if s.mate2 else []) for name, s in SAMPLES.items()},
     conda:
         ENV
     script:

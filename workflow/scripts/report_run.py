@@ -1,6 +1,12 @@
-"""Rule report_run: embedding jobs table and wall time per rule (virnucflow.report)."""
+"""Rule report_run: inputs, embedding jobs and time per rule (virnucflow.report)."""
 from virnucflow.report import run_tables
 from virnucflow.step import rule_step
 
 with rule_step(snakemake):
-    run_tables(snakemake.input.embeddings, snakemake.params.benchmarks, snakemake.output.jobs, snakemake.output.times)
+    inputs = snakemake.params.inputs
+    samples = list(inputs)
+    run_tables(
+        snakemake.input.embeddings, snakemake.params.benchmarks, snakemake.output.jobs, snakemake.output.times,
+        times_tsv=snakemake.output.times_tsv, inputs_tsv=snakemake.output.inputs, inputs=inputs,
+        records_tsvs=dict(zip(samples, snakemake.input.records)), sources=dict(zip(samples, snakemake.input.sources)),
+    )
