@@ -1,0 +1,193 @@
+"""The whole workflow on one GPU: wall time, NVML utilisation over the run, time per rule.
+
+Full-size random-weight models in the real formats (ESM-2 3B fair-esm file,
+DNABERT-S Hugging Face directory, a VirNucPro-format classifier; built once,
+as ``fp32_compare_gpu.py`` builds them) and synthetic read sets of mixed
+lengths (300-1,200 bp): half fragments of the lambda phage genome
+(``../shared/demo``, both strands), half host-like random DNA (GC 50%). Each
+run is ``snakemake --cores 16 --resources gpu=1`` in a fresh working
+directory, with the workflow of ``--workflow`` (another checkout, for a
+before/after comparison) and its default config unless ``--config`` adds
+keys. NVML utilisation is sampled every 50 ms from the start of Snakemake to
+its end. The original VirNucPro's time for the same work is projected from the
+tokens embedded and the original's measured tokens/s (``--original-esm2``,
+``--original-dnabert``: ``embed_throughput.py``'s "original" rows).
+
+    python benchmarks/workflow_gpu.py --reads 20000,200000 --label after
+    python benchmarks/workflow_gpu.py --reads 20000 --label before --workflow /path/to/old/checkout
+    python benchmarks/workflow_gpu.py --table benchmarks/results/workflow_*.json   # the table of all runs
+
+Writes ``<out>/workflow_<gpu>_<label>_<reads>.json`` per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SHARED = Path(os.environ.get("VIRNUCFLOW_SHARED", REPO.parent / "shared"))
+LAMBDA = SHARED / "demo" / "lambda_phage_NC_001416.fasta.gz"
+
+
+def read_set(path: Path, n: int, seed: int) -> None:
+    """``n`` reads of 300-1,200 bp: lambda fragments (either strand) and host-like random DNA."""
+    genome = "".join(line.strip() for line in gzip.open(LAMBDA, "rt") if not line.startswith(">"))
+    comp = str.maketrans("ACGT", "TGCA")
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as out:
+        for i in range(n):
+            length = int(rng.integers(300, 1201))
+            if i % 2 == 0:
+                start = int(rng.integers(0, len(genome) - length))
+                seq = genome[start:start + length]
+                if rng.random() < 0.5:
+                    seq = seq.translate(comp)[::-1]
+                name = f"phage_{i}"
+            else:
+                seq = "".join(rng.choice(list("ACGT"), length))
+                name = f"host_{i}"
+            out.write(f">{name}\n{seq}\n")
+
+
+def rule_times(work: Path) -> dict[str, dict[str, float]]:
+    """Per rule: jobs, summed wall seconds and the longest job, from the ``benchmark:`` files."""
+    out: dict[str, dict[str, float]] = defaultdict(lambda: {"jobs": 0, "seconds": 0.0, "longest": 0.0})
+    for tsv in (work / "logs" / "benchmarks").rglob("*.tsv"):
+        rel = tsv.relative_to(work / "logs" / "benchmarks").parts
+        # {sample}/{rule}/{shard}.tsv, {sample}/{rule}.tsv, models/{model}.tsv (check_model)
+        rule = "check_model" if rel[0] == "models" else rel[1] if len(rel) > 2 else tsv.stem
+        lines = tsv.read_text().splitlines()
+        if len(lines) < 2:
+            continue
+        s = float(lines[1].split("\t")[0])
+        row = out[rule]
+        row["jobs"] += 1
+        row["seconds"] += s
+        row["longest"] = max(row["longest"], s)
+    return dict(out)
+
+
+def embedded_tokens(work: Path) -> dict[str, int]:
+    """Tokens each model would run without deduplication (the original has none; from the
+    embedding files' stats), summed over shards."""
+    from virnucflow.features import read_h5
+
+    tokens: dict[str, int] = defaultdict(int)
+    for h5 in (work / "results").glob("*/embeddings/*/*.h5"):
+        tokens[h5.parent.name] += int(json.loads(read_h5(h5).attrs["stats"])["tokens_if_no_dedup"])
+    return dict(tokens)
+
+
+def run_one(args, models: dict, reads: int) -> dict:
+    import contextlib
+
+    import torch
+
+    work = Path(args.workdir) / f"{args.label}_{reads}"
+    subprocess.run(["rm", "-rf", str(work)], check=True)
+    work.mkdir(parents=True)
+    read_set(work / "reads.fa", reads, seed=reads)
+    (work / "samples.tsv").write_text(f"sample\tfasta\nreads\t{work / 'reads.fa'}\n")
+    config = {"samples": str(work / "samples.tsv"), "chunk_length": 500,
+              "models": {**models, "download": False, "classifier_chunk_length": 500}}
+    (work / "config.yaml").write_text(json.dumps(config))
+    workflow = Path(args.workflow).resolve()
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(workflow / "Snakefile"), "-d", str(work), "--configfile",
+           str(work / "config.yaml"), "--cores", "16", "--resources", "gpu=1"]
+    if args.config:
+        cmd += ["--config", *args.config]
+    env = {**os.environ, "PYTHONPATH": f"{workflow}:{os.environ.get('PYTHONPATH', '')}"}
+    if torch.cuda.is_available():
+        from benchmarks.gpu_util import UtilizationSampler
+
+        sampling = UtilizationSampler()
+    else:
+        sampling = contextlib.nullcontext()
+    with sampling as sampler:
+        t0 = time.monotonic()
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        t1 = time.monotonic()
+    if res.returncode != 0:
+        sys.stderr.write(res.stderr[-5000:])
+        raise SystemExit(f"snakemake failed for {args.label} {reads}")
+    util = sampler.mean(t0, t1) if sampler is not None else float("nan")
+    frames = sum(1 for line in open(work / "results" / "reads" / "preprocess" / "identified_protein.faa")
+                 if line.startswith(">"))
+    tokens = embedded_tokens(work)
+    original_s = tokens.get("esm2", 0) / args.original_esm2 + tokens.get("dnabert_s", 0) / args.original_dnabert
+    wall = t1 - t0
+    row = dict(label=args.label, gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", reads=reads, frames=frames, tokens=tokens,
+               wall_s=round(wall, 1), gpu_util_mean=round(util, 3), wall_s_per_100k_reads=round(wall * 1e5 / reads, 1),
+               original_projected_s=round(original_s, 1), speedup_vs_original=round(original_s / wall, 2),
+               config=args.config, workflow=str(workflow), rules=rule_times(work),
+               embedding_shards=len(list((work / "results" / "reads" / "embeddings" / "esm2").glob("*.h5"))))
+    print(json.dumps(row, indent=1), flush=True)
+    return row
+
+
+def table(paths: list[str]) -> str:
+    rows = [json.loads(Path(p).read_text()) for p in paths]
+    rows.sort(key=lambda r: (r["reads"], r["label"]))
+    lines = [f"# The whole workflow on one GPU ({rows[0]['gpu'] if rows else ''})", "",
+             "`benchmarks/workflow_gpu.py`: full-size random-weight models in the real formats, synthetic reads of "
+             "300-1,200 bp (half lambda fragments, half host-like), `snakemake --cores 16 --resources gpu=1`, "
+             "NVML utilisation sampled every 50 ms over the whole Snakemake run. Original: projected from the tokens "
+             "embedded at the original's measured tokens/s.", "",
+             "| run | reads | frames | shards | wall s | GPU util | s per 100k reads | original (projected) s | x original |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['label']} | {r['reads']:,} | {r['frames']:,} | {r['embedding_shards']} | {r['wall_s']} | "
+                     f"{100 * r['gpu_util_mean']:.0f}% | {r['wall_s_per_100k_reads']} | {r['original_projected_s']:,} | "
+                     f"{r['speedup_vs_original']} |")
+    lines += ["", "Per rule (jobs, summed seconds, longest job) from the `benchmark:` files:", ""]
+    for r in rows:
+        rules = ", ".join(f"{k} {v['jobs']}x {v['seconds']:.1f} s (max {v['longest']:.1f})"
+                          for k, v in sorted(r["rules"].items(), key=lambda kv: -kv[1]["seconds"]))
+        lines.append(f"- {r['label']} {r['reads']:,}: {rules}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--reads", default="20000,200000")
+    p.add_argument("--label", default="after")
+    p.add_argument("--workflow", default=str(REPO), help="checkout whose Snakefile runs (default: this one)")
+    p.add_argument("--config", nargs="*", default=[], help="extra --config KEY=VALUE for snakemake")
+    p.add_argument("--workdir", default="/tmp/virnucflow_workflow_bench")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--original-esm2", type=float, default=6101.0, help="original VirNucPro ESM-2 tokens/s (H200)")
+    p.add_argument("--original-dnabert", type=float, default=12933.0, help="original DNABERT-S tokens/s (H100)")
+    p.add_argument("--table", nargs="*", help="print the table of these result files and exit")
+    p.add_argument("--tiny", action="store_true", help="small models: a smoke test of this script (CPU ok)")
+    args = p.parse_args()
+    if args.table is not None:
+        print(table(args.table))
+        return
+    from benchmarks.fp32_compare_gpu import build_models
+
+    import torch
+
+    Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    models = build_models(Path(args.workdir) / ("tiny" if args.tiny else "full"), args.tiny)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    gpu = next((k for k in ("H200", "H100", "A100", "L40S") if k in name), name.replace(" ", "_"))
+    for n in map(int, args.reads.split(",")):
+        row = run_one(args, models, n)
+        (out / f"workflow_{gpu}_{args.label}_{n}.json").write_text(json.dumps(row, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
