@@ -16,6 +16,9 @@ rule report_sample:
         "logs/{sample}/report_sample.log",
     benchmark:
         "logs/benchmarks/{sample}/report_sample.tsv"
+    threads: rule_threads(config, "report_sample")
+    resources:
+        **rule_resources(config, "report_sample"),
     conda:
         ENV
     script:
@@ -43,6 +46,9 @@ rule report_run:
         "logs/report_run.log",
     params:
         benchmarks="logs/benchmarks",
+    threads: rule_threads(config, "report_run")
+    resources:
+        **rule_resources(config, "report_run"),
     conda:
         ENV
     script:
