@@ -202,10 +202,11 @@ def test_set_resources_changes_only_that_value(slurm_run, cluster):
     by_rule = {}
     for j in jobs:
         by_rule.setdefault(_rule(j["Comment"]), set()).add((j["ReqMem"], j["Timelimit"]))
-    # config/demo.yaml: embeddings 2000 MB and 10 min, the other steps 1000 MB and 10 min
-    assert by_rule["embed_esm2"] == {(f"{ESM2_MEM_MB}M", "00:10:00")}
+    # config/demo.yaml: embeddings 2000 MB and runtime auto (the demo's tiny shards: the floors,
+    # 15 and 10 min), the other steps 1000 MB and 10 min
+    assert by_rule["embed_esm2"] == {(f"{ESM2_MEM_MB}M", "00:15:00")}
     assert by_rule["embed_dnabert_s"] == {("2000M", "00:10:00")}
-    assert by_rule["preprocess"] == by_rule["merge"] == {("1000M", "00:10:00")}
+    assert by_rule["preprocess"] == by_rule["merge"] == by_rule["report_run"] == {("1000M", "00:10:00")}
     gpus = {_rule(j["Comment"]): "gres/gpu=1" in j["AllocTRES"] for j in jobs}
     assert gpus["embed_esm2"] == gpus["embed_dnabert_s"] == (cluster["SLURM_TEST_GPUS"] != "0")
     assert not gpus["preprocess"] and not gpus["merge"]
@@ -247,7 +248,11 @@ def test_a_cancelled_embedding_job_is_retried_and_the_run_completes(tmp_path, cl
     jobs = _wait_for_sacct(wd, LAMBDA_JOBS + 1)  # and the cancelled job's retry
     states = {j["JobID"]: j["State"] for j in jobs}
     assert states[cancelled[0]].startswith("CANCELLED")
-    assert [j["State"] for j in jobs if j["Comment"] == cancelled[1] and j["JobID"] != cancelled[0]] == ["COMPLETED"]
+    retry = [j for j in jobs if j["Comment"] == cancelled[1] and j["JobID"] != cancelled[0]]
+    assert [j["State"] for j in retry] == ["COMPLETED"]
+    # runtime auto scales with the attempt: the floor, 15 min, then 30
+    assert [j["Timelimit"] for j in jobs if j["JobID"] == cancelled[0]] + [j["Timelimit"] for j in retry] == [
+        "00:15:00", "00:30:00"]
     local = _results(local_run)
     assert _results(wd) == {k: v for k, v in local.items() if "demo_controls" not in k}
 
@@ -263,4 +268,5 @@ def test_a_failing_embedding_job_is_retried_then_reported(tmp_path, cluster, hom
     assert "device 'cuda' requested but no CUDA GPU is visible" in res.stdout + res.stderr
     attempts = [j for j in _wait_for_sacct(wd, 3) if _rule(j["Comment"]) == "embed_esm2"]
     assert [j["State"] for j in attempts] == ["FAILED"] * 3  # retries: 2 in the profile
+    assert sorted(j["Timelimit"] for j in attempts) == ["00:15:00", "00:30:00", "00:45:00"]  # runtime auto x attempt
     assert not (wd / target).exists()

@@ -137,3 +137,27 @@ def test_config_readme_documents_every_key_with_the_schemas_default():
     for key, value in walk("", schema_defaults()):
         shown = json.dumps(value) if not isinstance(value, str) else value
         assert f"| `{key}` | `{shown}` |" in text, key
+
+
+def test_every_job_rule_declares_threads_and_resources_from_the_schema():
+    """A rule that runs (script:) is either a local rule or declares threads and resources from
+    ``resources.<its name>``; every ``resources`` key of the schema is such a rule."""
+    declared, local = set(), set()
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        text = smk.read_text()
+        for block in re.split(r"\n(?=[ \t]*rule\b)", text)[1:]:
+            named = re.match(r"\s*rule (\w+):", block) or re.search(r'name:\s*f"([\w{}]+)"', block)
+            name = named.group(1).replace("{_model}", "{model}")
+            if "script:" not in block and "shell:" not in block:
+                continue
+            if "localrule: True" in block:
+                local.add(name)
+                continue
+            key = name.replace("{model}", "{_model}")
+            want = (f'rule_threads(config, "{name}")', f'**rule_resources(config, "{name}")') if "{" not in name \
+                else (f'rule_threads(config, f"{key}")', f'**rule_resources(config, f"{key}")')
+            assert all(w in block for w in want), (smk.name, name)
+            declared.add(name)
+    rules = {r.replace("{model}", m) for r in declared for m in ("esm2", "dnabert_s")}
+    assert set(schema_defaults()["resources"]) == rules
+    assert local == {"build_demo_models", "check_model", "models_manifest"}

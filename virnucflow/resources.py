@@ -5,14 +5,96 @@ declare them (``threads:`` and ``resources:``), so Snakemake composes them with
 a site profile's ``default-resources`` (which fill only keys a rule leaves
 out) and a command-line ``--set-resources RULE:KEY=VALUE`` (which replaces only
 that key) instead of one profile's ``set-resources`` block replacing another's.
+
+``runtime: auto`` (the default of the embedding rules) derives a job's time
+limit from its work: the tokens of its shard for that model, the model's
+measured H100 throughput, its start-up time, a safety factor for slower GPUs,
+a floor, and Snakemake's ``attempt`` (a retried job gets twice, three times the
+limit). A number in the config, or ``--set-resources RULE:runtime=N``, is used
+as given.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import functools
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 # Resources that only mean something with a GPU: dropped when the embedding runs on CPUs.
 GPU_ONLY = ("gpu_model", "cpus_per_gpu", "gres", "tasks_per_gpu")
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """How long one model's embedding job takes on a GPU."""
+
+    model: str  # the shard column's tokens it reads: esm2 (protein) or dnabert_s (nucleotide)
+    tokens_per_s: float  # measured on an H100, FP16 packed (README "How the embedding is fast")
+    startup_s: float  # Python, imports, model load (ESM-2 3B: a 5.7 GB checkpoint), kernel warm-up
+    floor_min: int  # never ask for less (queue, file system and start-up variance)
+
+
+THROUGHPUT = {
+    "embed_esm2": Throughput("esm2", 95_000, 180, 15),
+    "embed_dnabert_s": Throughput("dnabert_s", 1_500_000, 60, 10),
+}
+SAFETY = 4  # a slower GPU (an A100 is about half an H100, older ones less), a shared node, FP32 recomputes
+
+
+def frame_tokens(model: str, nucleotide_length: int, protein_length: int) -> int:
+    """Tokens of one frame: ESM-2 residues + <cls> + <eos>; DNABERT-S BPE pieces (~4 bases each) + [CLS] + [SEP].
+
+    The same estimate as the shard balancing (``virnucflow.shard.frame_cost`` is their sum).
+    """
+    if model == "esm2":
+        return protein_length + 2
+    if model == "dnabert_s":
+        return -(-nucleotide_length // 4) + 2
+    raise ValueError(f"no token count for model {model!r}")
+
+
+@functools.lru_cache(maxsize=256)
+def _shard_tokens(path: str, model: str, size: int, mtime_ns: int) -> int:
+    total = 0
+    with open(path) as fh:
+        next(fh, None)  # header: index id nucleotide protein
+        for line in fh:
+            _, _, nucleotide, protein = line.rstrip("\n").split("\t")
+            total += frame_tokens(model, len(nucleotide), len(protein))
+    return total
+
+
+def shard_tokens(path: str | os.PathLike, model: str) -> int:
+    """Tokens of a shard file (TSV ``index id nucleotide protein``) for one model; read once per file version."""
+    st = os.stat(path)
+    return _shard_tokens(os.fspath(path), model, st.st_size, st.st_mtime_ns)
+
+
+def embed_runtime(rule: str, tokens: int, attempt: int = 1) -> int:
+    """Time limit in minutes of an embedding job of ``tokens`` tokens, on its ``attempt``-th try.
+
+    ``ceil((startup + SAFETY * tokens / tokens_per_s) / 60)``, at least the floor, times ``attempt``.
+    """
+    t = THROUGHPUT[rule]
+    minutes = math.ceil((t.startup_s + SAFETY * tokens / t.tokens_per_s) / 60)
+    return max(t.floor_min, minutes) * max(1, int(attempt))
+
+
+def auto_runtime(rule: str) -> Callable[..., int]:
+    """A Snakemake resource callable: the rule's ``runtime`` from its input ``shard`` and the attempt.
+
+    Before the shard exists (dry runs, DAG building) Snakemake shows it as <TBD>
+    and evaluates it again when the job is submitted.
+    """
+    model = THROUGHPUT[rule].model
+
+    def runtime(wildcards, input, attempt):
+        return embed_runtime(rule, shard_tokens(input.shard, model), attempt)
+
+    runtime.__name__ = f"{rule}_runtime"
+    return runtime
 
 
 def rule_threads(config: Mapping[str, Any], rule: str) -> int:
@@ -23,10 +105,16 @@ def rule_threads(config: Mapping[str, Any], rule: str) -> int:
 def rule_resources(config: Mapping[str, Any], rule: str) -> dict[str, Any]:
     """One rule's ``resources:`` (all of ``resources.<rule>`` but ``cpus``, which are its threads).
 
-    With ``embedding.device: cpu`` a GPU rule asks for no GPU (``gpu=0``: no
-    ``--gpus``, no gres) and none of the GPU-only keys, so it runs on any node.
+    ``runtime: auto`` becomes a callable (``auto_runtime``): only the embedding
+    rules have one. With ``embedding.device: cpu`` a GPU rule asks for no GPU
+    (``gpu=0``: no ``--gpus``, no gres) and none of the GPU-only keys, so it
+    runs on any node.
     """
     spec = {k: v for k, v in config["resources"][rule].items() if k != "cpus"}
+    if spec.get("runtime") == "auto":
+        if rule not in THROUGHPUT:
+            raise ValueError(f"resources.{rule}.runtime: auto is only for {', '.join(THROUGHPUT)}; give minutes")
+        spec["runtime"] = auto_runtime(rule)
     if "gpu" in spec and config["embedding"]["device"] == "cpu":
         spec["gpu"] = 0
         for key in GPU_ONLY:

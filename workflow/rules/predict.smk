@@ -86,6 +86,9 @@ rule windows:
         "logs/benchmarks/{sample}/windows.tsv"
     params:
         chunk_length=config["chunk_length"],
+    threads: rule_threads(config, "windows")
+    resources:
+        **rule_resources(config, "windows"),
     conda:
         ENV
     message:

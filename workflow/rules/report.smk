@@ -16,6 +16,9 @@ rule report_sample:
         "logs/{sample}/report_sample.log",
     benchmark:
         "logs/benchmarks/{sample}/report_sample.tsv"
+    threads: rule_threads(config, "report_sample")
+    resources:
+        **rule_resources(config, "report_sample"),
     conda:
         ENV
     script:
@@ -58,6 +61,9 @@ rule report_run:
     params:
         benchmarks="logs/benchmarks",
         inputs={name: [s.fasta] + ([s.mate2] if s.mate2 else []) for name, s in SAMPLES.items()},
+    threads: rule_threads(config, "report_run")
+    resources:
+        **rule_resources(config, "report_run"),
     conda:
         ENV
     script:
