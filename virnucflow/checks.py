@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from .atomic import atomic_outputs
-from .errors import ModelFileError, VirNucFlowError
+from .errors import VirNucFlowError
 
 
 log = logging.getLogger("virnucflow")
@@ -92,20 +92,12 @@ def check_model(kind: str, spec: str, out: str | os.PathLike | None, allow_downl
     ``others`` (for the classifier): manifests of ``esm2`` and ``dnabert_s``,
     whose widths must add up to the classifier's input width.
     """
-    from .models.acquire import describe_classifier, describe_dnabert_s, describe_esm2, resolve
+    from .models.acquire import check_classifier_width, describe_model
 
-    describe = {"esm2": describe_esm2, "dnabert_s": describe_dnabert_s, "classifier": describe_classifier}[kind]
-    r = resolve(kind, str(spec), allow_download)
-    entry = {"spec": r.spec, "path": str(r.path), **describe(r.path)}
+    entry = describe_model(kind, spec, allow_download)
     if others:
         dims = {k: json.loads(Path(p).read_text())[k]["dim"] for k, p in others.items()}
-        width = dims["dnabert_s"] + dims["esm2"]
-        if entry["dim"] != width:
-            raise ModelFileError(
-                f"{entry['path']}: the classifier takes {entry['dim']} features but DNABERT-S ({dims['dnabert_s']}) "
-                f"+ ESM-2 ({dims['esm2']}) give {width}; VirNucPro's classifiers need the published DNABERT-S (768) "
-                "and ESM-2 3B (2560)"
-            )
+        check_classifier_width(entry, dims["dnabert_s"], dims["esm2"])
     if out is not None:
         with atomic_outputs([out]) as (tmp,):
             Path(tmp).write_text(json.dumps({kind: entry}, indent=2, sort_keys=True) + "\n")

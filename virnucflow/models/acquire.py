@@ -178,20 +178,29 @@ def describe_classifier(path: Path) -> dict:
             "description": f"VirNucPro MLP {meta['input_dim']} -> {meta['hidden_dim']} -> 2"}
 
 
+def describe_model(kind: str, spec: object, allow_download: bool) -> dict:
+    """One model's manifest entry: its spec, the resolved path and what the file holds."""
+    describe = {"esm2": describe_esm2, "dnabert_s": describe_dnabert_s, "classifier": describe_classifier}[kind]
+    r = resolve(kind, str(spec), allow_download)
+    return {"spec": r.spec, "path": str(r.path), **describe(r.path)}
+
+
+def check_classifier_width(classifier: Mapping, dnabert_s_dim: int, esm2_dim: int) -> None:
+    """The classifier's input width must be DNABERT-S's plus ESM-2's."""
+    width = dnabert_s_dim + esm2_dim
+    if classifier["dim"] != width:
+        raise ModelFileError(
+            f"{classifier['path']}: the classifier takes {classifier['dim']} features but DNABERT-S ({dnabert_s_dim}) "
+            f"+ ESM-2 ({esm2_dim}) give {width}; VirNucPro's classifiers need the published DNABERT-S (768) "
+            "and ESM-2 3B (2560)"
+        )
+
+
 def check_models(models: Mapping[str, object], out: str | os.PathLike | None) -> dict:
     """Resolve and validate the three models of the config's ``models`` section; write the manifest to ``out``."""
     allow_download = bool(models.get("download", True))
-    manifest = {}
-    for kind, describe in (("esm2", describe_esm2), ("dnabert_s", describe_dnabert_s), ("classifier", describe_classifier)):
-        r = resolve(kind, str(models[kind]), allow_download)
-        manifest[kind] = {"spec": r.spec, "path": str(r.path), **describe(r.path)}
-    width = manifest["dnabert_s"]["dim"] + manifest["esm2"]["dim"]
-    if manifest["classifier"]["dim"] != width:
-        raise ModelFileError(
-            f"{manifest['classifier']['path']}: the classifier takes {manifest['classifier']['dim']} features but "
-            f"DNABERT-S ({manifest['dnabert_s']['dim']}) + ESM-2 ({manifest['esm2']['dim']}) give {width}; "
-            "VirNucPro's classifiers need the published DNABERT-S (768) and ESM-2 3B (2560)"
-        )
+    manifest = {kind: describe_model(kind, models[kind], allow_download) for kind in ("esm2", "dnabert_s", "classifier")}
+    check_classifier_width(manifest["classifier"], manifest["dnabert_s"]["dim"], manifest["esm2"]["dim"])
     if out is not None:
         with atomic_outputs([out]) as (tmp,):
             Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
