@@ -41,6 +41,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def sample_sheet_error(tmp_path: Path, name: str, fasta: Path) -> tuple[Path, str]:
+    """Write a one-sample sheet; return its path and the message ``read_sample_sheet`` refuses it with."""
+    from virnucflow.errors import InputError
+    from virnucflow.samples import read_sample_sheet
+
+    sheet = tmp_path / "s.tsv"
+    sheet.write_text(f"sample\tfasta\n{name}\t{fasta}\n")
+    with pytest.raises(InputError) as exc:
+        read_sample_sheet(sheet)
+    return sheet, str(exc.value)
+
+
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m virnucflow ARGS`` and capture its output."""
     return subprocess.run(

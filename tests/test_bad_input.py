@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from .conftest import run_cli
+from .conftest import run_cli, sample_sheet_error
 
 
 def _preprocess(tmp_path, fasta):
@@ -187,15 +187,9 @@ def test_read_only_output_folder(tmp_path):
 
 
 def test_directory_in_the_sample_sheet(tmp_path):
-    from virnucflow.errors import InputError
-    from virnucflow.samples import read_sample_sheet
-
     (tmp_path / "reads").mkdir()
-    sheet = tmp_path / "s.tsv"
-    sheet.write_text(f"sample\tfasta\ns1\t{tmp_path / 'reads'}\n")
-    with pytest.raises(InputError) as exc:
-        read_sample_sheet(sheet)
-    assert str(exc.value) == f"{sheet}: line 2: sample 's1': FASTA file {tmp_path / 'reads'} is a directory, not a file"
+    sheet, message = sample_sheet_error(tmp_path, "s1", tmp_path / "reads")
+    assert message == f"{sheet}: line 2: sample 's1': FASTA file {tmp_path / 'reads'} is a directory, not a file"
 
 
 def test_classifier_given_as_the_esm2_model(tmp_path):

@@ -12,13 +12,12 @@ import pandas as pd
 import pytest
 
 from virnucflow.checks import ConfigError, classifier_chunk_length
-from virnucflow.errors import InputError
 from virnucflow.predict import highest_scores, read_predictions, summarise, write_predictions
 from virnucflow.tables import write_tsv as write_table
 from virnucflow.preprocess import preprocess
 from virnucflow.samples import read_sample_sheet
 
-from .conftest import REPO
+from .conftest import REPO, sample_sheet_error
 
 LAMBDA = REPO / "resources" / "demo" / "lambda_contigs.fa"
 OUTPUTS = ["chunked.fa", "nt.fa", "aa.faa", "records.tsv"]
@@ -127,11 +126,8 @@ def test_sample_sheet_paths_with_quotes(tmp_path, monkeypatch):
 @pytest.mark.parametrize("name", [".", "..", ".hidden", "-x", "a/b"])
 def test_sample_name_not_a_plain_file_name(tmp_path, name):
     (tmp_path / "x.fa").write_text(">r\nACGT\n")
-    sheet = tmp_path / "s.tsv"
-    sheet.write_text(f"sample\tfasta\n{name}\t{tmp_path / 'x.fa'}\n")
-    with pytest.raises(InputError) as exc:
-        read_sample_sheet(sheet)
-    assert str(exc.value) == (f"{sheet}: line 2: sample name {name!r} must be a plain file name: letters, digits, "
+    sheet, message = sample_sheet_error(tmp_path, name, tmp_path / "x.fa")
+    assert message == (f"{sheet}: line 2: sample name {name!r} must be a plain file name: letters, digits, "
                               "'_', '.' and '-', starting with a letter or digit")
 
 
@@ -139,11 +135,8 @@ def test_sample_name_not_a_plain_file_name(tmp_path, name):
                                        ("benchmarks", "logs/benchmarks/")])
 def test_sample_name_reserved(tmp_path, name, what):
     (tmp_path / "x.fa").write_text(">r\nACGT\n")
-    sheet = tmp_path / "s.tsv"
-    sheet.write_text(f"sample\tfasta\n{name}\t{tmp_path / 'x.fa'}\n")
-    with pytest.raises(InputError) as exc:
-        read_sample_sheet(sheet)
-    assert str(exc.value) == f"{sheet}: line 2: sample name {name!r} is reserved (it would collide with the workflow's {what})"
+    sheet, message = sample_sheet_error(tmp_path, name, tmp_path / "x.fa")
+    assert message == f"{sheet}: line 2: sample name {name!r} is reserved (it would collide with the workflow's {what})"
 
 
 # ---------------------------------------------------------------- 5. very short records
