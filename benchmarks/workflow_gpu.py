@@ -29,7 +29,6 @@ import os
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -61,32 +60,20 @@ def read_set(path: Path, n: int, seed: int) -> None:
 
 
 def rule_times(work: Path) -> dict[str, dict[str, float]]:
-    """Per rule: jobs, summed wall seconds and the longest job, from the ``benchmark:`` files."""
-    out: dict[str, dict[str, float]] = defaultdict(lambda: {"jobs": 0, "seconds": 0.0, "longest": 0.0})
-    for tsv in (work / "logs" / "benchmarks").rglob("*.tsv"):
-        rel = tsv.relative_to(work / "logs" / "benchmarks").parts
-        # {sample}/{rule}/{shard}.tsv, {sample}/{rule}.tsv, models/{model}.tsv (check_model)
-        rule = "check_model" if rel[0] == "models" else rel[1] if len(rel) > 2 else tsv.stem
-        lines = tsv.read_text().splitlines()
-        if len(lines) < 2:
-            continue
-        s = float(lines[1].split("\t")[0])
-        row = out[rule]
-        row["jobs"] += 1
-        row["seconds"] += s
-        row["longest"] = max(row["longest"], s)
-    return dict(out)
+    """Per rule: jobs and summed wall seconds, from the ``benchmark:`` files (the report's reader)."""
+    from virnucflow.report import rule_times as report_rule_times
+
+    table = report_rule_times(work / "logs" / "benchmarks")
+    return {r.rule: {"jobs": int(r.jobs), "seconds": float(r.wall_s)} for r in table.itertuples()}
 
 
 def embedded_tokens(work: Path) -> dict[str, int]:
-    """Tokens each model would run without deduplication (the original has none; from the
-    embedding files' stats), summed over shards."""
-    from virnucflow.features import read_h5
+    """Tokens each model would run without deduplication (the original has none), summed over
+    shards, from the embedding files (the report's reader)."""
+    from virnucflow.report import embedding_jobs
 
-    tokens: dict[str, int] = defaultdict(int)
-    for h5 in (work / "results").glob("*/embeddings/*/*.h5"):
-        tokens[h5.parent.name] += int(json.loads(read_h5(h5).attrs["stats"])["tokens_if_no_dedup"])
-    return dict(tokens)
+    jobs = embedding_jobs(sorted((work / "results").glob("*/embeddings/*/*.h5")), work / "logs" / "benchmarks")
+    return {m: int(t) for m, t in jobs.groupby("model")["tokens_if_no_dedup"].sum().items()}
 
 
 def run_one(args, models: dict, reads: int) -> dict:
@@ -150,9 +137,9 @@ def table(paths: list[str]) -> str:
         lines.append(f"| {r['label']} | {r['reads']:,} | {r['frames']:,} | {r['embedding_shards']} | {r['wall_s']} | "
                      f"{100 * r['gpu_util_mean']:.0f}% | {r['wall_s_per_100k_reads']} | {r['original_projected_s']:,} | "
                      f"{r['speedup_vs_original']} |")
-    lines += ["", "Per rule (jobs, summed seconds, longest job) from the `benchmark:` files:", ""]
+    lines += ["", "Per rule (jobs, summed seconds) from the `benchmark:` files:", ""]
     for r in rows:
-        rules = ", ".join(f"{k} {v['jobs']}x {v['seconds']:.1f} s (max {v['longest']:.1f})"
+        rules = ", ".join(f"{k} {v['jobs']}x {v['seconds']:.1f} s"
                           for k, v in sorted(r["rules"].items(), key=lambda kv: -kv[1]["seconds"]))
         lines.append(f"- {r['label']} {r['reads']:,}: {rules}")
     return "\n".join(lines) + "\n"
