@@ -36,12 +36,11 @@ for s in SAMPLES.values():
 # Size, content hash and frame count (up to the shard count) of every input,
 # cached in .snakemake/virnucflow/inputs.json.
 _SHARDS = workflow.resource_settings.overwrite_scatter.get("embed", config["shards"])
-if _SHARDS == "auto":  # one shard per shard_frames frames of the largest sample, at most max_shards
-    _limit = config["shard_frames"] * config["max_shards"]
-    INPUTS = {name: input_info(s.fasta, config["chunk_length"], limit=_limit) for name, s in SAMPLES.items()}
+_AUTO = _SHARDS == "auto"  # one shard per shard_frames frames of the largest sample, at most max_shards
+_limit = config["shard_frames"] * config["max_shards"] if _AUTO else _SHARDS
+INPUTS = {name: input_info(s.fasta, config["chunk_length"], limit=_limit) for name, s in SAMPLES.items()}
+if _AUTO:
     _SHARDS = auto_shards([i and i["frames"] for i in INPUTS.values()], config["shard_frames"], config["max_shards"])
-else:
-    INPUTS = {name: input_info(s.fasta, config["chunk_length"], limit=_SHARDS) for name, s in SAMPLES.items()}
 
 
 wildcard_constraints:
