@@ -3,8 +3,9 @@
 A single-node cluster (slurmctld, slurmd, slurmdbd; fake GPUs) is started with
 ../shared/tools/slurm-test-cluster/slurm-up.sh, which apt-installs SLURM on
 Debian when needed: so this runs as root (CI) and is skipped otherwise, with
-the reason. A cluster that is already up is used and left running; one this
-module started is torn down at the end. ``VIRNUCFLOW_SLURM_TEST=0`` skips it
+the reason. A cluster that is already up (its slurmctld answers `scontrol
+ping`) is used and left running; one this module started, or restarted from a
+stale state file, is torn down at the end. ``VIRNUCFLOW_SLURM_TEST=0`` skips it
 (for parallel `make test` runs on one machine).
 """
 
@@ -64,14 +65,26 @@ def _read_env(path: Path) -> dict[str, str]:
     return out
 
 
+def _controller_up() -> bool:
+    """Whether a test cluster is recorded and its slurmctld answers (the state file outlives the daemons:
+    a rebooted or restored machine keeps /run/slurm-test/state with nothing running)."""
+    if not STATE.is_file() or shutil.which("scontrol") is None:
+        return False
+    return subprocess.run(["scontrol", "ping"], capture_output=True, timeout=60).returncode == 0
+
+
 @pytest.fixture(scope="module")
 def cluster():
-    """The test cluster's settings (slurm-test.env); started here unless one is up already."""
-    started = not STATE.is_file()
+    """The test cluster's settings (slurm-test.env); started here unless one is up and answering already.
+
+    slurm-up.sh is idempotent: with a stale state file it re-uses that WORKDIR and starts what is not running.
+    """
+    started = not _controller_up()
     if started:
         res = subprocess.run(["bash", str(TOOLS / "slurm-up.sh")], env={**os.environ, "SLURM_TEST_GPUS": "2"},
                              capture_output=True, text=True, timeout=1200)
         assert res.returncode == 0, "slurm-up.sh failed:\n" + res.stderr[-3000:]
+        assert _controller_up(), "slurm-up.sh finished but `scontrol ping` finds no controller:\n" + res.stderr[-3000:]
         workdir = Path(res.stdout.strip().splitlines()[-1])
     else:
         workdir = Path(subprocess.run(["bash", "-c", f"source {STATE} && echo $WORKDIR"], capture_output=True,
