@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from virnucflow.engine import EmbedOptions, Embedder, EmbedStats, dedup, embed_shard
+from virnucflow.engine import EmbedOptions, Embedder, EmbedStats, dedup, embed_shard, embed_shard_models
 from virnucflow.errors import ConfigError, ResourceError
 from virnucflow.models.attention import ALL_BACKENDS
 from virnucflow.models.dnabert_s import DNABERT, DNABERTConfig
@@ -151,6 +151,38 @@ def test_dedup_embeds_each_sequence_once(tmp_path, monkeypatch):
     assert np.array_equal(out[True], out[False])
     assert attrs["precision"] == "fp32" and attrs["precision_requested"] == "fp16" and attrs["attention"] == "sdpa"
     assert bool(attrs["demo_model"]) is True
+
+
+def test_one_job_embeds_both_models_as_two_jobs_would(tmp_path):
+    """embed_shard_models (rule embed: one process, the next checkpoint read on a thread) writes, per
+    model, exactly what embed_shard alone writes: vectors, ids and the non-finite table, bit for bit;
+    and each model keeps its own options (here dnabert_s padded, esm2 packed)."""
+    from virnucflow.demo import build_demo_models
+    from virnucflow.models.acquire import check_models
+    from virnucflow.shard import SHARD_HEADER
+
+    build_demo_models(tmp_path / "e.pt", tmp_path / "d", tmp_path / "c.pth")
+    check_models({"esm2": tmp_path / "e.pt", "dnabert_s": tmp_path / "d", "classifier": tmp_path / "c.pth", "download": False},
+                 tmp_path / "m.json")
+    nts, aas = mixed_frames(12, seed=9, high=150)
+    rows = [(i, f"s{i}_chunk_1F1", nts[i], aas[i]) for i in range(12)]
+    (tmp_path / "shard.tsv").write_text(SHARD_HEADER + "".join(f"{a}\t{b}\t{c}\t{d}\n" for a, b, c, d in rows))
+    opts = {"dnabert_s": EmbedOptions.defaults(device="cpu", packing=False), "esm2": EmbedOptions.defaults(device="cpu")}
+    models = {"dnabert_s": tmp_path / "m.json", "esm2": tmp_path / "m.json"}
+    stats = embed_shard_models(models, tmp_path / "shard.tsv", {m: tmp_path / f"both_{m}.h5" for m in opts}, opts,
+                               nonfinite_outs={m: tmp_path / f"both_{m}.tsv" for m in opts})
+    assert list(stats) == ["dnabert_s", "esm2"] and all(s.sequences == 12 for s in stats.values())
+    for m in opts:
+        embed_shard(m, tmp_path / "m.json", tmp_path / "shard.tsv", tmp_path / f"alone_{m}.h5", opts[m],
+                    nonfinite_out=tmp_path / f"alone_{m}.tsv")
+        with h5py.File(tmp_path / f"both_{m}.h5") as both, h5py.File(tmp_path / f"alone_{m}.h5") as alone:
+            assert np.array_equal(both["embeddings"][()], alone["embeddings"][()])
+            assert list(both["ids"][()]) == list(alone["ids"][()]) == [f"s{i}_chunk_1F1".encode() for i in range(12)]
+            assert both.attrs["model_kind"] == m and bool(both.attrs["packing"]) is (m == "esm2")
+        assert (tmp_path / f"both_{m}.tsv").read_text() == (tmp_path / f"alone_{m}.tsv").read_text()
+    with pytest.raises(ValueError, match="must name the same models"):
+        embed_shard_models(models, tmp_path / "shard.tsv", {"esm2": tmp_path / "x.h5"}, opts,
+                           nonfinite_outs={m: tmp_path / f"x_{m}.tsv" for m in opts})
 
 
 class _OOMAbove:

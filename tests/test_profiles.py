@@ -71,19 +71,18 @@ def _config(**embedding):
 
 def test_rules_declare_the_schema_defaults():
     config = _config()
-    esm2, dnabert_s = rule_resources(config, "embed_esm2"), rule_resources(config, "embed_dnabert_s")
+    embed = rule_resources(config, "embed")
     # runtime auto: derived from each job's shard (tests/test_resources.py)
-    assert callable(esm2.pop("runtime")) and callable(dnabert_s.pop("runtime"))
-    assert esm2 == {"mem_mb": 48000, "gpu": 1}
-    assert dnabert_s == {"mem_mb": 16000, "gpu": 1}
+    assert callable(embed.pop("runtime"))
+    assert embed == {"mem_mb": 48000, "gpu": 1}
     assert rule_resources(config, "preprocess") == {"mem_mb": 2000, "runtime": 240}
-    assert rule_threads(config, "embed_esm2") == 4 and rule_threads(config, "merge") == 1
+    assert rule_threads(config, "embed") == 4 and rule_threads(config, "merge") == 1
 
 
 def test_device_cpu_asks_for_no_gpu():
     config = _config(device="cpu")
-    config["resources"]["embed_esm2"].update(gpu_model="a100", slurm_partition="cpu")
-    config["resources"]["embed_esm2"]["runtime"] = 480
-    assert rule_resources(config, "embed_esm2") == {"mem_mb": 48000, "runtime": 480, "gpu": 0, "slurm_partition": "cpu"}
+    config["resources"]["embed"].update(gpu_model="a100", slurm_partition="cpu")
+    config["resources"]["embed"]["runtime"] = 480
+    assert rule_resources(config, "embed") == {"mem_mb": 48000, "runtime": 480, "gpu": 0, "slurm_partition": "cpu"}
     assert rule_resources(config, "fp32_compare_sample")["gpu"] == 0
-    assert rule_resources(_config(device="cuda"), "embed_esm2")["gpu"] == 1
+    assert rule_resources(_config(device="cuda"), "embed")["gpu"] == 1

@@ -37,16 +37,18 @@ def test_shard_tokens_counts_each_models_tokens(tmp_path):
 
 
 def test_embed_runtime_exact_minutes():
-    # 300,000 frames of 500 bp windows (shard_frames): ESM-2 (180 s + 4 x 50.4M / 95,000 tokens/s) / 60 = 38.4
-    assert embed_runtime("embed_esm2", 300_000 * 168) == 39
-    assert embed_runtime("embed_esm2", 300_000 * 168, attempt=2) == 78
-    assert embed_runtime("embed_esm2", 2_000_000 * 168) == 239
-    # DNABERT-S: (60 s + 4 x 38.1M / 1.5M tokens/s) / 60 = 2.7, the floor
-    assert embed_runtime("embed_dnabert_s", 300_000 * 127) == 10
-    assert embed_runtime("embed_dnabert_s", 10_000_000 * 127) == 58
+    # 300,000 frames of 500 bp windows (shard_frames), both models in one job:
+    # (180 s + 4 x 50.4M / 95,000 tokens/s  +  60 s + 4 x 38.1M / 1.5M tokens/s) / 60 = 41.06
+    both = {"esm2": 300_000 * 168, "dnabert_s": 300_000 * 127}
+    assert embed_runtime(both) == 42
+    assert embed_runtime(both, attempt=2) == 84
+    assert embed_runtime({"esm2": 2_000_000 * 168, "dnabert_s": 2_000_000 * 127}) == 252
+    # DNABERT-S alone: (60 s + 4 x 38.1M / 1.5M tokens/s) / 60 = 2.7, the floor
+    assert embed_runtime({"dnabert_s": 300_000 * 127}) == 15
+    assert embed_runtime({"dnabert_s": 10_000_000 * 127}) == 58
     # a tiny shard: the floor, times the attempt
-    assert embed_runtime("embed_esm2", 504) == 15
-    assert embed_runtime("embed_esm2", 504, attempt=3) == 45
+    assert embed_runtime({"esm2": 504, "dnabert_s": 381}) == 15
+    assert embed_runtime({"esm2": 504, "dnabert_s": 381}, attempt=3) == 45
 
 
 def _config(**resources):
@@ -58,24 +60,23 @@ def _config(**resources):
 
 def test_runtime_auto_is_derived_from_the_jobs_shard(tmp_path):
     shard = _shard(tmp_path / "s.tsv", [(498, 166)] * 300_000)
-    job = SimpleNamespace(shard=str(shard), models="results/models/esm2.json")
-    for rule, minutes in (("embed_esm2", 39), ("embed_dnabert_s", 10)):
-        runtime = rule_resources(_config(), rule)["runtime"]
-        assert callable(runtime)
-        assert runtime({}, input=job, attempt=1) == minutes
-        assert runtime({}, input=job, attempt=2) == 2 * minutes
+    job = SimpleNamespace(shard=str(shard), esm2_model="results/models/esm2.json")
+    runtime = rule_resources(_config(), "embed")["runtime"]
+    assert callable(runtime)
+    assert runtime({}, input=job, attempt=1) == 42
+    assert runtime({}, input=job, attempt=2) == 84
 
 
 def test_a_configured_runtime_wins():
-    config = _config(embed_esm2={"runtime": 600})
-    assert rule_resources(config, "embed_esm2") == {"mem_mb": 48000, "runtime": 600, "gpu": 1}
-    assert callable(rule_resources(config, "embed_dnabert_s")["runtime"])
+    assert callable(rule_resources(_config(), "embed")["runtime"])
+    config = _config(embed={"runtime": 600})
+    assert rule_resources(config, "embed") == {"mem_mb": 48000, "runtime": 600, "gpu": 1}
 
 
 def test_runtime_auto_only_where_it_is_derived():
-    with pytest.raises(ValueError, match="resources.merge.runtime: auto is only for embed_esm2, embed_dnabert_s"):
+    with pytest.raises(ValueError, match="resources.merge.runtime: auto is only for embed; give minutes"):
         rule_resources(_config(merge={"runtime": "auto"}), "merge")
-    assert set(THROUGHPUT) == {"embed_esm2", "embed_dnabert_s"}
+    assert set(THROUGHPUT) == {"esm2", "dnabert_s"}
 
 
 def test_schema_refuses_auto_for_other_rules(tmp_path):
@@ -86,3 +87,23 @@ def test_schema_refuses_auto_for_other_rules(tmp_path):
     assert res.returncode != 0
     out = res.stdout + res.stderr
     assert "resources" in out and "merge" in out and "auto" in out, out[-2000:]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set-resources", "embed_esm2:mem_mb=64000"],
+     "--set-resources embed_esm2: there is no rule embed_esm2 (the embedding is one job per shard running both "
+     "models): use --set-resources embed:KEY=VALUE"),
+    (["--set-threads", "embed_dnabert_s=8"],
+     "--set-threads embed_dnabert_s: there is no rule embed_dnabert_s (the embedding is one job per shard running "
+     "both models): use --set-threads embed=N"),
+    (["--config", "resources={embed_esm2: {mem_mb: 64000}}"],
+     "config key resources.embed_esm2: there is no rule embed_esm2 (the embedding is one job per shard running "
+     "both models): give resources.embed"),
+])
+def test_settings_for_the_former_per_model_rules_are_refused(tmp_path, args, message):
+    """Snakemake ignores --set-resources for a rule it does not know: the old names must not be dropped silently."""
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "--configfile",
+                          str(REPO / "config" / "demo.yaml"), "-d", str(tmp_path), *args],
+                         cwd=REPO, capture_output=True, text=True)
+    assert res.returncode != 0
+    assert message in res.stdout + res.stderr, (res.stdout + res.stderr)[-2000:]

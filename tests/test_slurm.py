@@ -28,14 +28,14 @@ pytestmark = pytest.mark.slow
 TOOLS = SHARED / "tools" / "slurm-test-cluster"
 STATE = Path("/run/slurm-test/state")
 RUN_LIMIT_S = 900  # a run that has not finished by then hangs
-JOB_RULES = Counter({"preprocess": 2, "shard": 2, "embed_dnabert_s": 4, "embed_esm2": 4, "nan_gate": 2,
+JOB_RULES = Counter({"preprocess": 2, "shard": 2, "embed": 4, "nan_gate": 2,
                      "merge": 2, "export_merged_pt": 2, "predict": 2, "windows": 2, "report_sample": 2,
                      "report_run": 1})  # the demo: 2 samples x 2 shards
 LAMBDA = [f"results/demo_lambda/{f}" for f in ("prediction_results.txt", "prediction_results_highestscore.csv",
                                               "summary.tsv", "demo_lambda_merged.pt", "windows.bed",
                                               "windows.tsv")]  # one sample's outputs but its report
-LAMBDA_JOBS = 11  # preprocess, shard, 2 + 2 embeddings, nan_gate, merge, export_merged_pt, predict, windows
-ESM2_MEM_MB = 1500  # --set-resources embed_esm2:mem_mb (config/demo.yaml says 2000)
+LAMBDA_JOBS = 9  # preprocess, shard, 2 embeddings (both models each), nan_gate, merge, export_merged_pt, predict, windows
+EMBED_MEM_MB = 1500  # --set-resources embed:mem_mb (config/demo.yaml says 2000)
 
 
 def _skip_reason() -> str | None:
@@ -198,7 +198,7 @@ def local_run(tmp_path_factory):
 def slurm_run(tmp_path_factory, cluster, home):
     wd = _workdir(tmp_path_factory.mktemp("slurm"))
     t0 = time.monotonic()
-    res = _slurm(cluster, home, wd, "--set-resources", f"embed_esm2:mem_mb={ESM2_MEM_MB}")
+    res = _slurm(cluster, home, wd, "--set-resources", f"embed:mem_mb={EMBED_MEM_MB}")
     assert res.returncode == 0, res.stderr[-5000:]
     print(f"demo through SLURM: {time.monotonic() - t0:.0f} s")
     return wd, _wait_for_sacct(wd, sum(JOB_RULES.values()))
@@ -215,13 +215,13 @@ def test_set_resources_changes_only_that_value(slurm_run, cluster):
     by_rule = {}
     for j in jobs:
         by_rule.setdefault(_rule(j["Comment"]), set()).add((j["ReqMem"], j["Timelimit"]))
-    # config/demo.yaml: embeddings 2000 MB and runtime auto (the demo's tiny shards: the floors,
-    # 15 and 10 min), the other steps 1000 MB and 10 min
-    assert by_rule["embed_esm2"] == {(f"{ESM2_MEM_MB}M", "00:15:00")}
-    assert by_rule["embed_dnabert_s"] == {("2000M", "00:10:00")}
+    # config/demo.yaml: embedding 2000 MB and runtime auto (the demo's tiny shards: the floor,
+    # 15 min), the other steps 1000 MB and 10 min
+    assert by_rule["embed"] == {(f"{EMBED_MEM_MB}M", "00:15:00")}
     assert by_rule["preprocess"] == by_rule["merge"] == by_rule["report_run"] == {("1000M", "00:10:00")}
+    assert by_rule["shard"] == by_rule["nan_gate"] == by_rule["predict"] == {("1000M", "00:10:00")}
     gpus = {_rule(j["Comment"]): "gres/gpu=1" in j["AllocTRES"] for j in jobs}
-    assert gpus["embed_esm2"] == gpus["embed_dnabert_s"] == (cluster["SLURM_TEST_GPUS"] != "0")
+    assert gpus["embed"] == (cluster["SLURM_TEST_GPUS"] != "0")
     assert not gpus["preprocess"] and not gpus["merge"]
 
 
@@ -246,7 +246,7 @@ def test_a_cancelled_embedding_job_is_retried_and_the_run_completes(tmp_path, cl
                                      text=True).stdout
                 for line in out.splitlines():
                     jobid, comment, workdir = line.split("|")
-                    if workdir == str(wd) and _rule(comment) == "embed_esm2":
+                    if workdir == str(wd) and _rule(comment) == "embed":
                         subprocess.run(["scancel", jobid], check=True)
                         cancelled = (jobid, comment)
                         break
@@ -256,7 +256,7 @@ def test_a_cancelled_embedding_job_is_retried_and_the_run_completes(tmp_path, cl
             if proc.poll() is None:
                 proc.kill()
     text = (tmp_path / "snakemake.log").read_text()
-    assert cancelled is not None, "no embed_esm2 job was seen running\n" + text[-3000:]
+    assert cancelled is not None, "no embed job was seen running\n" + text[-3000:]
     assert rc == 0, text[-5000:]
     jobs = _wait_for_sacct(wd, LAMBDA_JOBS + 1)  # and the cancelled job's retry
     states = {j["JobID"]: j["State"] for j in jobs}
@@ -279,7 +279,7 @@ def test_a_failing_embedding_job_is_retried_then_reported(tmp_path, cluster, hom
     assert res.returncode != 0
     assert time.monotonic() - t0 < RUN_LIMIT_S
     assert "device 'cuda' requested but no CUDA GPU is visible" in res.stdout + res.stderr
-    attempts = [j for j in _wait_for_sacct(wd, 3) if _rule(j["Comment"]) == "embed_esm2"]
+    attempts = [j for j in _wait_for_sacct(wd, 3) if _rule(j["Comment"]) == "embed"]
     assert [j["State"] for j in attempts] == ["FAILED"] * 3  # retries: 2 in the profile
     assert sorted(j["Timelimit"] for j in attempts) == ["00:15:00", "00:30:00", "00:45:00"]  # runtime auto x attempt
     assert not (wd / target).exists()

@@ -95,13 +95,15 @@ def test_changing_the_classifier_reruns_only_prediction(run):
     assert _jobs(res) == {"check_model": 1, "predict": 4, "windows": 4, "report_sample": 4, "report_run": 1, "all": 1}
 
 
-def test_changing_one_embedding_model_reruns_only_its_embeddings(run):
+def test_changing_one_embedding_model_reruns_the_embedding_jobs(run):
+    """One job per shard embeds with both models: a new ESM-2 file reruns those jobs (and not the
+    preprocessing or the shards); the merge and prediction follow."""
     shutil.copy(run / "resources" / "demo_models" / "esm2_demo.pt", run / "esm2_copy.pt")
     overlay = _overlay(run, "esm.yaml", "models:\n  esm2: esm2_copy.pt\n")
     res = snakemake(run, "-n", config=["samples=samples.tsv"], configfiles=[overlay])
     assert res.returncode == 0, res.stderr[-2000:]
     jobs = _jobs(res)
-    assert jobs == {"check_model": 2, "embed_esm2": 8, "nan_gate": 4, "merge": 4, "export_merged_pt": 4, "predict": 4,
+    assert jobs == {"check_model": 2, "embed": 8, "nan_gate": 4, "merge": 4, "export_merged_pt": 4, "predict": 4,
                     "windows": 4, "report_sample": 4, "report_run": 1,
                     "all": 1}
 
@@ -115,9 +117,9 @@ def test_shards_capped_by_the_work(run):
     assert res.returncode == 0, res.stderr[-2000:]
     assert (f"virnucflow: warning: 500 embedding shards requested but the largest sample has {frames} frames; "
             f"using {frames} shards") in res.stderr.splitlines()
-    assert _jobs(res)["embed_esm2"] == 4 * frames
+    assert _jobs(res)["embed"] == 4 * frames
     res = snakemake(run, "-n", "--set-scatter", "embed=300", config=["samples=samples.tsv"])
-    assert _jobs(res)["embed_esm2"] == 4 * frames
+    assert _jobs(res)["embed"] == 4 * frames
 
 
 
@@ -136,7 +138,7 @@ def test_auto_shards_follow_the_largest_sample(run):
         res = snakemake(run, "-n", config=["samples=samples.tsv", "shards=auto", f"shard_frames={per_shard}",
                                            f"max_shards={most}"])
         assert res.returncode == 0, res.stderr[-2000:]
-        assert _jobs(res)["embed_esm2"] == 4 * expected, (per_shard, most)
+        assert _jobs(res)["embed"] == 4 * expected, (per_shard, most)
     assert auto_shards([], 10, 4) == auto_shards([None], 10, 4) == 1
 
 

@@ -86,7 +86,8 @@ def test_features_and_exports(run):
     assert merged["ids"] == ids and merged["data"].shape == (len(ids), 80)
     shards = sorted((run / "results" / "strands" / "embeddings" / "esm2").glob("*.h5"))
     assert [p.name for p in shards] == ["1-of-2.h5", "2-of-2.h5"]
-    assert (run / "logs" / "strands" / "embed_esm2" / "1-of-2.log").read_text().count("esm2") >= 1
+    log = (run / "logs" / "strands" / "embed" / "1-of-2.log").read_text()  # one job per shard, both models
+    assert "INFO dnabert_s results/strands/shards/1-of-2.tsv: " in log and "INFO esm2 results/strands/shards/1-of-2.tsv: " in log
     assert (run / "logs" / "benchmarks" / "strands" / "preprocess.tsv").is_file()
 
 
@@ -102,7 +103,7 @@ def test_shard_count_from_the_command_line(run):
                     config=[f"samples={run / 'samples.tsv'}", "chunk_length=300"], configfiles=[_l300(run)])
     assert res.returncode == 0, res.stderr
     table = res.stdout + res.stderr
-    assert any(line.split() == ["embed_esm2", "10"] for line in table.splitlines())
+    assert any(line.split() == ["embed", "10"] for line in table.splitlines())
 
 
 def test_lint_is_clean():

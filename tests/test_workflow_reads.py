@@ -113,7 +113,7 @@ def test_status_of_a_run_killed_mid_embedding(tmp_path):
     emb = tmp_path / "results" / "lam" / "embeddings"
     try:
         deadline = time.monotonic() + 300
-        while not (list(emb.glob("*/*.h5")) and list((tmp_path / "logs" / "lam").glob("embed_*/*.log"))):
+        while not (list(emb.glob("*/*.h5")) and list((tmp_path / "logs" / "lam").glob("embed/*.log"))):
             assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its first embedding"
             time.sleep(0.05)
     finally:
@@ -161,10 +161,10 @@ def test_status_eta_of_a_run_killed_mid_embedding(tmp_path):
                             env=env)
     res_dir, logs = tmp_path / "results" / "gc", tmp_path / "logs" / "gc"
 
-    def running_with_progress():
-        return [log for log in logs.glob("embed_*/*.log")
-                if parse_progress(log.read_text(errors="replace")) is not None
-                and not (res_dir / "embeddings" / log.parent.name[len("embed_"):] / f"{log.stem}.h5").exists()]
+    def running_with_progress():  # a job's model with a progress line and no embedding file yet
+        return [(log, model) for log in logs.glob("embed/*.log") for model in ("dnabert_s", "esm2")
+                if parse_progress(log.read_text(errors="replace"), model) is not None
+                and not (res_dir / "embeddings" / model / f"{log.stem}.h5").exists()]
 
     try:
         deadline = time.monotonic() + 300
@@ -183,8 +183,8 @@ def test_status_eta_of_a_run_killed_mid_embedding(tmp_path):
         for item, n in rows.items():
             if (res_dir / "embeddings" / model / f"{item}.h5").exists():
                 n_done, done = n_done + 1, done + n
-            elif (logs / f"embed_{model}" / f"{item}.log").exists():
-                line = parse_progress((logs / f"embed_{model}" / f"{item}.log").read_text())
+            elif (logs / "embed" / f"{item}.log").exists():
+                line = parse_progress((logs / "embed" / f"{item}.log").read_text(), model)
                 if line is not None:
                     done += n * line.done / line.total
                     if line.eta_seconds is not None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from .atomic import atomic_outputs
-from .errors import VirNucFlowError
+from .errors import ConfigError, VirNucFlowError
 
 
 log = logging.getLogger("virnucflow")
@@ -66,6 +66,28 @@ def classifier_chunk_length(classifier: str, declared: int | None, chunk_length:
             f"trained on {declared} bp windows); use chunk_length {declared} or a classifier trained on {chunk_length}"
         )
     return declared
+
+
+#: Rules that no longer exist, and the one that does their work now.
+RENAMED_RULES = {"embed_esm2": "embed", "embed_dnabert_s": "embed"}
+
+
+def check_renamed_rules(resources: Mapping, overrides: Mapping[str, Iterable[str]]) -> None:
+    """Refuse settings for a rule that was renamed, naming the new one (Snakemake ignores
+    ``--set-resources`` for an unknown rule without a word).
+
+    ``resources``: the config's ``resources`` section; ``overrides``: command-line
+    option -> the rule names it sets (``--set-resources``, ``--set-threads``).
+    """
+    why = "the embedding is one job per shard running both models"
+    for old, new in RENAMED_RULES.items():
+        if old in (resources or {}):
+            raise ConfigError(f"config key resources.{old}: there is no rule {old} ({why}): "
+                              f"give resources.{new}")
+        for option, rules in overrides.items():
+            if old in rules:
+                form = ":KEY=VALUE" if option == "--set-resources" else "=N"
+                raise ConfigError(f"{option} {old}: there is no rule {old} ({why}): use {option} {new}{form}")
 
 
 def config_error(exc: BaseException, schema: Mapping | None = None) -> str:

@@ -1,6 +1,8 @@
-"""The embedding engine: one model over a shard's sequences, keeping the GPU busy.
+"""The embedding engine: the models over a shard's sequences, keeping the GPU busy.
 
-Per job:
+One job per shard runs every model in turn (:func:`embed_shard_models`); the
+next model's checkpoint is read on a thread while the current one computes.
+Per model:
 
 1. a worker thread reads the shard, removes duplicate sequences (identical
    windows or ORFs are embedded once and their vector reused) and tokenises,
@@ -21,12 +23,13 @@ merge step checks again.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -280,15 +283,46 @@ def dedup(seqs: Sequence[str]) -> tuple[list[str], np.ndarray]:
 NONFINITE_COLUMNS = ["id", "length", "nonfinite", "precision", "recomputed_precision", "finite_after_recompute"]
 
 
+def embed_shard_models(models: Mapping[str, str | os.PathLike], shard: str | os.PathLike,
+                       outs: Mapping[str, str | os.PathLike], opts: Mapping[str, EmbedOptions],
+                       nonfinite_outs: Mapping[str, str | os.PathLike]) -> dict[str, EmbedStats]:
+    """Embed one shard with every model of ``models`` (kind -> its manifest) in turn, in this process.
+
+    One job per shard instead of one per shard and model: Python, CUDA and the
+    shard are set up once, and the next model's checkpoint is read into host
+    memory on a thread while the current model computes, so only its move to
+    the GPU is left when its turn comes. Each model's GPU copy is freed before
+    the next one moves in. Outputs are those of :func:`embed_shard`, per model.
+    """
+    kinds = list(models)
+    if set(kinds) != set(outs) or set(kinds) != set(opts) or set(kinds) != set(nonfinite_outs):
+        raise ValueError(f"models {kinds}, outputs {list(outs)}, options {list(opts)} and non-finite tables "
+                         f"{list(nonfinite_outs)} must name the same models")
+    entries = {k: json.loads(Path(models[k]).read_text())[k] for k in kinds}
+    stats: dict[str, EmbedStats] = {}
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint") as pool:
+        # the first model's checkpoint is read by embed_shard while its shard is tokenised; the later ones here
+        pending = {k: pool.submit(load_model, k, entries[k]["path"]) for k in kinds[1:]}
+        for i, kind in enumerate(kinds):
+            stats[kind] = embed_shard(kind, models[kind], shard, outs[kind], opts[kind],
+                                      nonfinite_out=nonfinite_outs[kind], loading=pending.pop(kind, None))
+            if opts[kind].device != "cpu" and torch.cuda.is_available():
+                gc.collect()
+                torch.cuda.empty_cache()  # this model's weights and buffers are gone: room for the next one
+    return stats
+
+
 def embed_shard(kind: str, models_json: str | os.PathLike, shard: str | os.PathLike, out: str | os.PathLike,
-                opts: EmbedOptions, nonfinite_out: str | os.PathLike | None = None) -> EmbedStats:
+                opts: EmbedOptions, nonfinite_out: str | os.PathLike | None = None,
+                loading: Future | None = None) -> EmbedStats:
     """Embed one shard file with the model ``kind`` of the manifest and write its HDF5 embedding file.
 
     The NaN/Inf gate heals: sequences whose pooled vectors are not finite (an FP16
     overflow anywhere in the network ends as Inf or NaN there) are recomputed in
     FP32 on the reference path, in this job; each is listed in ``nonfinite_out``
     (always written, header only when none). If FP32 is not finite either, the
-    job fails naming them.
+    job fails naming them. ``loading``: the model already being read from its
+    checkpoint (a future of :func:`load_model`'s result), else it is read here.
     """
     from .shard import read_shard
 
@@ -303,6 +337,8 @@ def embed_shard(kind: str, models_json: str | os.PathLike, shard: str | os.PathL
     }
     stats = EmbedStats(sequences=len(ids))
     if not ids:
+        if loading is not None:
+            loading.result()  # a checkpoint that cannot be read fails the job here too
         log.info("%s: empty shard, nothing to embed", shard)
         write_h5(out, Embeddings([], index, np.zeros((0, entry["dim"]), np.float32),
                                  {**attrs, "precision": opts.precision, "attention": opts.attention}))
@@ -312,7 +348,7 @@ def embed_shard(kind: str, models_json: str | os.PathLike, shard: str | os.PathL
 
     # Read/deduplicate/tokenise in a thread while the model moves to the device.
     t0 = time.perf_counter()
-    model, _ = load_model(kind, entry["path"])
+    model, _ = loading.result() if loading is not None else load_model(kind, entry["path"])
     seqs = nts if model.reads == "nucleotide" else aas
     prepared: dict = {}
 

@@ -97,11 +97,12 @@ class Progress:
                 f"({100 * self.done / max(self.total, 1):.1f}%), {rate:.0f} tokens/s, ETA {eta}")
 
 
-def parse_progress(text: str) -> ProgressLine | None:
-    """The last progress line of a log, or None."""
+def parse_progress(text: str, model: str | None = None) -> ProgressLine | None:
+    """The last progress line of a log (of ``model``'s lines only, when given), or None."""
     last = None
     for m in LINE.finditer(text):
-        last = m
+        if model is None or m["model"] == model:
+            last = m
     if last is None:
         return None
     eta = last["eta"]

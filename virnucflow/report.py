@@ -78,7 +78,12 @@ def sample_figures(summary_tsv: str | os.PathLike, sample: str, out_png: str | o
 
 
 def embedding_jobs(embedding_files: Sequence[str | os.PathLike], benchmark_dir: str | os.PathLike) -> pd.DataFrame:
-    """One row per embedding job, from its HDF5 attributes and its benchmark file."""
+    """One row per shard and model, from its HDF5 attributes and its job's benchmark file.
+
+    ``load_s``/``compute_s``: that model's load (with tokenisation) and compute
+    seconds; ``job_wall_s``: the shard's job, both models (on a GPU host, one
+    GPU per job: the GPU time).
+    """
     import h5py
 
     rows = []
@@ -87,14 +92,15 @@ def embedding_jobs(embedding_files: Sequence[str | os.PathLike], benchmark_dir: 
         with h5py.File(path, "r") as h5:
             a = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
         stats = json.loads(a.get("stats", "{}")) if isinstance(a.get("stats"), str) else {}
-        bench = Path(benchmark_dir) / sample / f"embed_{model}" / f"{shard}.tsv"
+        bench = Path(benchmark_dir) / sample / "embed" / f"{shard}.tsv"  # the shard's job: both models
         wall = float(pd.read_csv(bench, sep="\t")["s"].iloc[0]) if bench.exists() else float("nan")
         rows.append({
             "sample": sample, "model": model, "shard": shard, "frames": stats.get("sequences"),
             "unique": stats.get("unique_sequences"), "dedup_saving": round(stats.get("dedup_saving", 0.0), 4),
             "tokens": stats.get("tokens"), "tokens_if_no_dedup": stats.get("tokens_if_no_dedup", stats.get("tokens")),
             "tokens_per_second": round(stats.get("tokens_per_second", 0.0)),
-            "wall_s": wall, "precision": a.get("precision"), "attention": a.get("attention"),
+            "load_s": round(stats.get("seconds_load", float("nan")), 2),
+            "compute_s": round(stats.get("seconds_compute", float("nan")), 2), "job_wall_s": wall, "precision": a.get("precision"), "attention": a.get("attention"),
             "device": a.get("device"), "model_spec": a.get("model_spec"),
         })
     return pd.DataFrame(rows)
@@ -164,7 +170,7 @@ def rule_times(benchmark_dir: str | os.PathLike, jobs: pd.DataFrame | None = Non
     on_gpu = set()
     if jobs is not None and len(jobs):
         for _, j in jobs[jobs["device"].astype(str).str.startswith("cuda")].iterrows():
-            on_gpu.add((j["sample"], f"embed_{j['model']}", j["shard"]))
+            on_gpu.add((j["sample"], "embed", j["shard"]))
     rows = []
     root = Path(benchmark_dir)
     for f in sorted(root.rglob("*.tsv")):

@@ -6,11 +6,11 @@ a site profile's ``default-resources`` (which fill only keys a rule leaves
 out) and a command-line ``--set-resources RULE:KEY=VALUE`` (which replaces only
 that key) instead of one profile's ``set-resources`` block replacing another's.
 
-``runtime: auto`` (the default of the embedding rules) derives a job's time
-limit from its work: the tokens of its shard for that model, the model's
-measured H100 throughput, its start-up time, a safety factor for slower GPUs,
+``runtime: auto`` (the default of the embedding rule) derives a job's time
+limit from its work: the tokens of its shard for each model, the models'
+measured H100 throughput, their start-up time, a safety factor for slower GPUs,
 a floor, and Snakemake's ``attempt`` (a retried job gets twice, three times the
-limit). A number in the config, or ``--set-resources RULE:runtime=N``, is used
+limit). A number in the config, or ``--set-resources embed:runtime=N``, is used
 as given.
 """
 
@@ -28,18 +28,19 @@ GPU_ONLY = ("gpu_model", "cpus_per_gpu", "gres", "tasks_per_gpu")
 
 @dataclass(frozen=True)
 class Throughput:
-    """How long one model's embedding job takes on a GPU."""
+    """How fast one model embeds on a GPU, and what it costs to start."""
 
-    model: str  # the shard column's tokens it reads: esm2 (protein) or dnabert_s (nucleotide)
     tokens_per_s: float  # measured on an H100, FP16 packed (README "How the embedding is fast")
-    startup_s: float  # Python, imports, model load (ESM-2 3B: a 5.7 GB checkpoint), kernel warm-up
-    floor_min: int  # never ask for less (queue, file system and start-up variance)
+    startup_s: float  # imports, model load (ESM-2 3B: a 5.7 GB checkpoint), kernel warm-up or compilation
 
 
+#: Per model (the shard column's tokens it reads: esm2 protein, dnabert_s nucleotide).
 THROUGHPUT = {
-    "embed_esm2": Throughput("esm2", 95_000, 180, 15),
-    "embed_dnabert_s": Throughput("dnabert_s", 1_500_000, 60, 10),
+    "esm2": Throughput(95_000, 180),
+    "dnabert_s": Throughput(1_500_000, 60),
 }
+EMBED_RULE = "embed"  # the one rule with runtime: auto: a shard, every model in turn
+FLOOR_MIN = 15  # never ask for less (queue, file system and start-up variance)
 SAFETY = 4  # a slower GPU (an A100 is about half an H100, older ones less), a shared node, FP32 recomputes
 
 
@@ -72,28 +73,28 @@ def shard_tokens(path: str | os.PathLike, model: str) -> int:
     return _shard_tokens(os.fspath(path), model, st.st_size, st.st_mtime_ns)
 
 
-def embed_runtime(rule: str, tokens: int, attempt: int = 1) -> int:
-    """Time limit in minutes of an embedding job of ``tokens`` tokens, on its ``attempt``-th try.
+def embed_runtime(tokens: Mapping[str, int], attempt: int = 1) -> int:
+    """Time limit in minutes of an embedding job of ``tokens`` (model -> its tokens), on its ``attempt``-th try.
 
-    ``ceil((startup + SAFETY * tokens / tokens_per_s) / 60)``, at least the floor, times ``attempt``.
+    ``ceil(sum over models of (startup + SAFETY * tokens / tokens_per_s) / 60)``, at
+    least the floor, times ``attempt``. (The start-ups are summed although the
+    job overlaps ESM-2's checkpoint read with DNABERT-S: a margin.)
     """
-    t = THROUGHPUT[rule]
-    minutes = math.ceil((t.startup_s + SAFETY * tokens / t.tokens_per_s) / 60)
-    return max(t.floor_min, minutes) * max(1, int(attempt))
+    seconds = sum(THROUGHPUT[m].startup_s + SAFETY * n / THROUGHPUT[m].tokens_per_s for m, n in tokens.items())
+    return max(FLOOR_MIN, math.ceil(seconds / 60)) * max(1, int(attempt))
 
 
-def auto_runtime(rule: str) -> Callable[..., int]:
-    """A Snakemake resource callable: the rule's ``runtime`` from its input ``shard`` and the attempt.
+def auto_runtime() -> Callable[..., int]:
+    """A Snakemake resource callable: the embedding job's ``runtime`` from its input ``shard`` and the attempt.
 
     Before the shard exists (dry runs, DAG building) Snakemake shows it as <TBD>
     and evaluates it again when the job is submitted.
     """
-    model = THROUGHPUT[rule].model
 
     def runtime(wildcards, input, attempt):
-        return embed_runtime(rule, shard_tokens(input.shard, model), attempt)
+        return embed_runtime({m: shard_tokens(input.shard, m) for m in THROUGHPUT}, attempt)
 
-    runtime.__name__ = f"{rule}_runtime"
+    runtime.__name__ = f"{EMBED_RULE}_runtime"
     return runtime
 
 
@@ -106,15 +107,15 @@ def rule_resources(config: Mapping[str, Any], rule: str) -> dict[str, Any]:
     """One rule's ``resources:`` (all of ``resources.<rule>`` but ``cpus``, which are its threads).
 
     ``runtime: auto`` becomes a callable (``auto_runtime``): only the embedding
-    rules have one. With ``embedding.device: cpu`` a GPU rule asks for no GPU
+    rule has one. With ``embedding.device: cpu`` a GPU rule asks for no GPU
     (``gpu=0``: no ``--gpus``, no gres) and none of the GPU-only keys, so it
     runs on any node.
     """
     spec = {k: v for k, v in config["resources"][rule].items() if k != "cpus"}
     if spec.get("runtime") == "auto":
-        if rule not in THROUGHPUT:
-            raise ValueError(f"resources.{rule}.runtime: auto is only for {', '.join(THROUGHPUT)}; give minutes")
-        spec["runtime"] = auto_runtime(rule)
+        if rule != EMBED_RULE:
+            raise ValueError(f"resources.{rule}.runtime: auto is only for {EMBED_RULE}; give minutes")
+        spec["runtime"] = auto_runtime()
     if "gpu" in spec and config["embedding"]["device"] == "cpu":
         spec["gpu"] = 0
         for key in GPU_ONLY:

@@ -3,13 +3,14 @@
 Read only from the working directory's ``results/`` and ``logs/`` (no
 Snakemake call, so it works while Snakemake holds its lock):
 
-- steps: the per-sample jobs whose output exists, out of preprocess, shard,
-  one embedding job per shard and model, NaN/Inf gate, merge, predict and
-  window tracks (the embedding jobs are counted once the shards exist; before
+- steps: the per-sample steps whose output exists, out of preprocess, shard,
+  one embedding per shard and model (one job per shard embeds both, each
+  model's file written when that model is done), NaN/Inf gate, merge, predict
+  and window tracks (the embeddings are counted once the shards exist; before
   that the total is shown with ``+``);
 - frames embedded / total per model: frames of the shards whose embedding file
   exists, plus, for a shard still running, its share done according to the
-  last progress line of its log (:mod:`virnucflow.progress`);
+  model's last progress line in the job's log (:mod:`virnucflow.progress`);
 - ETA: the longest ETA among the running embedding jobs' last progress lines.
 """
 
@@ -89,11 +90,11 @@ def sample_status(workdir: Path, sample: str) -> SampleStatus:
                 st.steps_done += 1
                 done += n
                 continue
-            log_file = logs / f"embed_{model}" / f"{item}.log"
+            log_file = logs / "embed" / f"{item}.log"
             if not log_file.exists():
                 continue
             st.running.append(f"{model} {item}")
-            line = parse_progress(log_file.read_text(errors="replace"))
+            line = parse_progress(log_file.read_text(errors="replace"), model)
             if line is not None and line.total:
                 done += n * line.done / line.total
                 if line.eta_seconds is not None:

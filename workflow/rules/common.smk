@@ -8,7 +8,7 @@ from snakemake.utils import validate
 
 # The workflow's own package (virnucflow/) lives beside this Snakefile.
 sys.path.insert(0, workflow.basedir)
-from virnucflow.checks import classifier_chunk_length, config_error  # noqa: E402
+from virnucflow.checks import check_renamed_rules, classifier_chunk_length, config_error  # noqa: E402
 from virnucflow.engine import ENV_DISABLE_FP16, ENV_PRECISION, model_options  # noqa: E402
 from virnucflow.errors import VirNucFlowError  # noqa: E402
 from virnucflow.inputs import auto_shards, input_info, shard_cap  # noqa: E402
@@ -18,7 +18,13 @@ from virnucflow.resources import rule_resources, rule_threads  # noqa: E402
 from virnucflow.samples import read_sample_sheet  # noqa: E402
 
 try:
+    check_renamed_rules(config.get("resources"), {
+        "--set-resources": workflow.resource_settings.overwrite_resources,
+        "--set-threads": workflow.resource_settings.overwrite_threads,
+    })
     validate(config, schema="../schemas/config.schema.yaml")
+except VirNucFlowError as exc:
+    raise WorkflowError(str(exc)) from None
 except WorkflowError as exc:  # one line naming the key, not the schema dump
     raise WorkflowError(config_error(exc)) from None
 
@@ -66,7 +72,7 @@ if _cap < _SHARDS:
 
 
 ENV = "../../envs/virnucflow.yaml"
-EMBEDDING_MODELS = {"dnabert_s": "DNABERT-S", "esm2": "ESM-2"}  # rule embed_<key>, results/*/embeddings/<key>/
+EMBEDDING_MODELS = {"dnabert_s": "DNABERT-S", "esm2": "ESM-2"}  # in this order in rule embed; results/*/embeddings/<key>/
 DEMO_MODELS = {
     "esm2": "resources/demo_models/esm2_demo.pt",
     "dnabert_s": "resources/demo_models/dnabert_s_demo",
