@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from virnucflow.engine import EmbedOptions, Embedder, EmbedStats, dedup, embed_shard, embed_shard_models
+from virnucflow.engine import EmbedOptions, Embedder, EmbedStats, dedup, embed_shard, embed_shard_models, read_ahead
 from virnucflow.errors import ConfigError, ResourceError
 from virnucflow.models.attention import ALL_BACKENDS
 from virnucflow.models.dnabert_s import DNABERT, DNABERTConfig
@@ -154,7 +154,7 @@ def test_dedup_embeds_each_sequence_once(tmp_path, monkeypatch):
 
 
 def test_one_job_embeds_both_models_as_two_jobs_would(tmp_path):
-    """embed_shard_models (rule embed: one process, the next checkpoint read on a thread) writes, per
+    """embed_shard_models (rule embed: one process, the later models' files read ahead) writes, per
     model, exactly what embed_shard alone writes: vectors, ids and the non-finite table, bit for bit;
     and each model keeps its own options (here dnabert_s padded, esm2 packed)."""
     from virnucflow.demo import build_demo_models
@@ -180,6 +180,8 @@ def test_one_job_embeds_both_models_as_two_jobs_would(tmp_path):
             assert list(both["ids"][()]) == list(alone["ids"][()]) == [f"s{i}_chunk_1F1".encode() for i in range(12)]
             assert both.attrs["model_kind"] == m and bool(both.attrs["packing"]) is (m == "esm2")
         assert (tmp_path / f"both_{m}.tsv").read_text() == (tmp_path / f"alone_{m}.tsv").read_text()
+    assert read_ahead([tmp_path / "e.pt", tmp_path / "d", tmp_path / "missing"]) == (
+        (tmp_path / "e.pt").stat().st_size + sum(f.stat().st_size for f in (tmp_path / "d").rglob("*") if f.is_file()))
     with pytest.raises(ValueError, match="must name the same models"):
         embed_shard_models(models, tmp_path / "shard.tsv", {"esm2": tmp_path / "x.h5"}, opts,
                            nonfinite_outs={m: tmp_path / f"x_{m}.tsv" for m in opts})

@@ -1,6 +1,6 @@
 # One job per shard runs both models in turn, on one GPU (SLURM allocates it;
 # locally a lock file picks a free GPU): Python, CUDA and the shard are set up
-# once and ESM-2's checkpoint is read while DNABERT-S computes. FP16 packed
+# once and ESM-2's checkpoint is read ahead while DNABERT-S computes. FP16 packed
 # FlashAttention by default; the embedding section of the config rolls back
 # precision, packing and backend, per model. Changing one model's options
 # reruns the shard's job (DNABERT-S is ~5% of its GPU time).
