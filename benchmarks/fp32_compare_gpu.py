@@ -97,14 +97,14 @@ def main() -> None:
     qc = work / "results" / "mixed" / "qc" / "fp32_compare"
     log = (work / "logs" / "mixed" / "fp32_compare.log").read_text() if (work / "logs" / "mixed" / "fp32_compare.log").exists() else ""
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    bench = work / "logs" / "benchmarks" / "mixed" / "fp32_compare.tsv"
+    bench = work / "logs" / "benchmarks" / "mixed" / "fp32_compare_sample.tsv"
     lines = [f"# snakemake fp32_compare, {gpu}", "",
              f"Full-size random-weight models in the real formats (ESM-2 3B fair-esm FP16 file, DNABERT-S HF directory), "
              f"{args.sequences} synthetic coding sequences of 60-1,500 bp plus the lambda contigs, per_stratum {args.per_stratum}, "
              f"ESM-2 in {args.esm2_precision}, torch {torch.__version__}. `snakemake fp32_compare` exit status {res.returncode}, wall time {wall:.0f} s "
              f"(the whole snakemake call: preprocessing, model check, the comparison job).", ""]
     if bench.exists():
-        lines += ["Rule benchmark (`logs/benchmarks/mixed/fp32_compare.tsv`):", "", "```", bench.read_text().strip(), "```", ""]
+        lines += ["Rule benchmark (`logs/benchmarks/mixed/fp32_compare_sample.tsv`):", "", "```", bench.read_text().strip(), "```", ""]
     for name in ("summary.tsv", "call_agreement.tsv"):
         if (qc / name).exists():
             lines += [f"`{name}`:", "", "```", (qc / name).read_text().strip(), "```", ""]

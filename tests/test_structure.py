@@ -161,3 +161,24 @@ def test_every_job_rule_declares_threads_and_resources_from_the_schema():
     rules = {r.replace("{model}", m) for r in declared for m in ("esm2", "dnabert_s")}
     assert set(schema_defaults()["resources"]) == rules
     assert local == {"build_demo_models", "check_model", "models_manifest"}
+
+
+def test_every_rule_that_runs_has_a_log_and_a_benchmark_the_report_names_it_by():
+    """`log:` and `benchmark:` on every rule with a script; the benchmark path is one the report's
+    time-per-rule table attributes to that rule (report.benchmark_rule)."""
+    from virnucflow.report import benchmark_rule
+
+    seen = {}
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        for block in re.split(r"\n(?=rule\b)", smk.read_text())[1:]:
+            name = re.match(r"rule (\w+):", block).group(1)
+            if "script:" not in block:
+                continue
+            assert re.search(r"\n    log:\n", block), (smk.name, name)
+            bench = re.search(r'\n    benchmark:\n\s+"([^"]+)"', block)
+            assert bench, (smk.name, name)
+            path = Path(bench.group(1))
+            assert path.parts[:2] == ("logs", "benchmarks"), (name, path)
+            seen[name] = benchmark_rule(path.parts[2:])
+    assert seen and all(attributed == name for name, attributed in seen.items()), seen
+    assert {"embed", "fp32_compare_sample", "check_model", "report_run", "models_manifest"} <= set(seen)

@@ -161,6 +161,15 @@ def input_table(
     return pd.DataFrame(rows)
 
 
+def benchmark_rule(rel: Sequence[str]) -> str:
+    """The rule a benchmark file belongs to, from its path parts under ``logs/benchmarks/``:
+    ``{rule}.tsv``, ``{sample}/{rule}.tsv``, ``{sample}/{rule}/{item}.tsv``; ``models/{model}.tsv`` is
+    check_model's (no sample may be called "models")."""
+    if rel[0] == "models" and len(rel) == 2:
+        return "check_model"
+    return Path(rel[-1]).stem if len(rel) <= 2 else rel[-2]
+
+
 def rule_times(benchmark_dir: str | os.PathLike, jobs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Wall, CPU and GPU time per rule summed over its jobs (``logs/benchmarks/**.tsv``).
 
@@ -175,9 +184,7 @@ def rule_times(benchmark_dir: str | os.PathLike, jobs: pd.DataFrame | None = Non
     root = Path(benchmark_dir)
     for f in sorted(root.rglob("*.tsv")):
         rel = f.relative_to(root).parts
-        # {rule}.tsv, {sample}/{rule}.tsv, {sample}/{rule}/{item}.tsv; models/{model}.tsv is check_model's
-        # (no sample may be called "models")
-        rule = "check_model" if rel[0] == "models" and len(rel) == 2 else f.stem if len(rel) <= 2 else rel[-2]
+        rule = benchmark_rule(rel)
         t = pd.read_csv(f, sep="\t")
         wall = float(t["s"].iloc[0])
         cpu = float(t["cpu_time"].iloc[0]) if "cpu_time" in t.columns else float("nan")

@@ -56,6 +56,8 @@ rule models_manifest:
         manifest="results/models.json",
     log:
         "logs/models/manifest.log",
+    benchmark:
+        "logs/benchmarks/models_manifest.tsv"
     localrule: True
     conda:
         ENV

@@ -64,7 +64,7 @@ rule fp32_compare_sample:
     log:
         "logs/{sample}/fp32_compare.log",
     benchmark:
-        "logs/benchmarks/{sample}/fp32_compare.tsv"
+        "logs/benchmarks/{sample}/fp32_compare_sample.tsv"
     params:
         embedding={model: embedding_options(model) for model in EMBEDDING_MODELS},
         settings=config["fp32_compare"],

@@ -58,6 +58,8 @@ rule report_run:
         ),
     log:
         "logs/report_run.log",
+    benchmark:
+        "logs/benchmarks/report_run.tsv"
     params:
         benchmarks="logs/benchmarks",
         inputs={name: [s.fasta] + ([s.mate2] if s.mate2 else []) for name, s in SAMPLES.items()},
