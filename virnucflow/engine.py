@@ -188,6 +188,16 @@ class Embedder:
             return make_packed(tokens, items, pad_to=pad_to, filler=self.pad_id, pin=self.pin)
         return make_padded(tokens, items, self.pad_id, pin=self.pin)
 
+    def _plan(self, tokens: Sequence[np.ndarray]):
+        """Lengths, token budget, batches (arrays of item indices) and the packed length
+        every batch is padded to (or None) for a non-empty list of token arrays."""
+        lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
+        budget = choose_budget(self.model, self.device, self.precision.dtype, int(lengths.max()), self.token_budget)
+        plan = (plan_packed if self.packed else plan_padded)(lengths, budget)
+        # FlexAttention compiles per shape: give every packed batch the budget's length.
+        pad_to = budget if (self.packed and self.backend == "flex") else None
+        return lengths, budget, plan, pad_to
+
     @torch.inference_mode()
     def _run(self, batch) -> torch.Tensor:
         return self.model.embed(batch.to(self.device), self.backend)
@@ -197,14 +207,10 @@ class Embedder:
         """(N, D) float32 pooled vectors of token arrays (no deduplication here); with
         ``progress_label``, a progress line at most every 30 s (``virnucflow.progress``)."""
         stats = stats or EmbedStats()
-        lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
         dim = self.model.output_dim
         if len(tokens) == 0:
             return np.zeros((0, dim), np.float32)
-        budget = choose_budget(self.model, self.device, self.precision.dtype, int(lengths.max()), self.token_budget)
-        plan = (plan_packed if self.packed else plan_padded)(lengths, budget)
-        # FlexAttention compiles per shape: give every packed batch the budget's length.
-        pad_to = budget if (self.packed and self.backend == "flex") else None
+        lengths, budget, plan, pad_to = self._plan(tokens)
         stats.token_budget, stats.batches = budget, len(plan)
         stats.packing_efficiency = packing_efficiency(lengths, plan, budget, padded=not self.packed)
         stats.tokens = int(lengths.sum())
@@ -231,13 +237,11 @@ class Embedder:
     def token_states(self, tokens: Sequence[np.ndarray]) -> list[torch.Tensor]:
         """Per sequence, its (L, E) last-layer states as float32 on the device, in the batches
         this embedder would use (for comparisons; no OOM splitting)."""
-        lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
         if len(tokens) == 0:
             return []
-        budget = choose_budget(self.model, self.device, self.precision.dtype, int(lengths.max()), self.token_budget)
-        pad_to = budget if (self.packed and self.backend == "flex") else None
+        lengths, _, plan, pad_to = self._plan(tokens)
         out: list[torch.Tensor | None] = [None] * len(tokens)
-        for items in (plan_packed if self.packed else plan_padded)(lengths, budget):
+        for items in plan:
             batch = self._build(tokens, items, pad_to).to(self.device)
             states = self.model.hidden_states(batch, self.backend).float()
             cu = batch.cu_seqlens.tolist() if self.packed else None
