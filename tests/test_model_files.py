@@ -34,6 +34,12 @@ def caches(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("VIRNUCFLOW_RESOURCES", str(tmp_path / "resources"))
+    # huggingface_hub reads these variables once, on import: a test that imported it (transformers)
+    # earlier in this process would otherwise leave the real cache and online mode in force
+    import huggingface_hub.constants as hf
+
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
     return tmp_path
 
 

@@ -35,7 +35,7 @@ from torch import nn
 from . import kernels
 from .attention import PackedAttention, PaddedAttention, alibi_slopes
 from .packing import PackedBatch, PaddedBatch
-from .pooling import DNABERT_POOLING, pool_packed, pool_padded
+from .pooling import DNABERT_POOLING, PooledEncoder
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ def _add_norm(x: torch.Tensor, y: torch.Tensor, norm: nn.LayerNorm) -> torch.Ten
     return kernels.add_layer_norm(x, y, norm.weight, norm.bias, norm.eps, write_sum=False)[1]
 
 
-class DNABERT(nn.Module):
+class DNABERT(PooledEncoder, nn.Module):
     """DNABERT-S as an :class:`~virnucflow.models.interface.EmbeddingModel`."""
 
     name = "dnabert_s"
@@ -183,6 +183,7 @@ class DNABERT(nn.Module):
     alibi = True
     max_token_budget = 65536
     pooling = "DNABERT-S: mean over all tokens incl. [CLS]/[SEP] (original)"
+    pooling_window = DNABERT_POOLING
     # not in FP8: on full-size random weights its pooled vectors fell to cosine 0.905 against
     # FP32 (post-LN and GEGLU amplify E4M3 rounding), and it is ~3% of the GPU time anyway
     fp8 = False
@@ -227,17 +228,6 @@ class DNABERT(nn.Module):
         """(T,) packed tokens -> (T, E)."""
         slopes = self.slopes(batch.tokens.device)
         return self._forward(batch.tokens, PackedAttention(backend, batch, self.cfg.num_attention_heads, alibi=slopes))
-
-    def hidden_states(self, batch: PackedBatch | PaddedBatch, backend: str) -> torch.Tensor:
-        """Last-layer states: (T, E) of a packed batch, (B, L, E) of a padded one."""
-        if isinstance(batch, PackedBatch):
-            return self.forward_packed(batch, backend)
-        return self.forward_padded(batch, backend)
-
-    def embed(self, batch: PackedBatch | PaddedBatch, backend: str) -> torch.Tensor:
-        """Pooled (B, E) float32 vectors: mean over all tokens, as the original."""
-        pool = pool_packed if isinstance(batch, PackedBatch) else pool_padded
-        return pool(self.hidden_states(batch, backend), batch, DNABERT_POOLING)
 
     def activation_bytes_per_token(self, dtype: torch.dtype) -> int:
         e, i = self.cfg.hidden_size, self.cfg.intermediate_size

@@ -32,13 +32,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import kernels
 from .attention import PackedAttention, PaddedAttention
 from .packing import PackedBatch, PaddedBatch
-from .pooling import ESM_POOLING, pool_packed, pool_padded
+from .pooling import ESM_POOLING, PooledEncoder
 
 # fair-esm's alphabet ("ESM-1b" architecture): prepend <cls>, append <eos>, pad with <pad>.
 ALPHABET = (
@@ -210,7 +209,7 @@ class TransformerLayer(nn.Module):
         return self.fc2(self.act(self.fc1(h))), residual
 
 
-class ESM2(nn.Module):
+class ESM2(PooledEncoder, nn.Module):
     """ESM-2 as an :class:`~virnucflow.models.interface.EmbeddingModel`."""
 
     name = "esm2"
@@ -218,6 +217,7 @@ class ESM2(nn.Module):
     alibi = False  # rotary positions, inside the layers
     max_token_budget = 32768
     pooling = "ESM-2: mean over residues 1..min(1024, len) (original)"
+    pooling_window = ESM_POOLING
     fp8 = True
 
     def __init__(self, cfg: ESM2Config):
@@ -304,17 +304,6 @@ class ESM2(nn.Module):
         x = self._embed(tokens, fraction)
         attend = PackedAttention(backend, batch, self.cfg.attention_heads)
         return self._layers(x, self._rotary_tables(batch.positions), attend, packed=True)
-
-    def hidden_states(self, batch: PackedBatch | PaddedBatch, backend: str) -> torch.Tensor:
-        """Final-layer states: (T, E) of a packed batch, (B, L, E) of a padded one."""
-        if isinstance(batch, PackedBatch):
-            return self.forward_packed(batch, backend)
-        return self.forward_padded(batch, backend)
-
-    def embed(self, batch: PackedBatch | PaddedBatch, backend: str) -> torch.Tensor:
-        """Pooled (B, E) float32 vectors, as the original VirNucPro pools ESM-2."""
-        pool = pool_packed if isinstance(batch, PackedBatch) else pool_padded
-        return pool(self.hidden_states(batch, backend), batch, ESM_POOLING)
 
     # ------------------------------------------------------------------ sizing
 

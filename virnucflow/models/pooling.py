@@ -54,3 +54,22 @@ def pool_padded(hidden: torch.Tensor, batch: PaddedBatch, window: PoolingWindow)
     keep = (pos >= window.skip_first) & (pos < window.skip_first + counts[:, None])  # (B, L)
     sums = (hidden.float() * keep[..., None]).sum(dim=1)
     return sums / counts.clamp(min=1)[:, None].float()
+
+
+class PooledEncoder:
+    """What every embedding model shares: last-layer states by the batch's layout, and the
+    pooled vectors of them. A model provides ``forward_packed``, ``forward_padded`` and its
+    ``pooling_window``."""
+
+    pooling_window: PoolingWindow
+
+    def hidden_states(self, batch: PackedBatch | PaddedBatch, backend: str) -> torch.Tensor:
+        """Last-layer states: (T, E) of a packed batch, (B, L, E) of a padded one."""
+        if isinstance(batch, PackedBatch):
+            return self.forward_packed(batch, backend)
+        return self.forward_padded(batch, backend)
+
+    def embed(self, batch: PackedBatch | PaddedBatch, backend: str) -> torch.Tensor:
+        """Pooled (B, E) float32 vectors, as the original VirNucPro pools this model."""
+        pool = pool_packed if isinstance(batch, PackedBatch) else pool_padded
+        return pool(self.hidden_states(batch, backend), batch, self.pooling_window)
