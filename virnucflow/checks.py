@@ -21,14 +21,10 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from .atomic import atomic_outputs
-from .errors import ConfigError, VirNucFlowError
+from .errors import ConfigError
 
 
 log = logging.getLogger("virnucflow")
-
-
-class ConfigError(VirNucFlowError):
-    """A configuration that cannot give correct results."""
 
 
 #: Window length each published classifier was trained on.
