@@ -66,13 +66,18 @@ def test_resolve_calling():
 def test_pair_call(tmp_path):
     records = tmp_path / "records.tsv"
     records.write_text("record_id\tlength\tchunks\tframes\tpair\n"
-                       "a/1\t9\t1\t1\ta\na/2\t9\t1\t1\ta\nb/1\t9\t1\t1\tb\nb/2\t9\t1\t1\tb\nc/1\t9\t1\t1\tc\nc/2\t9\t1\t0\tc\n")
-    pred = pd.DataFrame({"Sequence_ID": ["a/1_chunk_1F1", "a/2_chunk_1R2", "b/1_chunk_1F1", "b/2_chunk_1F3", "c/1_chunk_1F1"],
-                         "score1": [0.1, 0.2, 0.9, 0.3, 0.8], "score2": [0.9, 0.8, 0.1, 0.7, 0.2]})
+                       "a/1\t9\t1\t1\ta\na/2\t9\t1\t1\ta\nb/1\t9\t1\t1\tb\nb/2\t9\t1\t1\tb\nc/1\t9\t1\t1\tc\nc/2\t9\t1\t0\tc\n"
+                       "d/1\t9\t1\t1\td\nd/2\t9\t1\t1\td\ne/1\t9\t1\t1\te\ne/2\t9\t1\t0\te\n")
+    pred = pd.DataFrame({"Sequence_ID": ["a/1_chunk_1F1", "a/2_chunk_1R2", "b/1_chunk_1F1", "b/2_chunk_1F3", "c/1_chunk_1F1",
+                                         "d/1_chunk_1F1", "d/2_chunk_1F2", "e/1_chunk_1F1"],
+                         "score1": [0.1, 0.2, 0.9, 0.3, 0.8, 0.6, 0.7, 0.4], "score2": [0.9, 0.8, 0.1, 0.7, 0.2, 0.4, 0.3, 0.6]})
     s = summarise(records, pred, highest_scores(pred))
-    assert list(s["call"]) == ["virus", "virus", "non-viral", "virus", "non-viral", "no-frames"]
-    assert list(s["pair"]) == ["a", "a", "b", "b", "c", "c"]
-    assert list(s["pair_call"]) == ["both", "both", "one", "one", "neither", "neither"]
+    assert list(s["call"]) == ["virus", "virus", "non-viral", "virus", "non-viral", "no-frames",
+                               "non-viral", "non-viral", "virus", "no-frames"]
+    assert list(s["pair"]) == ["a", "a", "b", "b", "c", "c", "d", "d", "e", "e"]
+    # c: no mate viral, but c/2 has no call: it may be viral, so not "neither"
+    assert list(s["pair_call"]) == ["both", "both", "one", "one", "undetermined", "undetermined",
+                                    "neither", "neither", "one", "one"]
 
 
 def test_window_bed_coordinates_on_both_strands(tmp_path):

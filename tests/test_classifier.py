@@ -16,7 +16,7 @@ from virnucflow.errors import ModelFileError
 from virnucflow.predict import highest_scores, read_predictions, write_predictions
 from virnucflow.tables import write_tsv
 
-from .conftest import ORIGINAL, REFERENCE, run_cli
+from .conftest import ORIGINAL, REFERENCE
 
 # Saves a classifier exactly as the original's train.py does: the class is
 # defined in the script itself (__main__) and the whole module is pickled.

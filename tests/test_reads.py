@@ -51,6 +51,34 @@ def test_fastq_preprocessing_is_byte_identical_to_fasta(tmp_path, source):
             assert (out / f).read_bytes() == (ref / f).read_bytes(), (name, f)
 
 
+def test_frames_are_counted_in_fastq_as_in_fasta(tmp_path):
+    """The count behind `shards: auto` reads FASTQ (plain or gzip) too: it was None for FASTQ,
+    so reads always got one shard."""
+    from virnucflow.inputs import count_frames, input_info
+
+    fasta = ORIGINAL / "both_strands.fa"
+    text = _fastq(list(read_fasta(fasta)))
+    (tmp_path / "r.fq").write_text(text)
+    (tmp_path / "r.fq.gz").write_bytes(gzip.compress(text.encode()))
+    res, out = _preprocess(tmp_path, "fa", fasta)
+    assert res.returncode == 0, res.stderr
+    kept = (out / "prot.faa").read_text().count(">")
+    assert kept > 10
+    for path in (fasta, tmp_path / "r.fq", tmp_path / "r.fq.gz"):
+        assert count_frames(path, 300, limit=10**9) == kept, path
+        assert count_frames(path, 300, limit=10) == 10, path
+    cache = tmp_path / "inputs.json"
+    assert input_info(tmp_path / "r.fq.gz", 300, limit=10**9, cache=cache)["frames"] == kept
+    # an entry without a count (as FASTQ got before) is counted again
+    import json
+
+    entries = json.loads(cache.read_text())
+    (entry,) = entries.values()
+    entry["frames"]["300"] = [None, 10**9]
+    cache.write_text(json.dumps(entries))
+    assert input_info(tmp_path / "r.fq.gz", 300, limit=10**9, cache=cache)["frames"] == kept
+
+
 def test_fastq_with_crlf_line_ends(tmp_path):
     (tmp_path / "r.fq").write_bytes(b"@r1 some read\r\nACGTN\r\n+\r\nIIIII\r\n")
     assert [(r.id, r.seq) for r in read_sequences(tmp_path / "r.fq")] == [("r1", "ACGTN")]
@@ -65,7 +93,7 @@ GOOD = "@r1\nACGTACGT\n+\nIIIIIIII\n"
         (GOOD + "@r2\nACGT\n+\n", "record 'r2' (line 5) is truncated: the file ends inside it"),
         (GOOD + "@r2\nACGT\n", "record 'r2' (line 5) is truncated: the file ends inside it"),
         (GOOD + "@r2\nACGT\n+\nIII\n", "record 'r2' (line 5): quality has 3 characters but the sequence has 4"),
-        (GOOD + "@r2\nACGT\nIIII\n@r3\n", "record 'r2' (line 5): line 7 should be the '+' separator, found b'IIII\\n'"),
+        (GOOD + "@r2\nACGT\nIIII\n@r3\n", "record 'r2' (line 5): line 7 should be the '+' separator, found 'IIII'"),
         (GOOD + "r2\nACGT\n+\nIIII\n", "not a FASTQ record at line 5: expected a '@' header, found b'r2\\n'"),
         (GOOD + "@r2\nACGJ\n+\nIIII\n", "record 'r2' (line 6): character 'J' is not an IUPAC nucleotide code"),
         (GOOD + "@r1\nACGT\n+\nIIII\n", "duplicate sequence ID 'r1' (lines 1 and 5); IDs must be unique within a sample"),
@@ -120,3 +148,15 @@ def test_mismatched_mates(tmp_path, mate2, message):
     assert res.returncode == 1
     assert res.stderr.strip().splitlines()[-1] == f"virnucflow: error: {tmp_path}/" + message.format(m1=m1)
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_missing_mate2_is_named_as_the_mate2_file(tmp_path):
+    from virnucflow.errors import InputError
+    from virnucflow.samples import read_sample_sheet
+
+    (tmp_path / "r1.fq").write_text("@p/1\nACGT\n+\nIIII\n")
+    sheet = tmp_path / "s.tsv"
+    sheet.write_text(f"sample\tfasta\tmate2\ns\t{tmp_path / 'r1.fq'}\t{tmp_path / 'r2.fq'}\n")
+    with pytest.raises(InputError) as err:
+        read_sample_sheet(sheet)
+    assert str(err.value) == f"{sheet}: line 2: sample 's': mate2 file {tmp_path / 'r2.fq'} not found"

@@ -168,3 +168,17 @@ def test_figures_render_in_chromium(report, figure, tmp_path):
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(keep) / (figure.replace("/", "_")))
+
+
+def test_demo_tables_are_recognised_for_the_figures_warning(tmp_path):
+    """Figures of demo runs say DEMO MODELS in their title (report.sample_figures): the test is the banner."""
+    import pandas as pd
+
+    from virnucflow.tables import has_demo_banner, write_tsv
+
+    table = pd.DataFrame({"a": [1]})
+    write_tsv(tmp_path / "demo.tsv", table, demo=True)
+    write_tsv(tmp_path / "real.tsv", table)
+    (tmp_path / "other.tsv").write_text("# a comment\na\n1\n")
+    assert has_demo_banner(tmp_path / "demo.tsv")
+    assert not has_demo_banner(tmp_path / "real.tsv") and not has_demo_banner(tmp_path / "other.tsv")

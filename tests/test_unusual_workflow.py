@@ -72,7 +72,10 @@ def test_short_records_called_too_short(run):
                                                   ("len9", rows[2][-1])]
     assert rows[2][-1] in ("virus", "non-viral") and rows[3][-1] in ("virus", "non-viral")
     assert int(rows[0][3]) > 0  # its frames were scored all the same
-    assert "2 input sequences shorter than 9 bp: called too-short" in (run / "logs" / "short" / "predict.log").read_text()
+    log = (run / "logs" / "short" / "predict.log").read_text()
+    assert "2 input sequences shorter than 9 bp: called too-short" in log
+    assert "called viral (calling: min_viral_fraction 0.5, min_windows 1)" in log  # the values used
+    assert "fewer than" not in log  # min_windows 1: no sequence is too short by windows
 
 
 def test_input_fingerprint_recorded(run):

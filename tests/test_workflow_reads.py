@@ -58,7 +58,8 @@ def test_paired_reads_get_a_pair_call(run):
     assert [r[0] for r in body] == [f"pair{i}/{m}" for i in range(n) for m in (1, 2)]
     for a, b in zip(body[::2], body[1::2]):
         viral = (a[8] == "virus") + (b[8] == "virus")
-        assert a[-1] == b[-1] == ["neither", "one", "both"][viral]
+        called = {a[8], b[8]} <= {"virus", "non-viral"}
+        assert a[-1] == b[-1] == ["neither" if called else "undetermined", "one", "both"][viral]
 
 
 @pytest.mark.parametrize(
@@ -66,7 +67,7 @@ def test_paired_reads_get_a_pair_call(run):
     [
         ("@r1\nACGT\n+\nIIII\n@r2\nACGT\n", "reads.fq: record 'r2' (line 5) is truncated: the file ends inside it"),
         ("@r1\nACGT\n+\nIII\n", "reads.fq: record 'r1' (line 1): quality has 3 characters but the sequence has 4"),
-        ("@r1\nACGT\nIIII\n@r2\n", "reads.fq: record 'r1' (line 1): line 3 should be the '+' separator, found b'IIII\\n'"),
+        ("@r1\nACGT\nIIII\n@r2\n", "reads.fq: record 'r1' (line 1): line 3 should be the '+' separator, found 'IIII'"),
     ],
 )
 def test_bad_fastq_fails_with_one_line_and_leaves_nothing(tmp_path, text, message):
@@ -200,3 +201,41 @@ def test_status_eta_of_a_run_killed_mid_embedding(tmp_path):
         f"esm2 frames {frames['esm2']}/{total}, ETA {h}:{rest // 60:02d}:{rest % 60:02d}"
     ]
     assert 0 < frames["dnabert_s"] + frames["esm2"] < 2 * total
+
+
+def test_auto_shards_count_both_mates(run):
+    """shards: auto counts the frames of FASTQ input, both mates of a pair."""
+    from .test_unusual_workflow import _jobs
+
+    frames = {m: sum(1 for line in (run / "results" / "paired" / "preprocess" / "identified_protein.faa").open()
+                     if line.startswith(">") and line.split("_chunk_")[0].endswith(f"/{m}")) for m in (1, 2)}
+    assert min(frames.values()) > 0
+    (run / "paired_only.tsv").write_text("sample\tfasta\tmate2\npaired\tr1.fq\tr2.fq.gz\n")
+    per_shard = frames[1]  # one mate's frames per shard: both mates need two or more
+    expected = -(-(frames[1] + frames[2]) // per_shard)
+    assert expected >= 2
+    res = snakemake(run, "-n", "--forceall", config=["samples=paired_only.tsv", "chunk_length=300", "shards=auto",
+                                                     f"shard_frames={per_shard}"], configfiles=[_l300(run)])
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert _jobs(res)["embed"] == expected
+
+
+def test_status_names_a_failed_step(tmp_path):
+    """A sample that failed in preprocessing has no results/ folder, only its log: status shows it,
+    the step and the one-line error, beside a sample that finished."""
+    from .conftest import run_cli
+
+    (tmp_path / "bad.fq").write_text("@r1\nACGT\n+\nIII\n")
+    (tmp_path / "s.tsv").write_text(f"sample\tfasta\nbad\tbad.fq\ngood\t{ORIGINAL / 'both_strands.fa'}\n")
+    res = snakemake(tmp_path, "--keep-going", config=["samples=s.tsv", "chunk_length=300"],
+                    configfiles=[_l300(tmp_path)])
+    assert res.returncode != 0
+    assert not (tmp_path / "results" / "bad").exists()
+    status = run_cli("status", tmp_path)
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[0] == ("bad: steps 0/6+, dnabert_s frames ?/?, esm2 frames ?/?, FAILED in preprocess "
+                        "(logs/bad/preprocess.log): virnucflow: error: bad.fq: record 'r1' (line 1): "
+                        "quality has 3 characters but the sequence has 4")
+    n = _frames(tmp_path / "results" / "good")
+    assert lines[1:] == [f"good: steps 10/10, dnabert_s frames {n}/{n}, esm2 frames {n}/{n}, finished"]

@@ -73,9 +73,14 @@ def call_sequences(
 
 
 def pair_calls(pairs: np.ndarray, calls: np.ndarray) -> np.ndarray:
-    """Per mate, the call of its pair: ``both``, ``one`` or ``neither`` mate viral."""
+    """Per mate, the call of its pair: ``both``, ``one`` or ``neither`` mate viral, or
+    ``undetermined`` when no mate is viral and a mate has no call (``too-short`` or
+    ``no-frames``): that mate may be viral, so "neither" would claim too much."""
     import pandas as pd
 
-    viral = pd.Series(np.asarray(calls) == "virus")
-    n = viral.groupby(np.asarray(pairs)).transform("sum").to_numpy()
-    return np.select([n >= 2, n == 1], ["both", "one"], default="neither")
+    calls = np.asarray(calls)
+    by_pair = pd.DataFrame({"viral": calls == "virus", "called": np.isin(calls, ["virus", "non-viral"])})
+    grouped = by_pair.groupby(np.asarray(pairs))
+    n = grouped["viral"].transform("sum").to_numpy()
+    all_called = grouped["called"].transform("all").to_numpy()
+    return np.select([n >= 2, n == 1, all_called], ["both", "one", "neither"], default="undetermined")

@@ -24,7 +24,6 @@ import os
 from pathlib import Path
 
 from .atomic import atomic_outputs
-from .fasta import read_fasta
 from .errors import VirNucFlowError
 
 CACHE = Path(".snakemake") / "virnucflow" / "inputs.json"
@@ -41,12 +40,13 @@ def file_fingerprint(path: str | os.PathLike) -> dict:
 def count_frames(path: str | os.PathLike, chunk_length: int, limit: int) -> int | None:
     """Frames the preprocessing keeps from ``path``, counting stopped at ``limit``
     (so only a file with fewer frames than ``limit`` is read to the end), or None
-    when the file cannot be read as FASTA (the preprocess job then says why)."""
+    when the file cannot be read as FASTA or FASTQ (the preprocess job then says why)."""
     from .preprocess import chunk_bounds, identify_frames, rna_to_dna
+    from .reads import read_sequences
 
     frames = 0
     try:
-        for record in read_fasta(path, check_duplicates=False):
+        for record in read_sequences(path, check_duplicates=False):
             seq = rna_to_dna(record.seq)
             for start, end in chunk_bounds(len(seq), chunk_length):
                 frames += len(identify_frames("", seq[start:end]))
@@ -84,7 +84,9 @@ def input_info(path: str | os.PathLike, chunk_length: int, limit: int,
         except OSError:
             return None
     counted = entry["frames"].get(str(chunk_length))  # [count, limit it was counted up to]
-    if counted is None or (counted[0] is not None and counted[0] >= counted[1] and counted[1] < limit):
+    # no count yet, one that stopped below the limit now asked for, or none (unreadable; also FASTQ
+    # before it was counted, so a cache written then is counted again)
+    if counted is None or counted[0] is None or (counted[0] >= counted[1] and counted[1] < limit):
         entry["frames"][str(chunk_length)] = counted = [count_frames(p, chunk_length, limit), limit]
         entries[key] = entry
         if cache is not None:

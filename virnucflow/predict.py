@@ -143,11 +143,16 @@ def predict_sample(
     summary = summarise(records_tsv, predictions, windows, min_viral_fraction, min_windows)
     write_tsv(summary_out, summary, demo)
     log.info(
-        "%d frames scored; %d of %d input sequences called viral",
-        len(table.ids), int((summary["call"] == "virus").sum()), len(summary),
+        "%d frames scored; %d of %d input sequences called viral (calling: min_viral_fraction %g, min_windows %d)",
+        len(table.ids), int((summary["call"] == "virus").sum()), len(summary), min_viral_fraction, min_windows,
     )
-    n_short = int((summary["call"] == "too-short").sum())
+    too_short = summary["call"] == "too-short"
+    n_short = int((too_short & (summary["length"] < MIN_RECORD_LENGTH)).sum())
     if n_short:
         log.warning("%d input sequences shorter than %d bp: called too-short in %s (their frames are still scored)",
                     n_short, MIN_RECORD_LENGTH, summary_out)
+    n_few = int(too_short.sum()) - n_short
+    if n_few:
+        log.warning("%d input sequences with fewer than %d scored windows (calling.min_windows): called too-short in %s",
+                    n_few, min_windows, summary_out)
     return summary

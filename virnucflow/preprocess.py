@@ -251,13 +251,16 @@ def preprocess(
 
             source = {"fasta": str(fasta), **file_fingerprint(fasta), "records": stats.records, "bases": stats.bases,
                       "rna_records": stats.rna_records, "chunk_length": chunk_length}
+            if mate2:
+                source["mate2"] = {"path": str(mate2), **file_fingerprint(mate2)}
             tmps[-1].write_text(json.dumps(source, indent=2) + "\n")
+    name = f"{fasta} + {mate2} (mates)" if mate2 else str(fasta)
     if stats.rna_records:
-        log.warning("%s: %d of %d records contain U (RNA): read as T", fasta, stats.rna_records, stats.records)
+        log.warning("%s: %d of %d records contain U (RNA): read as T", name, stats.rna_records, stats.records)
     dt = time.perf_counter() - t0
     log.info(
-        "%s: %d records, %d bases -> %d windows of %d bp, %d frames kept (%.1f s, %.0f records/s)",
-        fasta, stats.records, stats.bases, stats.chunks, chunk_length, stats.frames, dt,
+        "%s: %d records, %d bases -> %d windows of at most %d bp, %d frames kept (%.1f s, %.0f records/s)",
+        name, stats.records, stats.bases, stats.chunks, chunk_length, stats.frames, dt,
         stats.records / dt if dt > 0 else float("nan"),
     )
     return stats

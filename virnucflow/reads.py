@@ -98,7 +98,7 @@ def read_fastq(path: str | os.PathLike, check_duplicates: bool = True) -> Iterat
                 if plus[:1] != b"+":
                     raise InputError(
                         f"{p}: record '{rid}' (line {start}): line {start + 2} should be the '+' "
-                        f"separator, found {plus[:20]!r}"
+                        f"separator, found '{plus[:20].decode('utf-8', 'replace').rstrip()}'"
                     )
                 seq = seq.translate(None, _DROPPED)
                 qual = qual.rstrip(b"\r\n")

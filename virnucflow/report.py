@@ -25,7 +25,7 @@ from typing import Sequence
 import pandas as pd
 
 from .atomic import atomic_outputs
-from .tables import read_tsv, write_tsv
+from .tables import has_demo_banner, read_tsv, write_tsv
 
 CALL_ORDER = ["virus", "non-viral", "too-short", "no-frames"]
 
@@ -70,7 +70,11 @@ def sample_figures(summary_tsv: str | os.PathLike, sample: str, out_png: str | o
     for a in (ax[0, 1], ax[1, 1]):
         a.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax[1, 1].xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.suptitle(f"{sample}: {len(s)} sequences")
+    if has_demo_banner(summary_tsv):
+        fig.suptitle(f"{sample}: {len(s)} sequences. DEMO MODELS (random weights): these calls mean nothing",
+                     color="#c0392b", fontweight="bold")
+    else:
+        fig.suptitle(f"{sample}: {len(s)} sequences")
     fig.tight_layout()
     with atomic_outputs([out_png]) as (tmp,):
         fig.savefig(tmp, format="png", dpi=100)

@@ -76,14 +76,16 @@ def read_sample_sheet(path: str | os.PathLike, check_files: bool = True) -> list
             raise InputError(f"{p}: sample {name!r} is listed twice (lines {seen[name]} and {lineno})")
         seen[name] = lineno
         if check_files:
-            for fasta_or_mate in filter(None, (fasta, mate2)):
-                fp = Path(fasta_or_mate)
+            for what, path in (("FASTA file", fasta), ("mate2 file", mate2)):
+                if not path:
+                    continue
+                fp = Path(path)
                 if fp.is_dir():
-                    raise InputError(f"{p}: line {lineno}: sample {name!r}: FASTA file {fasta_or_mate} is a directory, not a file")
+                    raise InputError(f"{p}: line {lineno}: sample {name!r}: {what} {path} is a directory, not a file")
                 if not fp.is_file():
-                    raise InputError(f"{p}: line {lineno}: sample {name!r}: FASTA file {fasta_or_mate} not found")
+                    raise InputError(f"{p}: line {lineno}: sample {name!r}: {what} {path} not found")
                 if not os.access(fp, os.R_OK):
-                    raise InputError(f"{p}: line {lineno}: sample {name!r}: FASTA file {fasta_or_mate} is not readable")
+                    raise InputError(f"{p}: line {lineno}: sample {name!r}: {what} {path} is not readable")
         samples.append(Sample(name, fasta, lineno, mate2))
     if not samples:
         raise InputError(f"{p}: sample sheet lists no samples")

@@ -11,7 +11,12 @@ Snakemake call, so it works while Snakemake holds its lock):
 - frames embedded / total per model: frames of the shards whose embedding file
   exists, plus, for a shard still running, its share done according to the
   model's last progress line in the job's log (:mod:`virnucflow.progress`);
-- ETA: the longest ETA among the running embedding jobs' last progress lines.
+- ETA: the longest ETA among the running embedding jobs' last progress lines;
+- a step whose output is missing and whose log ends with the one-line error
+  (``virnucflow: error: ...``) is shown as failed, with that line and the log.
+  Samples are those with a ``results/<sample>/preprocess`` folder or a
+  ``logs/<sample>/preprocess.log`` (a sample that failed in preprocessing has
+  only its log).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class SampleStatus:
     frames_done: dict[str, int] = field(default_factory=dict)
     eta_seconds: float | None = None
     running: list[str] = field(default_factory=list)
+    failed: tuple[str, str, str] | None = None  # step, its error line, its log
 
     def line(self) -> str:
         total = f"{self.steps_total}" if self.shards_known else f"{self.steps_total}+"
@@ -54,7 +60,10 @@ class SampleStatus:
                 parts.append(f"{model} frames ?/?")
             else:
                 parts.append(f"{model} frames {self.frames_done.get(model, 0)}/{self.frames_total}")
-        if self.steps_done == self.steps_total and self.shards_known:
+        if self.failed is not None:
+            step, error, log = self.failed
+            parts.append(f"FAILED in {step} ({log}): {error}")
+        elif self.steps_done == self.steps_total and self.shards_known:
             parts.append("finished")
         elif self.eta_seconds is not None:
             parts.append(f"ETA {dt.timedelta(seconds=round(self.eta_seconds))}")
@@ -68,6 +77,15 @@ def _shard_rows(path: Path) -> int:
         return max(sum(1 for _ in f) - 1, 0)
 
 
+def _error_line(log_file: Path) -> str | None:
+    """The log's last line if it is a step's one-line error (``virnucflow: error: ...``)."""
+    try:
+        lines = [line for line in log_file.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return None
+    return lines[-1] if lines and lines[-1].startswith("virnucflow: error:") else None
+
+
 def sample_status(workdir: Path, sample: str) -> SampleStatus:
     res, logs = workdir / "results" / sample, workdir / "logs" / sample
     st = SampleStatus(sample)
@@ -78,6 +96,8 @@ def sample_status(workdir: Path, sample: str) -> SampleStatus:
     for step, out in SINGLE_STEPS:
         if (st.shards_known if out is None else (res / out).exists()):
             st.steps_done += 1
+        elif st.failed is None and (error := _error_line(logs / f"{step}.log")):
+            st.failed = (step, error, str(Path("logs") / sample / f"{step}.log"))
     if not st.shards_known:
         return st
     rows = {s.stem: _shard_rows(s) for s in shards}
@@ -93,6 +113,10 @@ def sample_status(workdir: Path, sample: str) -> SampleStatus:
             log_file = logs / "embed" / f"{item}.log"
             if not log_file.exists():
                 continue
+            error = _error_line(log_file)
+            if error:
+                st.failed = st.failed or ("embed", error, str(Path("logs") / sample / "embed" / f"{item}.log"))
+                continue
             st.running.append(f"{model} {item}")
             line = parse_progress(log_file.read_text(errors="replace"), model)
             if line is not None and line.total:
@@ -105,12 +129,15 @@ def sample_status(workdir: Path, sample: str) -> SampleStatus:
 
 
 def run_status(workdir: str | os.PathLike = ".") -> list[SampleStatus]:
-    """Status of every sample with a folder in ``DIR/results`` (sorted by name)."""
+    """Status of every sample with a folder in ``DIR/results`` or a preprocessing log (sorted by name)."""
     wd = Path(workdir)
     results = wd / "results"
     if not results.is_dir():
         from .errors import InputError
 
         raise InputError(f"{wd}: no results/ folder: not a VirNucFlow working directory, or nothing has run yet")
-    samples = sorted(p.name for p in results.iterdir() if (p / "preprocess").is_dir())
+    samples = {p.name for p in results.iterdir() if (p / "preprocess").is_dir()}
+    if (wd / "logs").is_dir():
+        samples |= {p.name for p in (wd / "logs").iterdir() if (p / "preprocess.log").is_file()}
+    samples = sorted(samples)
     return [sample_status(wd, s) for s in samples]

@@ -29,6 +29,12 @@ def write_tsv(path: str | os.PathLike, table: pd.DataFrame, demo: bool = False) 
             table.to_csv(f, sep="\t", index=False, na_rep="NA", quoting=csv.QUOTE_NONE)
 
 
+def has_demo_banner(path: str | os.PathLike) -> bool:
+    """Whether a table was written from demo models (starts with :data:`DEMO_BANNER`)."""
+    with open(path) as f:
+        return f.readline() == DEMO_BANNER
+
+
 def read_tsv(path: str | os.PathLike, **kwargs) -> pd.DataFrame:
     """Read a table written by :func:`write_tsv` (banner lines starting with '#' skipped)."""
     return pd.read_csv(path, sep="\t", comment=None, skiprows=_banner_lines(path), keep_default_na=False,

@@ -45,8 +45,17 @@ _SHARDS = workflow.resource_settings.overwrite_scatter.get("embed", config["shar
 _AUTO = _SHARDS == "auto"  # one shard per shard_frames frames of the largest sample, at most max_shards
 _limit = config["shard_frames"] * config["max_shards"] if _AUTO else _SHARDS
 INPUTS = {name: input_info(s.fasta, config["chunk_length"], limit=_limit) for name, s in SAMPLES.items()}
+MATES = {name: input_info(s.mate2, config["chunk_length"], limit=_limit) for name, s in SAMPLES.items() if s.mate2}
+
+
+def _frames(name):
+    """Frames of a sample (both mates of paired reads); None when a file is unreadable."""
+    counts = [i and i["frames"] for i in [INPUTS[name]] + ([MATES[name]] if name in MATES else [])]
+    return None if None in counts else sum(counts)
+
+
 if _AUTO:
-    _SHARDS = auto_shards([i and i["frames"] for i in INPUTS.values()], config["shard_frames"], config["max_shards"])
+    _SHARDS = auto_shards([_frames(name) for name in SAMPLES], config["shard_frames"], config["max_shards"])
 
 
 wildcard_constraints:
@@ -61,7 +70,7 @@ scattergather:
 # shards, the extra shards would be empty GPU jobs. (The scatter count is one
 # for all samples and fixed when the DAG is built; it is set here directly so
 # that --set-scatter embed=N is capped too.)
-_cap = shard_cap([i and i["frames"] for i in INPUTS.values()], _SHARDS)
+_cap = shard_cap([_frames(name) for name in SAMPLES], _SHARDS)
 if _cap < _SHARDS:
     print(
         f"virnucflow: warning: {_SHARDS} embedding shards requested but the largest sample has "
@@ -108,9 +117,16 @@ def model_spec(wildcards):
 
 
 def fasta_fingerprint(wildcards):
-    """Size and hash of the sample's FASTA: a changed file reruns preprocessing even if older."""
-    info = INPUTS[wildcards.sample]
-    return f"{info['size']} bytes, blake2b {info['blake2b']}" if info else "unreadable"
+    """Size and hash of the sample's input (both mates of paired reads): a changed file reruns
+    preprocessing even if older."""
+
+    def fingerprint(info):
+        return f"{info['size']} bytes, blake2b {info['blake2b']}" if info else "unreadable"
+
+    text = fingerprint(INPUTS[wildcards.sample])
+    if wildcards.sample in MATES:
+        text += f"; mate2 {fingerprint(MATES[wildcards.sample])}"
+    return text
 
 
 def sample_mate2(wildcards):
