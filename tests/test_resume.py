@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -35,30 +36,34 @@ def test_stale_temporaries_are_removed_by_the_same_step(tmp_path):
     assert other.exists()
 
 
+RECORDS = "results/s/preprocess/records.tsv"
+
+
+def _preprocess_only(workdir: Path) -> subprocess.CompletedProcess:
+    """Sample sheet ``s.tsv`` in ``workdir``, run up to the preprocessing of sample ``s``."""
+    return subprocess.run(SNAKEMAKE + [RECORDS, "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+                                       "--cores", "1", "--configfile", str(REPO / "config" / "demo.yaml"),
+                                       "--config", "samples=s.tsv"], capture_output=True, text=True)
+
+
 @pytest.mark.slow
 def test_replaced_input_with_an_older_date_is_preprocessed_again(tmp_path):
     fasta = tmp_path / "in.fa"
     fasta.write_text(">a\n" + "ATG" * 100 + "\n")
     _sheet(tmp_path / "s.tsv", [("s", "in.fa")])
-    target = "results/s/preprocess/records.tsv"
 
-    def preprocess_only():
-        return subprocess.run(SNAKEMAKE + [target, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-                                           "--cores", "1", "--configfile", str(REPO / "config" / "demo.yaml"),
-                                           "--config", "samples=s.tsv"], capture_output=True, text=True)
-
-    res = preprocess_only()
+    res = _preprocess_only(tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert (tmp_path / target).read_text() == "record_id\tlength\tchunks\tframes\na\t300\t1\t5\n"
+    assert (tmp_path / RECORDS).read_text() == "record_id\tlength\tchunks\tframes\na\t300\t1\t5\n"
 
     fasta.write_text(">b\n" + "ATG" * 200 + "\n")  # other content...
     os.utime(fasta, (946684800, 946684800))  # ...dated 2000-01-01, older than the results
-    res = preprocess_only()
+    res = _preprocess_only(tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert (tmp_path / target).read_text() == "record_id\tlength\tchunks\tframes\nb\t600\t2\t10\n"
+    assert (tmp_path / RECORDS).read_text() == "record_id\tlength\tchunks\tframes\nb\t600\t2\t10\n"
     source = json.loads((tmp_path / "results" / "s" / "preprocess" / "input.json").read_text())
     assert source["size"] == fasta.stat().st_size == 604
-    res = preprocess_only()
+    res = _preprocess_only(tmp_path)
     assert "Nothing to be done" in res.stdout + res.stderr
 
 
@@ -72,25 +77,19 @@ def test_replaced_mate2_with_an_older_date_is_preprocessed_again(tmp_path):
     mate2 = tmp_path / "r2.fq"
     mate2.write_text(fastq(2, ["ATG" * 100]))
     (tmp_path / "s.tsv").write_text("sample\tfasta\tmate2\ns\tr1.fq\tr2.fq\n")
-    target = "results/s/preprocess/records.tsv"
 
-    def preprocess_only():
-        return subprocess.run(SNAKEMAKE + [target, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-                                           "--cores", "1", "--configfile", str(REPO / "config" / "demo.yaml"),
-                                           "--config", "samples=s.tsv"], capture_output=True, text=True)
-
-    res = preprocess_only()
+    res = _preprocess_only(tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert (tmp_path / target).read_text().splitlines()[2] == "p0/2\t300\t1\t5\tp0"
+    assert (tmp_path / RECORDS).read_text().splitlines()[2] == "p0/2\t300\t1\t5\tp0"
     mate2.write_text(fastq(2, ["ATG" * 200]))  # only mate 2 changes...
     os.utime(mate2, (946684800, 946684800))  # ...dated 2000-01-01, older than the results
-    res = preprocess_only()
+    res = _preprocess_only(tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert (tmp_path / target).read_text().splitlines()[2] == "p0/2\t600\t2\t10\tp0"
+    assert (tmp_path / RECORDS).read_text().splitlines()[2] == "p0/2\t600\t2\t10\tp0"
     source = json.loads((tmp_path / "results" / "s" / "preprocess" / "input.json").read_text())
     assert source["mate2"]["path"] == "r2.fq" and source["mate2"]["size"] == mate2.stat().st_size
     assert "r1.fq + r2.fq (mates): 2 records, 900 bases" in (tmp_path / "logs" / "s" / "preprocess.log").read_text()
-    res = preprocess_only()
+    res = _preprocess_only(tmp_path)
     assert "Nothing to be done" in res.stdout + res.stderr
 
 
