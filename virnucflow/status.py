@@ -77,12 +77,16 @@ def _shard_rows(path: Path) -> int:
         return max(sum(1 for _ in f) - 1, 0)
 
 
-def _error_line(log_file: Path) -> str | None:
-    """The log's last line if it is a step's one-line error (``virnucflow: error: ...``)."""
+def _read_log(log_file: Path) -> str:
     try:
-        lines = [line for line in log_file.read_text(errors="replace").splitlines() if line.strip()]
+        return log_file.read_text(errors="replace")
     except OSError:
-        return None
+        return ""
+
+
+def _error_line(text: str) -> str | None:
+    """A log's last line if it is a step's one-line error (``virnucflow: error: ...``)."""
+    lines = [line for line in text.splitlines() if line.strip()]
     return lines[-1] if lines and lines[-1].startswith("virnucflow: error:") else None
 
 
@@ -96,7 +100,7 @@ def sample_status(workdir: Path, sample: str) -> SampleStatus:
     for step, out in SINGLE_STEPS:
         if (st.shards_known if out is None else (res / out).exists()):
             st.steps_done += 1
-        elif st.failed is None and (error := _error_line(logs / f"{step}.log")):
+        elif st.failed is None and (error := _error_line(_read_log(logs / f"{step}.log"))):
             st.failed = (step, error, str(Path("logs") / sample / f"{step}.log"))
     if not st.shards_known:
         return st
@@ -113,12 +117,13 @@ def sample_status(workdir: Path, sample: str) -> SampleStatus:
             log_file = logs / "embed" / f"{item}.log"
             if not log_file.exists():
                 continue
-            error = _error_line(log_file)
+            text = _read_log(log_file)
+            error = _error_line(text)
             if error:
                 st.failed = st.failed or ("embed", error, str(Path("logs") / sample / "embed" / f"{item}.log"))
                 continue
             st.running.append(f"{model} {item}")
-            line = parse_progress(log_file.read_text(errors="replace"), model)
+            line = parse_progress(text, model)
             if line is not None and line.total:
                 done += n * line.done / line.total
                 if line.eta_seconds is not None:
