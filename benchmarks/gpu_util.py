@@ -44,3 +44,11 @@ class UtilizationSampler:
     def mean(self, t0: float, t1: float) -> float:
         values = [u for t, u in self.samples if t0 <= t <= t1]
         return sum(values) / len(values) / 100 if values else float("nan")
+
+    def per_second(self, t0: float, t1: float) -> list[int]:
+        """Mean utilisation (%) in each whole second from ``t0`` to ``t1``: the run's timeline."""
+        bins: dict[int, list[int]] = {}
+        for t, u in self.samples:
+            if t0 <= t <= t1:
+                bins.setdefault(int(t - t0), []).append(u)
+        return [round(sum(bins[s]) / len(bins[s])) if s in bins else -1 for s in range(int(t1 - t0) + 1)]

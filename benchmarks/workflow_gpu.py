@@ -9,7 +9,9 @@ run is ``snakemake --cores 16 --resources gpu=1`` in a fresh working
 directory, with the workflow of ``--workflow`` (another checkout, for a
 before/after comparison) and its default config unless ``--config`` adds
 keys. NVML utilisation is sampled every 50 ms from the start of Snakemake to
-its end. The original VirNucPro's time for the same work is projected from the
+its end (``--compile-cache DIR`` shares one compile cache between the runs, as
+a project's later runs share theirs; by default each run's is new, so cold).
+The original VirNucPro's time for the same work is projected from the
 tokens embedded and the original's measured tokens/s (``--original-esm2``,
 ``--original-dnabert``: ``embed_throughput.py``'s "original" rows).
 
@@ -88,6 +90,8 @@ def run_one(args, models: dict, reads: int) -> dict:
     (work / "samples.tsv").write_text(f"sample\tfasta\nreads\t{work / 'reads.fa'}\n")
     config = {"samples": str(work / "samples.tsv"), "chunk_length": 500,
               "models": {**models, "download": False, "classifier_chunk_length": 500}}
+    if args.compile_cache:  # shared by the runs: warm after the first (a project's later runs)
+        config["compile_cache"] = str(Path(args.compile_cache).resolve())
     (work / "config.yaml").write_text(json.dumps(config))
     workflow = Path(args.workflow).resolve()
     cmd = [sys.executable, "-m", "snakemake", "-s", str(workflow / "Snakefile"), "-d", str(work), "--configfile",
@@ -109,6 +113,7 @@ def run_one(args, models: dict, reads: int) -> dict:
         sys.stderr.write(res.stderr[-5000:])
         raise SystemExit(f"snakemake failed for {args.label} {reads}")
     util = sampler.mean(t0, t1) if sampler is not None else float("nan")
+    timeline = sampler.per_second(t0, t1) if sampler is not None else []
     frames = sum(1 for line in open(work / "results" / "reads" / "preprocess" / "identified_protein.faa")
                  if line.startswith(">"))
     tokens = embedded_tokens(work)
@@ -117,7 +122,9 @@ def run_one(args, models: dict, reads: int) -> dict:
     row = dict(label=args.label, gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", reads=reads, frames=frames, tokens=tokens,
                wall_s=round(wall, 1), gpu_util_mean=round(util, 3), wall_s_per_100k_reads=round(wall * 1e5 / reads, 1),
                original_projected_s=round(original_s, 1), speedup_vs_original=round(original_s / wall, 2),
-               config=args.config, workflow=str(workflow), rules=rule_times(work),
+               config=args.config, compile_cache=config.get("compile_cache", "cold (in the run's working directory)"),
+               workflow=str(workflow), rules=rule_times(work),
+               util_per_second=timeline,
                embedding_shards=len(list((work / "results" / "reads" / "embeddings" / "esm2").glob("*.h5"))))
     print(json.dumps(row, indent=1), flush=True)
     return row
@@ -152,6 +159,8 @@ def main() -> None:
     p.add_argument("--workflow", default=str(REPO), help="checkout whose Snakefile runs (default: this one)")
     p.add_argument("--config", nargs="*", default=[], help="extra --config KEY=VALUE for snakemake")
     p.add_argument("--workdir", default="/tmp/virnucflow_workflow_bench")
+    p.add_argument("--compile-cache", help="compile_cache for every run (default: the config's, in each run's fresh "
+                   "working directory, so cold)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--original-esm2", type=float, default=6101.0, help="original VirNucPro ESM-2 tokens/s (H200)")
     p.add_argument("--original-dnabert", type=float, default=12933.0, help="original DNABERT-S tokens/s (H100)")

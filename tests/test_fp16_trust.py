@@ -21,7 +21,8 @@ import pytest
 import torch
 
 from virnucflow.demo import DEMO_ESM, build_demo_models, random_esm2, save_fair_esm
-from virnucflow.engine import EmbedOptions, Embedder, embed_shard, model_options
+from virnucflow.config import model_options
+from virnucflow.engine import EmbedOptions, Embedder, embed_shard
 from virnucflow.errors import ConfigError, MergeError, NumericalError
 from virnucflow.features import Embeddings, merge_features, write_h5
 from virnucflow.models.acquire import check_models

@@ -48,11 +48,15 @@ def _ids(cases):
     return [f"{c[0].name}-L{c[1]}" for c in cases]
 
 
+@pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("case", SHARED_CASES + ORIGINAL_CASES + GZIP_CASES, ids=_ids(SHARED_CASES + ORIGINAL_CASES + GZIP_CASES))
-def test_outputs_byte_identical_to_original(case, tmp_path):
+def test_outputs_byte_identical_to_original(case, threads, tmp_path, monkeypatch):
+    """One process, or three translating batches of a few records each (written back in order)."""
     fasta, length, chunked, nucleotide, protein = case
     out = [tmp_path / "chunked.fa", tmp_path / "nt.fa", tmp_path / "aa.faa"]
-    preprocess(fasta, length, *out)
+    if threads > 1:
+        monkeypatch.setattr("virnucflow.preprocess.BATCH_BASES", 2000)
+    preprocess(fasta, length, *out, threads=threads)
     for got, expected in zip(out, (chunked, nucleotide, protein)):
         assert got.read_bytes() == expected.read_bytes(), f"{got.name} differs from {expected}"
 
@@ -123,3 +127,22 @@ def test_uncompressed_copy_with_other_name_is_read(tmp_path):
     out = [tmp_path / "c.fa", tmp_path / "n.fa", tmp_path / "p.faa"]
     preprocess(dst, 500, *out)
     assert out[0].read_bytes() == (ORIGINAL / "lowercase.L500.chunked.fa").read_bytes()
+
+
+def test_an_input_error_in_a_later_batch_leaves_no_outputs(tmp_path, monkeypatch):
+    """With worker processes the records are still read (and refused) here, in order: the
+    same one-line error as with one process, and no output written."""
+    from virnucflow.errors import InputError
+
+    monkeypatch.setattr("virnucflow.preprocess.BATCH_BASES", 500)
+    good = "".join(f">r{i}\n{'ACGTTGCA' * 40}\n" for i in range(30))
+    (tmp_path / "in.fa").write_text(good + ">bad\nACGTXACGT\n" + good.replace(">r", ">s"))
+    out = [tmp_path / "chunked.fa", tmp_path / "nt.fa", tmp_path / "aa.faa", tmp_path / "records.tsv"]
+    messages = []
+    for threads in (1, 3):
+        with pytest.raises(InputError) as exc:
+            preprocess(tmp_path / "in.fa", 300, *out, threads=threads)
+        messages.append(str(exc.value))
+        assert not any(p.exists() for p in out)
+    assert messages[0] == messages[1]
+    assert "'bad'" in messages[0] and "'X'" in messages[0], messages[0]

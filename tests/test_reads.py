@@ -79,6 +79,33 @@ def test_frames_are_counted_in_fastq_as_in_fasta(tmp_path):
     assert input_info(tmp_path / "r.fq.gz", 300, limit=10**9, cache=cache)["frames"] == kept
 
 
+def test_frames_of_a_large_file_are_extrapolated_from_its_first_windows(tmp_path):
+    """Beyond count_frames' exact_windows, the rest of the file is measured in windows, not
+    translated: the count is the sampled frames per window times the file's windows."""
+    from virnucflow.inputs import count_frames
+
+    fasta = ORIGINAL / "both_strands.fa"
+    records = list(read_fasta(fasta))
+    exact = count_frames(fasta, 300, limit=10**9)
+    windows = sum(-(-len(r.seq) // 300) for r in records)
+    # the same records 50 times over: every sample of whole copies has the file's frames per window
+    (tmp_path / "x50.fa").write_text("".join(f">c{i}_{r.id}\n{r.seq}\n" for i in range(50) for r in records))
+    assert count_frames(tmp_path / "x50.fa", 300, limit=10**9) == 50 * exact  # all within EXACT_WINDOWS
+    assert count_frames(tmp_path / "x50.fa", 300, limit=10**9, exact_windows=windows) == 50 * exact
+    # a sample that is not representative gives a proportional estimate, never more than the limit
+    first = records[0]
+    first_frames = count_frames(tmp_path / "x50.fa", 300, limit=10**9, exact_windows=1)
+    first_windows = -(-len(first.seq) // 300)
+    assert first_frames == round(count_frames_of(first, 300) * 50 * windows / first_windows)
+    assert count_frames(tmp_path / "x50.fa", 300, limit=7, exact_windows=1) == min(7, first_frames)
+
+
+def count_frames_of(record, chunk_length):
+    from virnucflow.preprocess import chunk_bounds, identify_frames
+
+    return sum(len(identify_frames("", record.seq[a:b])) for a, b in chunk_bounds(len(record.seq), chunk_length))
+
+
 def test_fastq_with_crlf_line_ends(tmp_path):
     (tmp_path / "r.fq").write_bytes(b"@r1 some read\r\nACGTN\r\n+\r\nIIIII\r\n")
     assert [(r.id, r.seq) for r in read_sequences(tmp_path / "r.fq")] == [("r1", "ACGTN")]

@@ -182,3 +182,18 @@ def test_every_rule_that_runs_has_a_log_and_a_benchmark_the_report_names_it_by()
             seen[name] = benchmark_rule(path.parts[2:])
     assert seen and all(attributed == name for name, attributed in seen.items()), seen
     assert {"embed", "fp32_compare_sample", "check_model", "report_run", "models_manifest"} <= set(seen)
+
+
+def test_the_snakefile_imports_no_torch():
+    """Every Snakemake start (and on a cluster every job) parses the Snakefile: the modules
+    common.smk imports must not pull in torch (1-2 s each time) or pandas."""
+    import subprocess
+    import sys
+
+    imports = [line for line in (REPO / "workflow" / "rules" / "common.smk").read_text().splitlines()
+               if line.startswith("from virnucflow")]
+    assert len(imports) >= 5
+    code = "\n".join(imports) + "\nimport sys\nprint(sorted(m for m in ('torch', 'pandas', 'h5py') if m in sys.modules))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"

@@ -8,10 +8,13 @@ CLI, tests and benchmarks read them here instead of writing them again.
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
+
+from .errors import ConfigError
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -36,3 +39,30 @@ def _defaults(node: dict) -> Any:
 def schema_defaults() -> dict:
     """Every default of the schema, nested as the config is (keys without a default are left out)."""
     return _defaults(schema())
+
+
+#: Emergency overrides without editing files (folded into the rules' params, so changing
+#: them re-runs the embedding): a precision for every model, or the earlier tool's switch.
+ENV_PRECISION = "VIRNUCFLOW_PRECISION"
+ENV_DISABLE_FP16 = "VIRNUCPRO_DISABLE_FP16"
+
+
+def model_sections() -> tuple[str, ...]:
+    """The models with their own subsection of ``embedding`` (``embedding.esm2``, ...)."""
+    return tuple(k for k, v in schema()["properties"]["embedding"]["properties"].items() if "$ref" in v)
+
+
+def model_options(embedding: Mapping, model: str, environ: Mapping[str, str] = os.environ) -> dict:
+    """Options of ``model``: the shared keys, the model's own (``embedding.<model>.*``), then
+    ``VIRNUCFLOW_PRECISION`` or ``VIRNUCPRO_DISABLE_FP16=1`` from the environment. (Here, not
+    in the engine, so that the Snakefile resolves them without importing torch.)"""
+    options = {k: v for k, v in embedding.items() if k not in model_sections() and not isinstance(v, dict)}
+    options.update(embedding.get(model) or {})
+    forced = environ.get(ENV_PRECISION, "").strip().lower()
+    if forced:
+        if forced not in ("fp16", "bf16", "fp32"):
+            raise ConfigError(f"{ENV_PRECISION}={forced!r}: expected fp16, bf16 or fp32")
+        options["precision"] = forced
+    elif environ.get(ENV_DISABLE_FP16, "").strip() not in ("", "0") and options.get("precision") == "fp16":
+        options["precision"] = "fp32"
+    return options

@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .engine import Embedder, EmbedOptions, model_options
+from .config import model_options
+from .engine import Embedder, EmbedOptions
 from .errors import NumericalError
 from .models.interface import embedding_models, load_model
 from .preprocess import iter_identified

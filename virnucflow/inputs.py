@@ -5,9 +5,12 @@
   parameter, so replacing an input by different content reruns preprocessing
   even when the new file is older (Snakemake alone compares times), and
   preprocessing records it in ``preprocess/input.json``.
-- :func:`count_frames`: how many frames the preprocessing will keep, counted
-  only up to the number of shards asked for (so normally after a few
-  records), to cap the number of embedding shards by the work.
+- :func:`count_frames`: how many frames the preprocessing will keep, to size
+  and cap the embedding shards: translated exactly for the first
+  ``EXACT_WINDOWS`` windows, extrapolated over the rest of a larger file from
+  their frames per window (reading only the records' lengths: the shard count
+  needs the size of the work, and translating the whole file here cost as much
+  as preprocessing it, before any job could start), and stopped at a limit.
 
 Both read the whole file, so :func:`input_info` caches them in
 ``.snakemake/virnucflow/inputs.json`` keyed by the file's path, device, inode,
@@ -37,24 +40,39 @@ def file_fingerprint(path: str | os.PathLike) -> dict:
     return {"size": size, "blake2b": digest.hexdigest()}
 
 
-def count_frames(path: str | os.PathLike, chunk_length: int, limit: int) -> int | None:
-    """Frames the preprocessing keeps from ``path``, counting stopped at ``limit``
-    (so only a file with fewer frames than ``limit`` is read to the end), or None
-    when the file cannot be read as FASTA or FASTQ (the preprocess job then says why)."""
+EXACT_WINDOWS = 20_000  # windows translated exactly by count_frames; the rest is extrapolated
+
+
+def count_frames(path: str | os.PathLike, chunk_length: int, limit: int,
+                 exact_windows: int = EXACT_WINDOWS) -> int | None:
+    """Frames the preprocessing keeps from ``path``, at most ``limit``, or None when the
+    file cannot be read as FASTA or FASTQ (the preprocess job then says why).
+
+    Exact for a file of at most ``exact_windows`` windows (or once ``limit`` is
+    reached within them); beyond that, the first ``exact_windows`` windows'
+    frames per window times the file's windows, rounded (the records' lengths
+    are read, not translated)."""
     from .preprocess import chunk_bounds, identify_frames, rna_to_dna
     from .reads import read_sequences
 
-    frames = 0
+    frames = windows = 0
     try:
         for record in read_sequences(path, check_duplicates=False):
+            if windows >= exact_windows:
+                windows += len(chunk_bounds(len(record.seq), chunk_length))
+                continue
             seq = rna_to_dna(record.seq)
             for start, end in chunk_bounds(len(seq), chunk_length):
                 frames += len(identify_frames("", seq[start:end]))
+                windows += 1
                 if frames >= limit:
                     return limit
+            sampled_frames, sampled_windows = frames, windows
     except Exception:  # noqa: BLE001 - any unreadable input: no count, the job says what is wrong
         return None
-    return frames
+    if windows > sampled_windows:
+        frames = round(sampled_frames * windows / sampled_windows)
+    return min(frames, limit)
 
 
 def _signature(st: os.stat_result) -> list[int]:

@@ -27,7 +27,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Iterable, Iterator, TextIO
+from typing import Iterable, Iterator
 
 from .atomic import atomic_outputs
 from .errors import InputError
@@ -166,12 +166,6 @@ def identify_frames(chunk_id: str, window: str) -> list[Frame]:
     return frames
 
 
-def write_fasta_wrapped(handle: TextIO, rid: str, seq: str, width: int = FASTA_WIDTH) -> None:
-    """Write one record as Biopython's FASTA writer does (``>id``, 60 columns)."""
-    handle.write(f">{rid}\n")
-    handle.write("".join(seq[i : i + width] + "\n" for i in range(0, len(seq), width)))
-
-
 @dataclass
 class PreprocessStats:
     records: int = 0
@@ -179,6 +173,79 @@ class PreprocessStats:
     chunks: int = 0
     frames: int = 0
     rna_records: int = 0  # records with U/u, read as T/t
+
+    def add(self, other: "PreprocessStats") -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+BATCH_BASES = 2_000_000  # bases per batch of records handed to a worker process
+
+
+def preprocess_records(records: list[tuple[str, str]], chunk_length: int,
+                       paired: bool) -> tuple[str, str, str, str, PreprocessStats]:
+    """The four outputs' text for a batch of ``(id, sequence)`` records, and its counts:
+    windows (wrapped at 60), kept frames' nucleotides and proteins, per-record rows."""
+    stats = PreprocessStats()
+    chunked: list[str] = []
+    nuc: list[str] = []
+    prot: list[str] = []
+    recs: list[str] = []
+    for rid, seq in records:
+        if "U" in seq or "u" in seq:
+            seq = rna_to_dna(seq)
+            stats.rna_records += 1
+        n_frames = 0
+        bounds = chunk_bounds(len(seq), chunk_length)
+        for k, (start, end) in enumerate(bounds, start=1):
+            chunk_id = f"{rid}_chunk_{k}"
+            window = seq[start:end]
+            chunked.append(f">{chunk_id}\n")  # wrapped at 60 columns, as Biopython writes FASTA
+            chunked.extend(window[i : i + FASTA_WIDTH] + "\n" for i in range(0, len(window), FASTA_WIDTH))
+            for frame in identify_frames(chunk_id, window):
+                nuc.append(f">{frame.id}\n{frame.nucleotide}\n")
+                prot.append(f">{frame.id}\n{frame.protein}\n")
+                n_frames += 1
+        pair = f"\t{pair_id(rid)}" if paired else ""
+        recs.append(f"{rid}\t{len(seq)}\t{len(bounds)}\t{n_frames}{pair}\n")
+        stats.records += 1
+        stats.bases += len(seq)
+        stats.chunks += len(bounds)
+        stats.frames += n_frames
+    return "".join(chunked), "".join(nuc), "".join(prot), "".join(recs), stats
+
+
+def _batches(records: Iterable, batch_bases: int) -> Iterator[list[tuple[str, str]]]:
+    batch: list[tuple[str, str]] = []
+    size = 0
+    for record in records:
+        batch.append((record.id, record.seq))
+        size += len(record.seq)
+        if size >= batch_bases:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _in_order(batches: Iterator[list], work, threads: int) -> Iterator:
+    """``work(batch)`` for each batch, in order: here with one thread, else in ``threads``
+    worker processes with at most ``2 * threads`` batches in flight (the reading, and any
+    input error it raises, stays in this process)."""
+    if threads <= 1:
+        yield from map(work, batches)
+        return
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(threads) as pool:
+        pending: deque = deque()
+        for batch in batches:
+            pending.append(pool.submit(work, batch))
+            if len(pending) >= 2 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def preprocess(
@@ -190,6 +257,7 @@ def preprocess(
     records_out: str | os.PathLike | None = None,
     source_out: str | os.PathLike | None = None,
     mate2: str | os.PathLike | None = None,
+    threads: int = 1,
 ) -> PreprocessStats:
     """Write the original's three preprocessing outputs for one FASTA or FASTQ file.
 
@@ -204,8 +272,13 @@ def preprocess(
     - ``source_out`` (optional): JSON with the input's path, size and BLAKE2b
       hash (:func:`virnucflow.inputs.file_fingerprint`) and the counts.
 
+    The records are read and checked here, in order, and translated in batches
+    by ``threads`` processes (:func:`preprocess_records`); the batches are
+    written in input order, so the outputs do not depend on ``threads``.
     All outputs appear together or not at all.
     """
+    import functools
+
     if chunk_length < 3:
         raise InputError(f"chunk_length must be at least 3 (one codon), got {chunk_length}")
     t0 = time.perf_counter()
@@ -214,33 +287,14 @@ def preprocess(
     with atomic_outputs(outs + ([source_out] if source_out else [])) as tmps:
         handles = [open(t, "w", buffering=1 << 20) for t in tmps[: len(outs)]]
         try:
-            chunked, nuc, prot = handles[:3]
-            recs = handles[3] if records_out else None
-            if recs:
-                recs.write("record_id\tlength\tchunks\tframes" + ("\tpair\n" if mate2 else "\n"))
+            if records_out:
+                handles[3].write("record_id\tlength\tchunks\tframes" + ("\tpair\n" if mate2 else "\n"))
             records = read_pairs(fasta, mate2) if mate2 else read_sequences(fasta)
-            for record in records:
-                seq = record.seq
-                if "U" in seq or "u" in seq:
-                    seq = rna_to_dna(seq)
-                    stats.rna_records += 1
-                n_frames = 0
-                bounds = chunk_bounds(len(seq), chunk_length)
-                for k, (start, end) in enumerate(bounds, start=1):
-                    chunk_id = f"{record.id}_chunk_{k}"
-                    window = seq[start:end]
-                    write_fasta_wrapped(chunked, chunk_id, window)
-                    for frame in identify_frames(chunk_id, window):
-                        nuc.write(f">{frame.id}\n{frame.nucleotide}\n")
-                        prot.write(f">{frame.id}\n{frame.protein}\n")
-                        n_frames += 1
-                if recs:
-                    pair = f"\t{pair_id(record.id)}" if mate2 else ""
-                    recs.write(f"{record.id}\t{len(seq)}\t{len(bounds)}\t{n_frames}{pair}\n")
-                stats.records += 1
-                stats.bases += len(seq)
-                stats.chunks += len(bounds)
-                stats.frames += n_frames
+            work = functools.partial(preprocess_records, chunk_length=chunk_length, paired=bool(mate2))
+            for *texts, batch_stats in _in_order(_batches(records, BATCH_BASES), work, threads):
+                for handle, text in zip(handles, texts):
+                    handle.write(text)
+                stats.add(batch_stats)
         finally:
             for h in handles:
                 h.close()
@@ -259,9 +313,9 @@ def preprocess(
         log.warning("%s: %d of %d records contain U (RNA): read as T", name, stats.rna_records, stats.records)
     dt = time.perf_counter() - t0
     log.info(
-        "%s: %d records, %d bases -> %d windows of at most %d bp, %d frames kept (%.1f s, %.0f records/s)",
+        "%s: %d records, %d bases -> %d windows of at most %d bp, %d frames kept (%.1f s, %.0f records/s, %d %s)",
         name, stats.records, stats.bases, stats.chunks, chunk_length, stats.frames, dt,
-        stats.records / dt if dt > 0 else float("nan"),
+        stats.records / dt if dt > 0 else float("nan"), threads, "process" if threads <= 1 else "processes",
     )
     return stats
 

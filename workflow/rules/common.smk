@@ -9,7 +9,7 @@ from snakemake.utils import validate
 # The workflow's own package (virnucflow/) lives beside this Snakefile.
 sys.path.insert(0, workflow.basedir)
 from virnucflow.checks import check_renamed_rules, classifier_chunk_length, config_error  # noqa: E402
-from virnucflow.engine import ENV_DISABLE_FP16, ENV_PRECISION, model_options  # noqa: E402
+from virnucflow.config import ENV_DISABLE_FP16, ENV_PRECISION, model_options  # noqa: E402
 from virnucflow.errors import VirNucFlowError  # noqa: E402
 from virnucflow.inputs import auto_shards, input_info, shard_cap  # noqa: E402
 from virnucflow.models.acquire import known_kind  # noqa: E402
@@ -81,7 +81,9 @@ if _cap < _SHARDS:
 
 
 ENV = "../../envs/virnucflow.yaml"
-EMBEDDING_MODELS = {"dnabert_s": "DNABERT-S", "esm2": "ESM-2"}  # in this order in rule embed; results/*/embeddings/<key>/
+EMBEDDING_MODELS = {"dnabert_s": "DNABERT-S", "esm2": "ESM-2"}  # results/*/embeddings/<key>/, the gate's order
+# Rule embed runs ESM-2 first: meanwhile a helper process compiles DNABERT-S's kernels (engine.precompile).
+EMBED_ORDER = ["esm2", "dnabert_s"]
 DEMO_MODELS = {
     "esm2": "resources/demo_models/esm2_demo.pt",
     "dnabert_s": "resources/demo_models/dnabert_s_demo",

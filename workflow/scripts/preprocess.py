@@ -6,4 +6,4 @@ with rule_step(snakemake):
     out = snakemake.output
     preprocess(snakemake.input.fasta, snakemake.params.chunk_length,
                out.chunked, out.nucleotide, out.protein, out.records, out.source,
-               mate2=snakemake.input.get("mate2") or None)
+               mate2=snakemake.input.get("mate2") or None, threads=snakemake.threads)
