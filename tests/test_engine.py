@@ -7,7 +7,6 @@ results are compared by cosine (>= 0.999) against FP32.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from types import SimpleNamespace
 
@@ -186,34 +185,6 @@ def test_one_job_embeds_both_models_as_two_jobs_would(tmp_path):
     with pytest.raises(ValueError, match="must name the same models"):
         embed_shard_models(models, tmp_path / "shard.tsv", {"esm2": tmp_path / "x.h5"}, opts,
                            nonfinite_outs={m: tmp_path / f"x_{m}.tsv" for m in opts})
-
-
-def test_a_failed_compile_ahead_is_a_warning_and_the_job_goes_on(tmp_path, monkeypatch, caplog):
-    """The helper process that compiles a later model's kernels ahead (on a GPU) is only an
-    optimisation: when it fails (here it is told to use a GPU this machine lacks, so it really
-    fails), the job says so in its log and embeds the model in its turn as before."""
-    from virnucflow import engine
-    from virnucflow.demo import build_demo_models
-    from virnucflow.models.acquire import check_models
-    from virnucflow.shard import SHARD_HEADER
-
-    build_demo_models(tmp_path / "e.pt", tmp_path / "d", tmp_path / "c.pth")
-    check_models({"esm2": tmp_path / "e.pt", "dnabert_s": tmp_path / "d", "classifier": tmp_path / "c.pth", "download": False},
-                 tmp_path / "m.json")
-    nts, aas = mixed_frames(6, seed=2, high=120)
-    (tmp_path / "shard.tsv").write_text(SHARD_HEADER + "".join(f"{i}\ts{i}_chunk_1F1\t{nts[i]}\t{aas[i]}\n" for i in range(6)))
-    opts = {m: EmbedOptions.defaults(device="cpu") for m in ("esm2", "dnabert_s")}
-    assert engine._start_precompile("dnabert_s", tmp_path / "m.json", opts["dnabert_s"]) is None  # no GPU here
-    monkeypatch.setattr(engine, "_start_precompile", lambda kind, models_json, o: engine._spawn_precompile(
-        kind, models_json, dataclasses.replace(o, device="cuda")))
-    with caplog.at_level("INFO", logger="virnucflow"):
-        stats = embed_shard_models({m: tmp_path / "m.json" for m in opts}, tmp_path / "shard.tsv",
-                                   {m: tmp_path / f"{m}.h5" for m in opts}, opts,
-                                   nonfinite_outs={m: tmp_path / f"{m}.tsv" for m in opts})
-    assert list(stats) == ["esm2", "dnabert_s"] and stats["dnabert_s"].sequences == 6
-    line = next(r.getMessage() for r in caplog.records if "compiling its kernels ahead failed" in r.getMessage())
-    assert line.startswith("dnabert_s: compiling its kernels ahead failed (exit 1: ") and line.endswith(
-        "); they compile in its turn"), line
 
 
 class _OOMAbove:

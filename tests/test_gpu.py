@@ -267,36 +267,3 @@ def test_fp8_against_its_emulation_and_fp32(request, kind, monkeypatch):
     assert np.isfinite(fast).all()
     assert err_fast.max() <= 2 * err_emu.max() and err_fast.mean() <= 2 * err_emu.mean()
     assert c_fast.min() > 0.99
-
-
-def test_one_job_compiles_the_later_model_ahead_and_matches_two_jobs(tmp_path, monkeypatch, caplog):
-    """rule embed on a GPU: ESM-2 first while a helper process compiles DNABERT-S's FlexAttention
-    into the compile cache; every model's file is still bit-identical to embed_shard alone."""
-    import h5py
-
-    from virnucflow.demo import build_demo_models
-    from virnucflow.engine import embed_shard, embed_shard_models
-    from virnucflow.models.acquire import check_models
-    from virnucflow.shard import SHARD_HEADER
-
-    for var, sub in (("TORCHINDUCTOR_CACHE_DIR", "inductor"), ("TRITON_CACHE_DIR", "triton")):
-        monkeypatch.setenv(var, str(tmp_path / "cache" / sub))
-    build_demo_models(tmp_path / "e.pt", tmp_path / "d", tmp_path / "c.pth")
-    check_models({"esm2": tmp_path / "e.pt", "dnabert_s": tmp_path / "d", "classifier": tmp_path / "c.pth",
-                  "download": False}, tmp_path / "m.json")
-    nts, aas = mixed_frames(200, seed=4, high=400)
-    rows = "".join(f"{i}\ts{i}_chunk_1F1\t{nts[i]}\t{aas[i]}\n" for i in range(200))
-    (tmp_path / "shard.tsv").write_text(SHARD_HEADER + rows)
-    kinds = ["esm2", "dnabert_s"]
-    opts = {m: EmbedOptions.defaults(device="cuda") for m in kinds}
-    with caplog.at_level("INFO", logger="virnucflow"):
-        embed_shard_models({m: tmp_path / "m.json" for m in kinds}, tmp_path / "shard.tsv",
-                           {m: tmp_path / f"both_{m}.h5" for m in kinds}, opts,
-                           nonfinite_outs={m: tmp_path / f"both_{m}.tsv" for m in kinds})
-    assert "dnabert_s: kernels compiled ahead by a helper process" in caplog.text, caplog.text
-    assert any((tmp_path / "cache").rglob("*")), "the helper wrote nothing into the compile cache"
-    for m in kinds:
-        embed_shard(m, tmp_path / "m.json", tmp_path / "shard.tsv", tmp_path / f"alone_{m}.h5", opts[m])
-        with h5py.File(tmp_path / f"both_{m}.h5") as both, h5py.File(tmp_path / f"alone_{m}.h5") as alone:
-            assert both.attrs["attention"] == alone.attrs["attention"] == ("flex" if m == "dnabert_s" else "varlen")
-            assert np.array_equal(both["embeddings"][()], alone["embeddings"][()]), m

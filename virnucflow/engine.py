@@ -271,13 +271,11 @@ def embed_shard_models(models: Mapping[str, str | os.PathLike], shard: str | os.
     """Embed one shard with every model of ``models`` (kind -> its manifest) in turn, in this process.
 
     One job per shard instead of one per shard and model: Python, CUDA and the
-    shard are set up once. While the first model computes, the later models'
-    files are read ahead on a thread (into the page cache: a checkpoint on a
-    cluster's network file system) and, on a GPU, a helper process compiles
-    their kernels into the compile cache (:func:`precompile`: DNABERT-S's
-    FlexAttention, ~10-15 s into an empty cache), so that their turn finds them
-    compiled. Each model's GPU copy is freed before the next one moves in.
-    Outputs are those of :func:`embed_shard`, per model, bit for bit.
+    shard are set up once. The later models' files are read ahead on a thread
+    (into the page cache: a 5.7 GB ESM-2 checkpoint on a cluster's network file
+    system) while the first model computes; each model's GPU copy is freed
+    before the next one moves in. Outputs are those of :func:`embed_shard`, per
+    model, bit for bit.
     """
     kinds = list(models)
     if set(kinds) != set(outs) or set(kinds) != set(opts) or set(kinds) != set(nonfinite_outs):
@@ -285,81 +283,13 @@ def embed_shard_models(models: Mapping[str, str | os.PathLike], shard: str | os.
                          f"{list(nonfinite_outs)} must name the same models")
     later = [json.loads(Path(models[k]).read_text())[k]["path"] for k in kinds[1:]]
     threading.Thread(target=read_ahead, args=(later,), name="read-ahead", daemon=True).start()
-    helpers = {k: _start_precompile(k, models[k], opts[k]) for k in kinds[1:]}
     stats: dict[str, EmbedStats] = {}
     for kind in kinds:
-        _finish_precompile(kind, helpers.get(kind))
         stats[kind] = embed_shard(kind, models[kind], shard, outs[kind], opts[kind], nonfinite_out=nonfinite_outs[kind])
         if torch.cuda.is_available():
             gc.collect()
             torch.cuda.empty_cache()  # this model's weights and buffers are gone: room for the next one
     return stats
-
-
-def precompile(kind: str, models_json: str | os.PathLike, opts: EmbedOptions) -> None:
-    """Load ``kind`` and compile its kernels into the compile cache (:meth:`Embedder.warm_up`),
-    writing nothing else. Run in a helper process by :func:`embed_shard_models`."""
-    entry = json.loads(Path(models_json).read_text())[kind]
-    model, _ = load_model(kind, entry["path"])
-    Embedder.create(model, opts).warm_up()
-
-
-_PRECOMPILE = ("import json, sys; from virnucflow.engine import EmbedOptions, precompile; "
-               "precompile(sys.argv[1], sys.argv[2], EmbedOptions(**json.loads(sys.argv[3])))")
-
-
-def _start_precompile(kind: str, models_json: str | os.PathLike, opts: EmbedOptions):
-    """:func:`_spawn_precompile` where something would compile (warm_up compiles only packed
-    FlexAttention on a GPU), else None."""
-    if not (opts.packing and opts.attention in ("auto", "flex") and torch.cuda.is_available()
-            and resolve_device(opts.device).type == "cuda"):
-        return None
-    return _spawn_precompile(kind, models_json, opts)
-
-
-def _spawn_precompile(kind: str, models_json: str | os.PathLike, opts: EmbedOptions):
-    """A helper process running :func:`precompile` for a later model, and the file its stderr
-    goes to. It inherits the GPU (CUDA_VISIBLE_DEVICES) and the compile cache's location from
-    this process's environment."""
-    import subprocess
-    import sys
-    import tempfile
-
-    package_root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    errors = tempfile.TemporaryFile()
-    try:
-        proc = subprocess.Popen([sys.executable, "-c", _PRECOMPILE, kind, str(models_json), json.dumps(asdict(opts))],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors, env=env)
-    except OSError as exc:
-        errors.close()
-        log.warning("%s: could not start compiling its kernels ahead (%s); they compile in its turn", kind, exc)
-        return None
-    return proc, errors
-
-
-def _finish_precompile(kind: str, helper, wait_s: float = 120) -> None:
-    """Wait for a model's helper before its turn (a failed one only costs its compile in the turn)."""
-    if helper is None:
-        return
-    import subprocess
-
-    proc, errors = helper
-    t0 = time.perf_counter()
-    try:
-        rc = proc.wait(timeout=wait_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        rc = "timed out"
-    if rc == 0:
-        log.info("%s: kernels compiled ahead by a helper process (waited %.1f s for it)", kind, time.perf_counter() - t0)
-    else:
-        errors.seek(0)
-        lines = errors.read().decode("utf-8", "replace").strip().splitlines()
-        log.warning("%s: compiling its kernels ahead failed (%s: %s); they compile in its turn",
-                    kind, rc if rc == "timed out" else f"exit {rc}", lines[-1] if lines else "no message")
-    errors.close()
 
 
 def read_ahead(paths: Sequence[str | os.PathLike], chunk: int = 1 << 23) -> int:

@@ -81,9 +81,7 @@ if _cap < _SHARDS:
 
 
 ENV = "../../envs/virnucflow.yaml"
-EMBEDDING_MODELS = {"dnabert_s": "DNABERT-S", "esm2": "ESM-2"}  # results/*/embeddings/<key>/, the gate's order
-# Rule embed runs ESM-2 first: meanwhile a helper process compiles DNABERT-S's kernels (engine.precompile).
-EMBED_ORDER = ["esm2", "dnabert_s"]
+EMBEDDING_MODELS = {"dnabert_s": "DNABERT-S", "esm2": "ESM-2"}  # in this order in rule embed; results/*/embeddings/<key>/
 DEMO_MODELS = {
     "esm2": "resources/demo_models/esm2_demo.pt",
     "dnabert_s": "resources/demo_models/dnabert_s_demo",

@@ -1,7 +1,6 @@
 # One job per shard runs both models in turn, on one GPU (SLURM allocates it;
 # locally a lock file picks a free GPU): Python, CUDA and the shard are set up
-# once; ESM-2 computes first while a helper process compiles DNABERT-S's
-# FlexAttention kernels into the compile cache. FP16 packed
+# once and ESM-2's checkpoint is read ahead while DNABERT-S computes. FP16 packed
 # FlashAttention by default; the embedding section of the config rolls back
 # precision, packing and backend, per model. Changing one model's options
 # reruns the shard's job (DNABERT-S is ~5% of its GPU time).
@@ -19,7 +18,7 @@ rule embed:
     benchmark:
         "logs/benchmarks/{sample}/embed/{scatteritem}.tsv"
     params:
-        models=EMBED_ORDER,
+        models=list(EMBEDDING_MODELS),
         options={m: embedding_options(m) for m in EMBEDDING_MODELS},
         compile_cache=config["compile_cache"],
     threads: rule_threads(config, "embed")
@@ -28,6 +27,6 @@ rule embed:
     conda:
         ENV
     message:
-        f"{{wildcards.sample}} {{wildcards.scatteritem}}: {' then '.join(EMBEDDING_MODELS[m] for m in EMBED_ORDER)} embeddings"
+        f"{{wildcards.sample}} {{wildcards.scatteritem}}: {' and '.join(EMBEDDING_MODELS.values())} embeddings"
     script:
         "../scripts/embed.py"
