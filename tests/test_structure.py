@@ -197,3 +197,23 @@ def test_the_snakefile_imports_no_torch():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"
+
+
+def test_a_model_check_imports_no_torch_dynamo(tmp_path):
+    """check_model builds each model on the meta device for its shapes: no initialiser may run
+    there, since their meta implementations import torch._dynamo (1 s here, ~4 s on the GPU
+    machines, on the critical path before the first embedding job)."""
+    import subprocess
+    import sys
+
+    from virnucflow.demo import build_demo_models
+
+    build_demo_models(tmp_path / "e.pt", tmp_path / "d", tmp_path / "c.pth")
+    code = ("import sys; from pathlib import Path; from virnucflow.checks import check_model\n"
+            f"for kind, path in [('esm2', {str(tmp_path / 'e.pt')!r}), ('dnabert_s', {str(tmp_path / 'd')!r}), "
+            f"('classifier', {str(tmp_path / 'c.pth')!r})]:\n"
+            "    check_model(kind, path, None, allow_download=False)\n"
+            "print('torch._dynamo' in sys.modules, 'torch' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["False", "True"]

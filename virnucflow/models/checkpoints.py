@@ -154,10 +154,25 @@ def check_state_dict(expected: Mapping[str, torch.Tensor], got: Mapping[str, tor
         raise ModelFileError(f"{source}: weights do not match {what}: " + "; ".join(problems))
 
 
+class _SkipInit(torch.overrides.TorchFunctionMode):
+    """``torch.nn.init`` initialisers do nothing: on the meta device they only cost time (their
+    meta implementations import torch._dynamo, seconds of every model check and load)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else (kwargs or {}).get("tensor")
+        return func(*args, **(kwargs or {}))
+
+
+def meta_model(factory: Callable[[], nn.Module]) -> nn.Module:
+    """``factory()`` on the meta device, for its shapes or for weights assigned from a file."""
+    with torch.device("meta"), _SkipInit():
+        return factory()
+
+
 def build_and_load(factory: Callable[[], nn.Module], state: Mapping[str, torch.Tensor], source: str, what: str) -> nn.Module:
     """Build the model on the meta device, check ``state`` strictly, assign its tensors."""
-    with torch.device("meta"):
-        model = factory()
+    model = meta_model(factory)
     expected = model.state_dict()
     check_state_dict(expected, state, source, what)
     model.load_state_dict({k: state[k] for k in expected}, strict=True, assign=True)
@@ -165,8 +180,7 @@ def build_and_load(factory: Callable[[], nn.Module], state: Mapping[str, torch.T
 
 
 def describe_shapes(factory: Callable[[], nn.Module]) -> dict[str, torch.Tensor]:
-    with torch.device("meta"):
-        return factory().state_dict()
+    return meta_model(factory).state_dict()
 
 
 # --------------------------------------------------------------------------- ESM-2

@@ -107,7 +107,10 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        inv_freq = 1.0 / (10000 ** (torch.arange(0, dim, 2).float() / dim))
+        if torch.empty(0).device.type == "meta":  # built for its shapes: the checkpoint's values replace these
+            inv_freq = torch.empty(dim // 2)
+        else:
+            inv_freq = 1.0 / (10000 ** (torch.arange(0, dim, 2).float() / dim))
         self.register_buffer("inv_freq", inv_freq)
 
 
