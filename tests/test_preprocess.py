@@ -68,12 +68,13 @@ def test_fixtures_cover_both_strands_and_all_frames():
         assert f"{suffix}\n" in text
 
 
-def test_cli_writes_the_same_files(tmp_path):
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_cli_writes_the_same_files(tmp_path, threads):
     fasta, length, chunked, nucleotide, protein = SHARED_CASES[0]
     res = run_cli(
         "preprocess", "--fasta", fasta, "--chunk-length", length,
         "--chunked", tmp_path / "c.fa", "--nucleotide", tmp_path / "n.fa",
-        "--protein", tmp_path / "p.faa", "--records", tmp_path / "r.tsv",
+        "--protein", tmp_path / "p.faa", "--records", tmp_path / "r.tsv", "--threads", threads,
     )
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "c.fa").read_bytes() == chunked.read_bytes()

@@ -19,7 +19,8 @@ from .step import cli_step
 def _preprocess(a: argparse.Namespace) -> None:
     from .preprocess import preprocess
 
-    preprocess(a.fasta, a.chunk_length, a.chunked, a.nucleotide, a.protein, a.records, a.source, mate2=a.mate2)
+    preprocess(a.fasta, a.chunk_length, a.chunked, a.nucleotide, a.protein, a.records, a.source, mate2=a.mate2,
+               threads=a.threads)
 
 
 def _shard(a: argparse.Namespace) -> None:
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--records")
     s.add_argument("--source", help="JSON: the input's size and hash")
     s.add_argument("--mate2", help="second file of paired reads (mate 2)")
+    s.add_argument("--threads", type=int, default=1, help="processes translating the records (the outputs do not depend on it)")
     s.set_defaults(func=_preprocess)
 
     s = sub.add_parser("shard", help="split identified frames into token-balanced shards")
