@@ -107,3 +107,22 @@ def test_settings_for_the_former_per_model_rules_are_refused(tmp_path, args, mes
                          cwd=REPO, capture_output=True, text=True)
     assert res.returncode != 0
     assert message in res.stdout + res.stderr, (res.stdout + res.stderr)[-2000:]
+
+
+def test_every_demo_job_fits_a_two_core_node():
+    """config/demo.yaml runs on a laptop or a 2-core SLURM test node (the README's cluster walk-through):
+    a default sized for real samples (preprocess and predict ask for 4 cores) must be lowered there,
+    or SLURM refuses the job."""
+    import yaml
+    from snakemake.utils import validate
+
+    from virnucflow.resources import rule_threads
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    for key, value in demo.items():  # --configfile merges nested dicts key by key
+        config[key] = {**config[key], **value} if isinstance(value, dict) and isinstance(config.get(key), dict) else value
+    validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    threads = {rule: rule_threads(config, rule) for rule in config["resources"]}
+    assert max(threads.values()) <= 2, threads
+    assert threads["preprocess"] == threads["predict"] == 1
