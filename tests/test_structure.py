@@ -217,3 +217,11 @@ def test_a_model_check_imports_no_torch_dynamo(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["False", "True"]
+
+
+def test_the_schemas_model_sections_are_the_embedding_models():
+    """config.model_options reads the per-model sections from the schema (no torch import in the
+    Snakefile); the engine runs the models of the interface: both lists must be the same."""
+    from virnucflow.config import model_sections
+
+    assert sorted(model_sections()) == sorted(interface.embedding_models())

@@ -56,7 +56,8 @@ def model_options(embedding: Mapping, model: str, environ: Mapping[str, str] = o
     """Options of ``model``: the shared keys, the model's own (``embedding.<model>.*``), then
     ``VIRNUCFLOW_PRECISION`` or ``VIRNUCPRO_DISABLE_FP16=1`` from the environment. (Here, not
     in the engine, so that the Snakefile resolves them without importing torch.)"""
-    options = {k: v for k, v in embedding.items() if k not in model_sections() and not isinstance(v, dict)}
+    sections = model_sections()
+    options = {k: v for k, v in embedding.items() if k not in sections and not isinstance(v, dict)}
     options.update(embedding.get(model) or {})
     forced = environ.get(ENV_PRECISION, "").strip().lower()
     if forced:

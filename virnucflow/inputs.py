@@ -52,7 +52,7 @@ def count_frames(path: str | os.PathLike, chunk_length: int, limit: int,
     reached within them); beyond that, the first ``exact_windows`` windows'
     frames per window times the file's windows, rounded (the records' lengths
     are read, not translated)."""
-    from .preprocess import chunk_bounds, identify_frames, rna_to_dna
+    from .preprocess import chunk_bounds, preprocess_records
     from .reads import read_sequences
 
     frames = windows = 0
@@ -61,12 +61,10 @@ def count_frames(path: str | os.PathLike, chunk_length: int, limit: int,
             if windows >= exact_windows:
                 windows += len(chunk_bounds(len(record.seq), chunk_length))
                 continue
-            seq = rna_to_dna(record.seq)
-            for start, end in chunk_bounds(len(seq), chunk_length):
-                frames += len(identify_frames("", seq[start:end]))
-                windows += 1
-                if frames >= limit:
-                    return limit
+            kept = preprocess_records([(record.id, record.seq)], chunk_length, paired=False)[-1]
+            frames, windows = frames + kept.frames, windows + kept.chunks
+            if frames >= limit:
+                return limit
             sampled_frames, sampled_windows = frames, windows
     except Exception:  # noqa: BLE001 - any unreadable input: no count, the job says what is wrong
         return None
