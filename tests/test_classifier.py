@@ -25,6 +25,7 @@ PICKLE_LIKE_ORIGINAL = textwrap.dedent(
     import sys, torch
     from torch import nn
     import torch.nn.functional as F
+    torch.set_num_threads(1)  # as the test below: a CPU matmul's rounding can depend on its threads
 
     class MLPClassifier(nn.Module):
         def __init__(self, input_dim, hidden_dim, num_class):
@@ -68,8 +69,13 @@ def test_whole_module_pickle_from_main_loads_safely(original_pickles):
     for path in (whole, state):
         model, meta = load_classifier(path)
         assert meta == {"input_dim": 3328, "hidden_dim": 512, "demo_model": False}
-        got = classify(model, exp["x"])
-        # Same float32 operations on the same CPU: identical.
+        threads = torch.get_num_threads()  # earlier tests may have set another count in this process
+        torch.set_num_threads(1)
+        try:
+            got = classify(model, exp["x"])
+        finally:
+            torch.set_num_threads(threads)
+        # Same float32 operations on the same CPU with the same threads: identical.
         assert torch.equal(got, exp["p"])
 
 
