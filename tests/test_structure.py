@@ -219,6 +219,28 @@ def test_a_model_check_imports_no_torch_dynamo(tmp_path):
     assert res.stdout.split() == ["False", "True"]
 
 
+def test_a_cpu_embedding_imports_no_torch_dynamo(tmp_path):
+    """On a CPU, FlexAttention is never used, so choosing the backend must not build it:
+    torch.compile imports torch._dynamo and Inductor (3.6 s of every CPU embedding job here)."""
+    import subprocess
+    import sys
+
+    from virnucflow.demo import build_demo_models
+
+    build_demo_models(tmp_path / "e.pt", tmp_path / "d", tmp_path / "c.pth")
+    code = ("import sys; from virnucflow.engine import Embedder, EmbedOptions; "
+            "from virnucflow.models.interface import load_model\n"
+            f"for kind, path in [('esm2', {str(tmp_path / 'e.pt')!r}), ('dnabert_s', {str(tmp_path / 'd')!r})]:\n"
+            "    for attention in ('auto', 'flex'):\n"
+            "        e = Embedder.create(load_model(kind, path)[0], EmbedOptions.defaults(device='cpu', attention=attention))\n"
+            "        print(kind, attention, e.backend)\n"
+            "print('torch._dynamo' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == ["esm2 auto sdpa", "esm2 flex sdpa", "dnabert_s auto sdpa", "dnabert_s flex sdpa",
+                                       "False"]
+
+
 def test_the_schemas_model_sections_are_the_embedding_models():
     """config.model_options reads the per-model sections from the schema (no torch import in the
     Snakefile); the engine runs the models of the interface: both lists must be the same."""

@@ -107,7 +107,12 @@ def _flex_fn() -> Callable | None:
 
 
 def can_run(backend: str, device: torch.device, dtype: torch.dtype, alibi: bool, packed: bool) -> str | None:
-    """None if ``backend`` can run here, else the reason it cannot."""
+    """None if ``backend`` can run here, else the reason it cannot.
+
+    The device, dtype and model are asked before any import is tried: importing
+    varlen_attn or building FlexAttention imports torch._dynamo and Inductor, seconds
+    that a CPU job (which uses neither) must not pay.
+    """
     cuda = device.type == "cuda"
     half = dtype in (torch.float16, torch.bfloat16)
     if packed and backend == "math":
@@ -115,22 +120,22 @@ def can_run(backend: str, device: torch.device, dtype: torch.dtype, alibi: bool,
     if not packed and backend not in PADDED_BACKENDS:
         return f"{backend} needs packed batches"
     if backend == "varlen":
-        if _varlen_fn() is None:
-            return "torch.nn.attention.varlen.varlen_attn is not available in this PyTorch"
         if not cuda or not half:
             return "varlen_attn needs a CUDA GPU and fp16/bf16"
         if alibi:
             return "varlen_attn has no attention bias, so it cannot apply DNABERT-S's ALiBi"
+        if _varlen_fn() is None:
+            return "torch.nn.attention.varlen.varlen_attn is not available in this PyTorch"
     if backend == "flash_attn":
-        if _flash_attn_fn() is None:
-            return "the flash-attn package is not installed"
         if not cuda or not half:
             return "flash-attn needs a CUDA GPU and fp16/bf16"
+        if _flash_attn_fn() is None:
+            return "the flash-attn package is not installed"
     if backend == "flex":
-        if _flex_fn() is None:
-            return "FlexAttention is not available in this PyTorch"
         if not cuda:
             return "FlexAttention is only used on CUDA GPUs here"
+        if _flex_fn() is None:
+            return "FlexAttention is not available in this PyTorch"
     return None
 
 
