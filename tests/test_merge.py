@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -108,3 +111,36 @@ def test_empty_shards_merge_to_empty_features(tmp_path):
     write_h5(tmp_path / "aa.h5", empty(aa))
     table = merge_features([tmp_path / "nt.h5"], [tmp_path / "aa.h5"], tmp_path / "f.h5")
     assert table.vectors.shape == (0, 768 + 2560)
+
+
+def test_predict_scores_the_shards_joined_as_the_merge_joins_them(tmp_path):
+    """predict reads the per-shard embedding files itself (features.h5 is optional): however the
+    frames are split into shards, it writes exactly the files that scoring the original's merged
+    features gives."""
+    from virnucflow.demo import random_classifier, save_original_classifier
+
+    nt, aa = _reference_tables()
+    save_original_classifier(random_classifier(768 + 2560, 512, 0), tmp_path / "clf.pth")
+    (tmp_path / "models.json").write_text(f'{{"classifier": {{"path": "{tmp_path / "clf.pth"}"}}}}')
+    res = run_cli("preprocess", "--fasta", REFERENCE / f"{NAME}.fa", "--chunk-length", 500, "--chunked", tmp_path / "c.fa",
+                  "--nucleotide", tmp_path / "n.fa", "--protein", tmp_path / "p.faa", "--records", tmp_path / "records.tsv")
+    assert res.returncode == 0, res.stderr
+    outputs = {}
+    for name, nt_split, aa_split in (("one", [[0, 1, 2, 3]], [[0, 1, 2, 3]]), ("three", [[2, 0], [3], [1]], [[1], [0, 3, 2]])):
+        d = tmp_path / name
+        d.mkdir()
+        res = run_cli("predict", "--dnabert-s", *_write_shards(d, "nt", nt, nt_split), "--esm2", *_write_shards(d, "aa", aa, aa_split),
+                      "--models-json", tmp_path / "models.json", "--records", tmp_path / "records.tsv",
+                      "--predictions", d / "p.txt", "--highest", d / "h.csv", "--summary", d / "s.tsv")
+        assert res.returncode == 0, res.stderr
+        outputs[name] = [(d / f).read_bytes() for f in ("p.txt", "h.csv", "s.tsv")]
+    assert outputs["one"] == outputs["three"]
+    # The original's merged features scored in a fresh process (as the CLI's: a CPU matmul's rounding
+    # can depend on the threads, which earlier tests may have changed in this one).
+    script = (f"import torch; from virnucflow.classifier import classify, load_classifier; "
+              f"from virnucflow.predict import write_predictions; "
+              f"e = torch.load({str(REFERENCE / f'{NAME}_output_1_merged.pt')!r}, weights_only=True); "
+              f"m, _ = load_classifier({str(tmp_path / 'clf.pth')!r}); "
+              f"write_predictions({str(tmp_path / 'expected.txt')!r}, e['ids'], classify(m, e['data']).numpy())")
+    subprocess.run([sys.executable, "-c", script], check=True)
+    assert outputs["one"][0] == (tmp_path / "expected.txt").read_bytes()

@@ -191,3 +191,28 @@ def test_bogus_device(tmp_path):
     overlay = _overlay(tmp_path, "o.yaml", "embedding:\n  device: bogus\n")
     _fails_at_start(tmp_path, "config key embedding.device: 'bogus' does not match '^(auto|cpu|cuda(:[0-9]+)?)$' "
                     "(allowed: auto (the GPU the job was given, else CPU), cpu, cuda or cuda:N)", configfiles=[overlay])
+
+
+def test_without_features_h5_the_calls_are_the_same_and_the_merge_is_not_run(run, tmp_path):
+    """output.features and output.merged_pt off (the defaults outside the demo): predict joins the
+    embedding files itself, nothing writes features.h5, and the calls are byte for byte those of the
+    run that wrote it; where features.h5 is asked for, predict still does not wait for it."""
+    from .conftest import run_cli
+
+    _sheet(tmp_path / "samples.tsv", [("dna", str(LAMBDA))])
+    off = _overlay(tmp_path, "off.yaml", "output: {features: false, merged_pt: false}\n")
+    res = snakemake(tmp_path, config=["samples=samples.tsv"], configfiles=[off])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "merge" not in _jobs(res) and "export_merged_pt" not in _jobs(res)
+    assert not list(tmp_path.rglob("features.h5"))
+    for name in ("prediction_results.txt", "prediction_results_highestscore.csv", "summary.tsv", "windows.tsv"):
+        assert (tmp_path / "results" / "dna" / name).read_bytes() == (run / "results" / "dna" / name).read_bytes(), name
+    status = run_cli("status", tmp_path)
+    assert status.returncode == 0 and status.stdout.split(", ")[0] == "dna: steps 9/9", status.stdout
+    assert status.stdout.strip().endswith("finished")
+    graph = snakemake(run, "--rulegraph", config=["samples=samples.tsv"])  # the demo: merged_pt on
+    assert graph.returncode == 0, graph.stderr[-2000:]
+    labels = dict(re.findall(r"^\s*(\d+)\[label = \"(\w+)\"", graph.stdout, re.M))
+    edges = {(labels[a], labels[b]) for a, b in re.findall(r"^\s*(\d+) -> (\d+)", graph.stdout, re.M)}
+    assert ("nan_gate", "merge") in edges and ("merge", "export_merged_pt") in edges
+    assert ("nan_gate", "predict") in edges and ("merge", "predict") not in edges

@@ -131,7 +131,7 @@ def test_status_of_a_run_killed_mid_embedding(tmp_path):
     assert total == _frames(tmp_path / "results" / "lam")
     frames = {m: sum(rows[k] for k in done[m]) for m in done}
     assert res.stdout.splitlines() == [
-        f"lam: steps {2 + n_done}/12, dnabert_s frames {frames['dnabert_s']}/{total}, "
+        f"lam: steps {2 + n_done}/11, dnabert_s frames {frames['dnabert_s']}/{total}, "
         f"esm2 frames {frames['esm2']}/{total}, ETA ?"
     ]
 
@@ -197,7 +197,7 @@ def test_status_eta_of_a_run_killed_mid_embedding(tmp_path):
     res = run_cli("status", tmp_path)
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == [
-        f"gc: steps {2 + n_done}/12, dnabert_s frames {frames['dnabert_s']}/{total}, "
+        f"gc: steps {2 + n_done}/11, dnabert_s frames {frames['dnabert_s']}/{total}, "
         f"esm2 frames {frames['esm2']}/{total}, ETA {h}:{rest // 60:02d}:{rest % 60:02d}"
     ]
     assert 0 < frames["dnabert_s"] + frames["esm2"] < 2 * total
@@ -234,7 +234,7 @@ def test_status_names_a_failed_step(tmp_path):
     status = run_cli("status", tmp_path)
     assert status.returncode == 0, status.stderr
     lines = status.stdout.splitlines()
-    assert lines[0] == ("bad: steps 0/6+, dnabert_s frames ?/?, esm2 frames ?/?, FAILED in preprocess "
+    assert lines[0] == ("bad: steps 0/5+, dnabert_s frames ?/?, esm2 frames ?/?, FAILED in preprocess "
                         "(logs/bad/preprocess.log): virnucflow: error: bad.fq: record 'r1' (line 1): "
                         "quality has 3 characters but the sequence has 4")
     n = _frames(tmp_path / "results" / "good")

@@ -63,7 +63,7 @@ def _predict(a: argparse.Namespace) -> None:
 
     calling = resolve_calling({"preset": a.preset, "min_viral_fraction": a.min_viral_fraction,
                                "min_windows": a.min_windows})
-    predict_sample(a.features, a.models_json, a.records, a.predictions, a.highest, a.summary, **calling)
+    predict_sample(a.dnabert_s, a.esm2, a.models_json, a.records, a.predictions, a.highest, a.summary, **calling)
 
 
 def _export_merged_pt(a: argparse.Namespace) -> None:
@@ -162,8 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sample")
     s.set_defaults(func=_merge)
 
-    s = sub.add_parser("predict", help="score features with the VirNucPro classifier")
-    s.add_argument("--features", required=True)
+    s = sub.add_parser("predict", help="score a sample's embeddings with the VirNucPro classifier")
+    s.add_argument("--dnabert-s", nargs="+", required=True, help="the sample's DNABERT-S embedding files (all shards)")
+    s.add_argument("--esm2", nargs="+", required=True, help="the sample's ESM-2 embedding files (all shards)")
     s.add_argument("--models-json", required=True)
     s.add_argument("--records", required=True)
     s.add_argument("--predictions", required=True)

@@ -204,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(a.results)
         print("\nVirNucFlow demo finished (DEMO MODELS: random weights, the calls mean nothing).")
         for summary in sorted(root.glob("*/summary.tsv")):
-            print(f"  {summary.parent}/: prediction_results.txt, prediction_results_highestscore.csv, summary.tsv, features.h5")
+            names = ["prediction_results.txt", "prediction_results_highestscore.csv", "summary.tsv", "windows.bed",
+                     "windows.tsv", "features.h5", f"{summary.parent.name}_merged.pt"]
+            print(f"  {summary.parent}/: {', '.join(n for n in names if (summary.parent / n).exists())}")
         print("  logs: logs/   per-rule time and memory: logs/benchmarks/   HTML report: make report")
     return 0
 

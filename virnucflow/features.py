@@ -7,9 +7,12 @@ Per shard and model the embedding step writes an HDF5 file with
 - ``embeddings`` (N, D) float32: pooled vectors
 
 and attributes naming the model, precision, attention backend and packing.
-:func:`merge_features` joins the DNABERT-S and ESM-2 files of a sample by ID
-into ``features.h5`` (``features`` (N, D_nt + D_aa) float32, nucleotide first as
-in the original, rows in input order) and refuses any mismatch.
+:func:`read_features` joins the DNABERT-S and ESM-2 files of a sample by ID
+into the classifier's features ((N, D_nt + D_aa) float32, nucleotide first as
+in the original, rows in input order) and refuses any mismatch; the predict
+step scores them in memory. :func:`merge_features` writes the same table to
+``features.h5`` (``output.features``, or ``output.merged_pt`` which is made
+from it).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ log = logging.getLogger("virnucflow")
 SETTINGS = ("precision", "attention", "packing")
 _STR = h5py.string_dtype("utf-8")
 _MAX_LISTED = 10
+_FINITE_ROWS = 8192  # rows per block of the finiteness check
 
 
 @dataclass
@@ -116,11 +120,12 @@ def concat_h5(paths: Iterable[str | os.PathLike]) -> Embeddings:
         raise MergeError(f"embedding files disagree on the vector width: {sorted(dims)}")
     attrs = next((t.attrs for t in tables if t.ids), tables[0].attrs)
     dim = dims.pop() if dims else tables[0].dim
+    filled = [t for t in tables if t.ids]
+    if len(filled) == 1:  # one shard (the usual case below shard_frames frames): no copy
+        return Embeddings(filled[0].ids, filled[0].index, filled[0].vectors, attrs)
     ids = [i for t in tables for i in t.ids]
     index = np.concatenate([t.index for t in tables]) if ids else np.zeros(0, np.int64)
-    vectors = (
-        np.concatenate([t.vectors for t in tables if t.ids]) if ids else np.zeros((0, dim), np.float32)
-    )
+    vectors = np.concatenate([t.vectors for t in filled]) if ids else np.zeros((0, dim), np.float32)
     return Embeddings(ids, index, vectors, attrs)
 
 
@@ -162,20 +167,29 @@ def join_by_id(nucleotide: Embeddings, protein: Embeddings) -> Embeddings:
     moved = [i for i, a, b in zip(ids, protein.index[aa_rows], nucleotide.index[order]) if a != b]
     if moved:
         raise MergeError(f"IDs at different input positions in the two models' files: {_listed(moved)}")
-    features = np.concatenate([nucleotide.vectors[order], protein.vectors[aa_rows]], axis=1)
-    bad = ~np.isfinite(features).all(axis=1)
+    # One (N, D_nt + D_aa) array written in place: no concatenated copy of gathered copies.
+    d_nt = nucleotide.dim
+    features = np.empty((len(ids), d_nt + protein.dim), dtype=np.float32)
+    for columns, table, rows in ((slice(0, d_nt), nucleotide, order), (slice(d_nt, None), protein, aa_rows)):
+        if np.array_equal(rows, np.arange(len(rows))):
+            features[:, columns] = table.vectors
+        else:
+            np.take(table.vectors, rows, axis=0, out=features[:, columns], mode="clip")  # rows are in range
+    bad = np.zeros(len(ids), dtype=bool)
+    for start in range(0, len(ids), _FINITE_ROWS):  # row blocks: no N x D boolean temporary
+        bad[start:start + _FINITE_ROWS] = ~np.isfinite(features[start:start + _FINITE_ROWS]).all(axis=1)
     if bad.any():
         raise NumericalError(f"non-finite feature values for {_listed([ids[k] for k in np.flatnonzero(bad)])}")
     return Embeddings(ids, nucleotide.index[order], features)
 
 
-def merge_features(
+def read_features(
     nucleotide_files: Sequence[str | os.PathLike],
     protein_files: Sequence[str | os.PathLike],
-    out: str | os.PathLike,
     attrs: dict[str, Any] | None = None,
 ) -> Embeddings:
-    """Merge per-shard embedding files of a sample into ``features.h5``."""
+    """A sample's classifier features from its per-shard DNABERT-S and ESM-2 files, joined by ID
+    (:func:`join_by_id`), with the models' and settings' attributes of ``features.h5``."""
     nt = concat_h5(nucleotide_files)
     aa = concat_h5(protein_files)
     table = join_by_id(nt, aa)
@@ -185,6 +199,17 @@ def merge_features(
     meta["demo_models"] = bool(nt.attrs.get("demo_model", False) or aa.attrs.get("demo_model", False))
     meta.update(attrs or {})
     table.attrs = meta
+    return table
+
+
+def merge_features(
+    nucleotide_files: Sequence[str | os.PathLike],
+    protein_files: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    attrs: dict[str, Any] | None = None,
+) -> Embeddings:
+    """Merge per-shard embedding files of a sample into ``features.h5``."""
+    table = read_features(nucleotide_files, protein_files, attrs)
     write_h5(out, table, dataset="features")
     log.info("merged %d frames into %s (%d features each)", len(table.ids), out, table.dim)
     return table

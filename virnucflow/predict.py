@@ -107,7 +107,8 @@ def summarise(
 
 
 def predict_sample(
-    features_h5: str | os.PathLike,
+    nucleotide_files: Sequence[str | os.PathLike],
+    protein_files: Sequence[str | os.PathLike],
     models_json: str | os.PathLike,
     records_tsv: str | os.PathLike,
     predictions_out: str | os.PathLike,
@@ -116,7 +117,12 @@ def predict_sample(
     min_viral_fraction: float = 0.5,
     min_windows: int = 1,
 ) -> pd.DataFrame:
-    """Score a sample's features and write its three prediction outputs."""
+    """Score a sample's features and write its three prediction outputs.
+
+    The features are joined in memory from the per-shard DNABERT-S and ESM-2
+    embedding files (:func:`virnucflow.features.read_features`, the same join and
+    checks as ``features.h5``'s), so scoring does not wait for that file to be written.
+    """
     import json
     import logging
 
@@ -124,10 +130,10 @@ def predict_sample(
 
     from .calling import MIN_RECORD_LENGTH
     from .classifier import classify, load_classifier
-    from .features import read_h5
+    from .features import read_features
 
     log = logging.getLogger("virnucflow")
-    table = read_h5(features_h5, dataset="features")
+    table = read_features(nucleotide_files, protein_files)
     with open(models_json) as f:
         classifier_path = json.load(f)["classifier"]["path"]
     model, meta = load_classifier(classifier_path)

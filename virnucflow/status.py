@@ -5,9 +5,10 @@ Snakemake call, so it works while Snakemake holds its lock):
 
 - steps: the per-sample steps whose output exists, out of preprocess, shard,
   one embedding per shard and model (one job per shard embeds both, each
-  model's file written when that model is done), NaN/Inf gate, merge, predict
-  and window tracks (the embeddings are counted once the shards exist; before
-  that the total is shown with ``+``);
+  model's file written when that model is done), NaN/Inf gate, predict and
+  window tracks, and merge (``features.h5``) where it is configured, i.e. once
+  its log or output exists (the embeddings are counted once the shards exist;
+  before that the total is shown with ``+``);
 - frames embedded / total per model: frames of the shards whose embedding file
   exists, plus, for a shard still running, its share done according to the
   model's last progress line in the job's log (:mod:`virnucflow.progress`);
@@ -34,10 +35,11 @@ SINGLE_STEPS = [
     ("preprocess", "preprocess/records.tsv"),
     ("shard", None),  # all shard files
     ("nan_gate", "qc/nan_gate.tsv"),
-    ("merge", "features.h5"),
     ("predict", "summary.tsv"),
     ("windows", "windows.bed"),
 ]
+# Steps only some configurations run (output.features, output.merged_pt): counted once their log or output exists.
+OPTIONAL_STEPS = [("merge", "features.h5")]
 
 
 @dataclass
@@ -96,8 +98,9 @@ def sample_status(workdir: Path, sample: str) -> SampleStatus:
     shards = sorted((res / "shards").glob("*-of-*.tsv")) if (res / "shards").is_dir() else []
     n_expected = int(shards[0].stem.split("-of-")[1]) if shards else 0
     st.shards_known = bool(shards) and len(shards) == n_expected
-    st.steps_total = len(SINGLE_STEPS) + 2 * n_expected
-    for step, out in SINGLE_STEPS:
+    optional = [(step, out) for step, out in OPTIONAL_STEPS if (res / out).exists() or (logs / f"{step}.log").exists()]
+    st.steps_total = len(SINGLE_STEPS) + len(optional) + 2 * n_expected
+    for step, out in SINGLE_STEPS + optional:
         if (st.shards_known if out is None else (res / out).exists()):
             st.steps_done += 1
         elif st.failed is None and (error := _error_line(_read_log(logs / f"{step}.log"))):

@@ -186,6 +186,8 @@ def final_outputs():
                 "report/calls.png",
             ],
         )
+        if config["output"]["features"]:
+            outs.append(f"results/{name}/features.h5")
         if config["output"]["merged_pt"]:
             outs.append(f"results/{name}/{name}_merged.pt")
     return outs

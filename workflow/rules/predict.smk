@@ -1,5 +1,7 @@
-# Merge per-shard embeddings by ID into features (refusing any mismatch or
-# NaN/Inf), score them with the VirNucPro classifier, summarise per sequence.
+# Score the features (the per-shard embeddings joined by ID in memory, refusing
+# any mismatch or NaN/Inf) with the VirNucPro classifier, summarise per
+# sequence; features.h5 (the same join written out) only when asked for
+# (output.features, output.merged_pt), beside the prediction, not before it.
 
 
 rule merge:
@@ -44,7 +46,9 @@ rule export_merged_pt:
 
 rule predict:
     input:
-        features=rules.merge.output.features,
+        dnabert_s=gather.embed("results/{{sample}}/embeddings/dnabert_s/{scatteritem}.h5"),
+        esm2=gather.embed("results/{{sample}}/embeddings/esm2/{scatteritem}.h5"),
+        gate=rules.nan_gate.output.table,
         models="results/models/classifier.json",
         records=rules.preprocess.output.records,
     output:

@@ -4,5 +4,5 @@ from virnucflow.step import rule_step
 
 with rule_step(snakemake):
     out = snakemake.output
-    predict_sample(snakemake.input.features, snakemake.input.models, snakemake.input.records,
+    predict_sample(snakemake.input.dnabert_s, snakemake.input.esm2, snakemake.input.models, snakemake.input.records,
                    out.predictions, out.highest, out.summary, **snakemake.params.calling)
