@@ -144,3 +144,26 @@ def test_predict_scores_the_shards_joined_as_the_merge_joins_them(tmp_path):
               f"write_predictions({str(tmp_path / 'expected.txt')!r}, e['ids'], classify(m, e['data']).numpy())")
     subprocess.run([sys.executable, "-c", script], check=True)
     assert outputs["one"][0] == (tmp_path / "expected.txt").read_bytes()
+
+
+def test_scores_gathered_batch_by_batch_are_those_of_the_whole_table(tmp_path):
+    """predict never builds the N x 3328 table: it gathers each classifier batch from the two models'
+    vectors. Over several batches, from shuffled shards, the scores are those of the whole table."""
+    from virnucflow.classifier import BATCH, classify
+    from virnucflow.demo import random_classifier
+    from virnucflow.features import read_features
+    from virnucflow.predict import score_features
+
+    n = 2 * BATCH + 123
+    rng = np.random.default_rng(3)
+    ids = [f"r{k}_chunk_1F1" for k in range(n)]
+    nt = Embeddings(ids, np.arange(n), rng.standard_normal((n, 768), dtype=np.float32))
+    aa = Embeddings(ids, np.arange(n), rng.standard_normal((n, 2560), dtype=np.float32))
+    perm = rng.permutation(n)
+    features = read_features(_write_shards(tmp_path, "nt", nt, [perm[: n // 3], perm[n // 3:]]),
+                             _write_shards(tmp_path, "aa", aa, [perm[::-1]]))
+    table = features.table()
+    assert table.ids == ids and np.array_equal(table.vectors, np.concatenate([nt.vectors, aa.vectors], axis=1))
+    model = random_classifier(768 + 2560, 512, 0)
+    expected = classify(model, torch.from_numpy(table.vectors)).numpy()
+    assert np.array_equal(score_features(model, features), expected)

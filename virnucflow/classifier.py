@@ -121,8 +121,13 @@ def load_classifier(path: str | os.PathLike) -> tuple[MLPClassifier, dict]:
 
 
 
+#: Rows per forward pass. A row's scores can depend on the batch it is computed in (the CPU
+#: matmul's blocking), so every caller scores the same batches: rows k*BATCH to (k+1)*BATCH.
+BATCH = 4096
+
+
 @torch.no_grad()
-def classify(model: MLPClassifier, features: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+def classify(model: MLPClassifier, features: torch.Tensor, batch_size: int = BATCH) -> torch.Tensor:
     """Softmax scores (N, 2) in float32: column 0 non-viral, column 1 viral."""
     if features.ndim != 2 or features.shape[1] != model.input_dim:
         raise ModelFileError(

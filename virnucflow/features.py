@@ -36,7 +36,7 @@ log = logging.getLogger("virnucflow")
 SETTINGS = ("precision", "attention", "packing")
 _STR = h5py.string_dtype("utf-8")
 _MAX_LISTED = 10
-_FINITE_ROWS = 8192  # rows per block of the finiteness check
+_BLOCK_ROWS = 8192  # rows per block when features are gathered or checked
 
 
 @dataclass
@@ -139,11 +139,57 @@ def _duplicates(ids: Sequence[str]) -> list[str]:
     return dups
 
 
-def join_by_id(nucleotide: Embeddings, protein: Embeddings) -> Embeddings:
+@dataclass
+class Features:
+    """A sample's classifier input, rows ``[DNABERT-S | ESM-2]`` in input order, gathered from the
+    two models' vectors block by block: scoring never needs the whole N x 3,328 table (1.6 GB per
+    120,000 frames) in memory, only :meth:`table` (``features.h5``) builds it."""
+
+    ids: list[str]
+    index: np.ndarray  # (N,) input positions
+    nucleotide: np.ndarray  # (N, D_nt) in the files' order
+    nucleotide_rows: np.ndarray  # (N,) row of ``nucleotide`` for each feature row
+    protein: np.ndarray  # (N, D_aa)
+    protein_rows: np.ndarray
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.nucleotide.shape[1] + self.protein.shape[1])
+
+    def rows(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Feature rows ``start:stop`` (float32), into ``out`` (at least that many rows) when given."""
+        n, d_nt = min(stop, len(self)) - start, self.nucleotide.shape[1]
+        block = np.empty((n, self.dim), np.float32) if out is None else out[:n]
+        block[:, :d_nt] = self.nucleotide[self.nucleotide_rows[start:start + n]]
+        block[:, d_nt:] = self.protein[self.protein_rows[start:start + n]]
+        return block
+
+    def table(self) -> Embeddings:
+        """The whole table, for ``features.h5`` and the original's ``_merged.pt``."""
+        full = np.empty((len(self), self.dim), np.float32)
+        for start in range(0, len(self), _BLOCK_ROWS):
+            self.rows(start, start + _BLOCK_ROWS, out=full[start:])
+        return Embeddings(self.ids, self.index, full, self.attrs)
+
+
+def _nonfinite_rows(vectors: np.ndarray) -> np.ndarray:
+    """Per row, whether any value is NaN or Inf (in row blocks: no N x D boolean temporary)."""
+    bad = np.zeros(len(vectors), dtype=bool)
+    for start in range(0, len(vectors), _BLOCK_ROWS):
+        bad[start:start + _BLOCK_ROWS] = ~np.isfinite(vectors[start:start + _BLOCK_ROWS]).all(axis=1)
+    return bad
+
+
+def join_by_id(nucleotide: Embeddings, protein: Embeddings) -> Features:
     """Join DNABERT-S and ESM-2 vectors into features ``[nucleotide | protein]``.
 
     Every ID must be present exactly once in both tables with the same input
-    position; anything else raises :class:`MergeError` naming the IDs (never a
+    position, and every value must be finite; anything else raises
+    :class:`MergeError` or :class:`NumericalError` naming the IDs (never a
     silent shift of vectors against IDs).
     """
     for name, table in (("DNABERT-S", nucleotide), ("ESM-2", protein)):
@@ -167,39 +213,29 @@ def join_by_id(nucleotide: Embeddings, protein: Embeddings) -> Embeddings:
     moved = [i for i, a, b in zip(ids, protein.index[aa_rows], nucleotide.index[order]) if a != b]
     if moved:
         raise MergeError(f"IDs at different input positions in the two models' files: {_listed(moved)}")
-    # One (N, D_nt + D_aa) array written in place: no concatenated copy of gathered copies.
-    d_nt = nucleotide.dim
-    features = np.empty((len(ids), d_nt + protein.dim), dtype=np.float32)
-    for columns, table, rows in ((slice(0, d_nt), nucleotide, order), (slice(d_nt, None), protein, aa_rows)):
-        if np.array_equal(rows, np.arange(len(rows))):
-            features[:, columns] = table.vectors
-        else:
-            np.take(table.vectors, rows, axis=0, out=features[:, columns], mode="clip")  # rows are in range
-    bad = np.zeros(len(ids), dtype=bool)
-    for start in range(0, len(ids), _FINITE_ROWS):  # row blocks: no N x D boolean temporary
-        bad[start:start + _FINITE_ROWS] = ~np.isfinite(features[start:start + _FINITE_ROWS]).all(axis=1)
+    bad = _nonfinite_rows(nucleotide.vectors)[order] | _nonfinite_rows(protein.vectors)[aa_rows]
     if bad.any():
         raise NumericalError(f"non-finite feature values for {_listed([ids[k] for k in np.flatnonzero(bad)])}")
-    return Embeddings(ids, nucleotide.index[order], features)
+    return Features(ids, nucleotide.index[order], nucleotide.vectors, order, protein.vectors, aa_rows)
 
 
 def read_features(
     nucleotide_files: Sequence[str | os.PathLike],
     protein_files: Sequence[str | os.PathLike],
     attrs: dict[str, Any] | None = None,
-) -> Embeddings:
+) -> Features:
     """A sample's classifier features from its per-shard DNABERT-S and ESM-2 files, joined by ID
     (:func:`join_by_id`), with the models' and settings' attributes of ``features.h5``."""
     nt = concat_h5(nucleotide_files)
     aa = concat_h5(protein_files)
-    table = join_by_id(nt, aa)
+    features = join_by_id(nt, aa)
     meta = {f"dnabert_s_{k}": v for k, v in nt.attrs.items() if k != "workflow_version"}
     meta.update({f"esm2_{k}": v for k, v in aa.attrs.items() if k != "workflow_version"})
     meta.update({"dims": [nt.dim, aa.dim], "layout": "[DNABERT-S | ESM-2] mean-pooled, float32"})
     meta["demo_models"] = bool(nt.attrs.get("demo_model", False) or aa.attrs.get("demo_model", False))
     meta.update(attrs or {})
-    table.attrs = meta
-    return table
+    features.attrs = meta
+    return features
 
 
 def merge_features(
@@ -209,7 +245,7 @@ def merge_features(
     attrs: dict[str, Any] | None = None,
 ) -> Embeddings:
     """Merge per-shard embedding files of a sample into ``features.h5``."""
-    table = read_features(nucleotide_files, protein_files, attrs)
+    table = read_features(nucleotide_files, protein_files, attrs).table()
     write_h5(out, table, dataset="features")
     log.info("merged %d frames into %s (%d features each)", len(table.ids), out, table.dim)
     return table

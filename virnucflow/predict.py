@@ -106,6 +106,20 @@ def summarise(
     return out[SUMMARY_COLUMNS]
 
 
+def score_features(model, features) -> np.ndarray:  # noqa: ANN001 (MLPClassifier, features.Features)
+    """(N, 2) float32 softmax scores of a sample's features, gathered batch by batch: the same
+    batches :func:`virnucflow.classifier.classify` makes of the whole table, so the same scores."""
+    import torch
+
+    from .classifier import BATCH, classify
+
+    if not len(features):  # no frames: the widths are still checked
+        return classify(model, torch.zeros((0, features.dim))).numpy()
+    buffer = np.empty((min(BATCH, len(features)), features.dim), np.float32)
+    return np.concatenate([classify(model, torch.from_numpy(features.rows(start, start + BATCH, out=buffer))).numpy()
+                           for start in range(0, len(features), BATCH)])
+
+
 def predict_sample(
     nucleotide_files: Sequence[str | os.PathLike],
     protein_files: Sequence[str | os.PathLike],
@@ -126,22 +140,20 @@ def predict_sample(
     import json
     import logging
 
-    import torch
-
     from .calling import MIN_RECORD_LENGTH
-    from .classifier import classify, load_classifier
+    from .classifier import load_classifier
     from .features import read_features
 
     log = logging.getLogger("virnucflow")
-    table = read_features(nucleotide_files, protein_files)
+    features = read_features(nucleotide_files, protein_files)
     with open(models_json) as f:
         classifier_path = json.load(f)["classifier"]["path"]
     model, meta = load_classifier(classifier_path)
-    demo = bool(meta["demo_model"] or table.attrs.get("demo_models", False))
+    demo = bool(meta["demo_model"] or features.attrs.get("demo_models", False))
     if demo:
         log.warning("DEMO MODELS in use: the predictions of this run mean nothing")
-    scores = classify(model, torch.from_numpy(table.vectors)).numpy()
-    write_predictions(predictions_out, table.ids, scores, demo=demo)
+    scores = score_features(model, features)
+    write_predictions(predictions_out, features.ids, scores, demo=demo)
     # per-window calls from the file just written (as the original does), read once
     predictions = read_predictions(predictions_out)
     windows = highest_scores(predictions)
@@ -150,7 +162,7 @@ def predict_sample(
     write_tsv(summary_out, summary, demo)
     log.info(
         "%d frames scored; %d of %d input sequences called viral (calling: min_viral_fraction %g, min_windows %d)",
-        len(table.ids), int((summary["call"] == "virus").sum()), len(summary), min_viral_fraction, min_windows,
+        len(features.ids), int((summary["call"] == "virus").sum()), len(summary), min_viral_fraction, min_windows,
     )
     too_short = summary["call"] == "too-short"
     n_short = int((too_short & (summary["length"] < MIN_RECORD_LENGTH)).sum())
