@@ -126,3 +126,31 @@ def test_every_demo_job_fits_a_two_core_node():
     threads = {rule: rule_threads(config, rule) for rule in config["resources"]}
     assert max(threads.values()) <= 2, threads
     assert threads["preprocess"] == threads["predict"] == 1
+
+
+def test_mem_mb_auto_is_derived_from_the_jobs_inputs(tmp_path):
+    """predict, merge and export_merged_pt hold a sample's vectors: their memory follows its size
+    (a fixed limit gets a large sample's job killed by SLURM) and grows with the attempt."""
+    files = []
+    for name, size in (("a.h5", 400_000_000), ("b.h5", 1_200_000_000), ("records.tsv", 1_000_000)):
+        with open(tmp_path / name, "wb") as f:
+            f.truncate(size)  # sparse: the size is what counts
+        files.append(str(tmp_path / name))
+    config = _config()
+    assert {rule: rule_resources(config, rule)["mem_mb"]({}, input=files, attempt=1)
+            for rule in ("predict", "merge", "export_merged_pt")} == {
+        "predict": 1000 + 2402, "merge": 1000 + 4003, "export_merged_pt": 1000 + 4003}  # ceil(1000 + f x 1,601 MB)
+    assert rule_resources(config, "predict")["mem_mb"]({}, input=files, attempt=2) == 2 * 3402
+    assert rule_resources(_config(predict={"mem_mb": 64000}), "predict")["mem_mb"] == 64000
+    with pytest.raises(ValueError, match="resources.windows.mem_mb: auto is only for predict, merge, export_merged_pt"):
+        rule_resources(_config(windows={"mem_mb": "auto"}), "windows")
+
+
+def test_schema_refuses_mem_mb_auto_for_other_rules(tmp_path):
+    (tmp_path / "c.yaml").write_text("resources: {windows: {mem_mb: auto}}\n")
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "--configfile",
+                          str(REPO / "config" / "demo.yaml"), str(tmp_path / "c.yaml"), "-d", str(tmp_path)],
+                         cwd=REPO, capture_output=True, text=True)
+    assert res.returncode != 0
+    assert "config key resources.windows.mem_mb: 'auto' is not of type 'integer'" in res.stdout + res.stderr, \
+        (res.stdout + res.stderr)[-2000:]

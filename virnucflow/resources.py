@@ -10,8 +10,10 @@ that key) instead of one profile's ``set-resources`` block replacing another's.
 limit from its work: the tokens of its shard for each model, the models'
 measured H100 throughput, their start-up time, a safety factor for slower GPUs,
 a floor, and Snakemake's ``attempt`` (a retried job gets twice, three times the
-limit). A number in the config, or ``--set-resources embed:runtime=N``, is used
-as given.
+limit). ``mem_mb: auto`` (the default of the rules that hold a sample's vectors
+in memory: predict, merge, export_merged_pt) derives a job's memory from the
+size of its input files, likewise times the attempt. A number in the config, or
+``--set-resources embed:runtime=N``, is used as given.
 """
 
 from __future__ import annotations
@@ -98,6 +100,29 @@ def auto_runtime() -> Callable[..., int]:
     return runtime
 
 
+#: Host memory of the rules that hold a sample's vectors, per MB of their input files (the embedding
+#: files, or features.h5), with a 25% margin over what they used on 200,000 reads (1.6 GB of
+#: embeddings; max RSS: predict 1.2x, merge 2.0x, export_merged_pt 2.05x), plus a base for Python,
+#: PyTorch and pandas.
+MEMORY_PER_INPUT_MB = {"predict": 1.5, "merge": 2.5, "export_merged_pt": 2.5}
+MEMORY_BASE_MB = 1000
+
+
+def job_memory_mb(rule: str, input_bytes: int, attempt: int = 1) -> int:
+    """Memory in MB of a ``rule`` job reading ``input_bytes``, on its ``attempt``-th try."""
+    return math.ceil(MEMORY_BASE_MB + MEMORY_PER_INPUT_MB[rule] * input_bytes / 1e6) * max(1, int(attempt))
+
+
+def auto_mem_mb(rule: str) -> Callable[..., int]:
+    """A Snakemake resource callable: the job's ``mem_mb`` from the size of its input files and the attempt."""
+
+    def mem_mb(wildcards, input, attempt):
+        return job_memory_mb(rule, sum(os.path.getsize(f) for f in input), attempt)
+
+    mem_mb.__name__ = f"{rule}_mem_mb"
+    return mem_mb
+
+
 def rule_threads(config: Mapping[str, Any], rule: str) -> int:
     """CPU cores of one rule's jobs (``resources.<rule>.cpus``; SLURM ``--cpus-per-task``)."""
     return int(config["resources"][rule]["cpus"])
@@ -107,7 +132,8 @@ def rule_resources(config: Mapping[str, Any], rule: str) -> dict[str, Any]:
     """One rule's ``resources:`` (all of ``resources.<rule>`` but ``cpus``, which are its threads).
 
     ``runtime: auto`` becomes a callable (``auto_runtime``): only the embedding
-    rule has one. With ``embedding.device: cpu`` a GPU rule asks for no GPU
+    rule has one; ``mem_mb: auto`` one of ``auto_mem_mb`` (the rules of
+    :data:`MEMORY_PER_INPUT_MB`). With ``embedding.device: cpu`` a GPU rule asks for no GPU
     (``gpu=0``: no ``--gpus``, no gres) and none of the GPU-only keys, so it
     runs on any node.
     """
@@ -116,6 +142,10 @@ def rule_resources(config: Mapping[str, Any], rule: str) -> dict[str, Any]:
         if rule != EMBED_RULE:
             raise ValueError(f"resources.{rule}.runtime: auto is only for {EMBED_RULE}; give minutes")
         spec["runtime"] = auto_runtime()
+    if spec.get("mem_mb") == "auto":
+        if rule not in MEMORY_PER_INPUT_MB:
+            raise ValueError(f"resources.{rule}.mem_mb: auto is only for {', '.join(MEMORY_PER_INPUT_MB)}; give MB")
+        spec["mem_mb"] = auto_mem_mb(rule)
     if "gpu" in spec and config["embedding"]["device"] == "cpu":
         spec["gpu"] = 0
         for key in GPU_ONLY:
