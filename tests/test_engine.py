@@ -8,6 +8,8 @@ results are compared by cosine (>= 0.999) against FP32.
 from __future__ import annotations
 
 import itertools
+import json
+import re
 from types import SimpleNamespace
 
 import h5py
@@ -172,11 +174,15 @@ def test_one_job_embeds_both_models_as_two_jobs_would(tmp_path):
     stats = embed_shard_models(models, tmp_path / "shard.tsv", {m: tmp_path / f"both_{m}.h5" for m in opts}, opts,
                                nonfinite_outs={m: tmp_path / f"both_{m}.tsv" for m in opts})
     assert list(stats) == ["dnabert_s", "esm2"] and all(s.sequences == 12 for s in stats.values())
+    for st in stats.values():  # the load's parts, for finding where a job's start-up goes (logged and in the file)
+        parts = [st.seconds_read, st.seconds_prepare, st.seconds_warm_up, st.seconds_tokenise_wait]
+        assert min(parts) >= 0 and sum(parts) == pytest.approx(st.seconds_load, abs=1e-9)
     for m in opts:
         embed_shard(m, tmp_path / "m.json", tmp_path / "shard.tsv", tmp_path / f"alone_{m}.h5", opts[m],
                     nonfinite_out=tmp_path / f"alone_{m}.tsv")
         with h5py.File(tmp_path / f"both_{m}.h5") as both, h5py.File(tmp_path / f"alone_{m}.h5") as alone:
             assert np.array_equal(both["embeddings"][()], alone["embeddings"][()])
+            assert json.loads(both.attrs["stats"])["seconds_read"] == stats[m].seconds_read
             assert list(both["ids"][()]) == list(alone["ids"][()]) == [f"s{i}_chunk_1F1".encode() for i in range(12)]
             assert both.attrs["model_kind"] == m and bool(both.attrs["packing"]) is (m == "esm2")
         assert (tmp_path / f"both_{m}.tsv").read_text() == (tmp_path / f"alone_{m}.tsv").read_text()
@@ -267,8 +273,11 @@ def test_progress_lines_count_finished_sequences(tmp_path, monkeypatch, caplog):
     assert [p.total for p in parsed] == [40] * len(lines)
     assert [p.done for p in parsed] == sorted(p.done for p in parsed) and parsed[-1].done == 40
     assert parsed[-1].label == str(tmp_path / "s.tsv") and parsed[-1].model == "esm2" and parsed[-1].eta_seconds == 0
-    # the final summary line stays as it was
-    assert caplog.records[-1].getMessage().startswith(f"esm2 {tmp_path / 's.tsv'}: 40 sequences (40 unique")
+    # the final summary line, with the load's parts
+    last = caplog.records[-1].getMessage()
+    assert last.startswith(f"esm2 {tmp_path / 's.tsv'}: 40 sequences (40 unique")
+    assert re.search(r": load \d+\.\d s \(read \d+\.\d, prepare \d+\.\d, warm-up \d+\.\d, tokenising \d+\.\d more\), "
+                     r"compute \d+\.\d s, \d+ tokens/s$", last), last
 
 
 @pytest.mark.parametrize("kind", ["esm2", "dnabert_s"])

@@ -94,7 +94,11 @@ class EmbedStats:
     oom_splits: int = 0
     seconds_compute: float = 0.0
     tokens_per_second: float = 0.0
-    seconds_load: float = 0.0
+    seconds_load: float = 0.0  # from reading the model file to the first batch, of which:
+    seconds_read: float = 0.0  # the model file read onto the CPU (memory-mapped) and checked
+    seconds_prepare: float = 0.0  # backend chosen (imports), weights moved to the device (CUDA start), fused
+    seconds_warm_up: float = 0.0  # FlexAttention compiled for the batch shape (or loaded from the compile cache)
+    seconds_tokenise_wait: float = 0.0  # the main thread waiting for the tokenising thread after that
 
     @property
     def dedup_saving(self) -> float:
@@ -281,6 +285,7 @@ def embed_shard_models(models: Mapping[str, str | os.PathLike], shard: str | os.
     if set(kinds) != set(outs) or set(kinds) != set(opts) or set(kinds) != set(nonfinite_outs):
         raise ValueError(f"models {kinds}, outputs {list(outs)}, options {list(opts)} and non-finite tables "
                          f"{list(nonfinite_outs)} must name the same models")
+    t0 = time.perf_counter()
     later = [json.loads(Path(models[k]).read_text())[k]["path"] for k in kinds[1:]]
     threading.Thread(target=read_ahead, args=(later,), name="read-ahead", daemon=True).start()
     stats: dict[str, EmbedStats] = {}
@@ -289,6 +294,9 @@ def embed_shard_models(models: Mapping[str, str | os.PathLike], shard: str | os.
         if torch.cuda.is_available():
             gc.collect()
             torch.cuda.empty_cache()  # this model's weights and buffers are gone: room for the next one
+    # The job's benchmark file minus this is its start-up (Python, imports) and exit.
+    log.info("%s: every model's outputs written %.1f s after the first model began (%s)", shard,
+             time.perf_counter() - t0, ", ".join(f"{k} {v.seconds_load + v.seconds_compute:.1f} s" for k, v in stats.items()))
     return stats
 
 
@@ -342,6 +350,7 @@ def embed_shard(kind: str, models_json: str | os.PathLike, shard: str | os.PathL
     # Read/deduplicate/tokenise in a thread while the model moves to the device.
     t0 = time.perf_counter()
     model, _ = load_model(kind, entry["path"])
+    t_read = time.perf_counter()
     seqs = nts if model.reads == "nucleotide" else aas
     prepared: dict = {}
 
@@ -352,9 +361,13 @@ def embed_shard(kind: str, models_json: str | os.PathLike, shard: str | os.PathL
     worker = threading.Thread(target=tokenise, name="tokenise")
     worker.start()
     embedder = Embedder.create(model, opts)
+    t_prepare = time.perf_counter()
     embedder.warm_up()
+    t_warm = time.perf_counter()
     worker.join()
     stats.seconds_load = time.perf_counter() - t0
+    stats.seconds_read, stats.seconds_prepare = t_read - t0, t_prepare - t_read
+    stats.seconds_warm_up, stats.seconds_tokenise_wait = t_warm - t_prepare, stats.seconds_load - (t_warm - t0)
     tokens, inverse = prepared["tokens"], prepared["inverse"]
     stats.unique_sequences = len(tokens)
     stats.tokens_if_no_dedup = int(sum(len(tokens[i]) for i in inverse))
@@ -375,11 +388,13 @@ def embed_shard(kind: str, models_json: str | os.PathLike, shard: str | os.PathL
     write_h5(out, Embeddings(ids, index, vectors, attrs))
     log.info(
         "%s %s: %d sequences (%d unique, dedup saved %.1f%% of tokens), %d tokens in %d batches "
-        "(budget %d, packing efficiency %.1f%%), %s/%s/%s on %s: load %.1f s, compute %.1f s, %.0f tokens/s",
+        "(budget %d, packing efficiency %.1f%%), %s/%s/%s on %s: load %.1f s (read %.1f, prepare %.1f, warm-up %.1f, "
+        "tokenising %.1f more), compute %.1f s, %.0f tokens/s",
         kind, shard, stats.sequences, stats.unique_sequences, 100 * stats.dedup_saving, stats.tokens,
         stats.batches, stats.token_budget, 100 * stats.packing_efficiency, embedder.precision.name,
         "packed" if embedder.packed else "padded", embedder.backend, _device_name(embedder.device),
-        stats.seconds_load, stats.seconds_compute, stats.tokens_per_second,
+        stats.seconds_load, stats.seconds_read, stats.seconds_prepare, stats.seconds_warm_up,
+        stats.seconds_tokenise_wait, stats.seconds_compute, stats.tokens_per_second,
     )
     return stats
 
