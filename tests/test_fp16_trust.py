@@ -231,3 +231,24 @@ def test_fp32_compare_on_the_demo(tmp_path):
     assert "stratum" in line and "fails fp32_compare.min_pooled_cosine (>= 0.99)" in line
     assert line.endswith("roll back with embedding.esm2.packing: false (or embedding.packing: false)") or \
         line.endswith("roll back with embedding.dnabert_s.packing: false (or embedding.packing: false)")
+
+
+def test_fp32_compare_loads_each_model_twice(tmp_path, monkeypatch):
+    """Once for its tokenizer, kept as the production model, and once from the file for the FP32
+    reference (a 3B checkpoint read three times cost seconds each before)."""
+    import virnucflow.fp32_compare as fc
+    from virnucflow.config import schema_defaults
+    from virnucflow.preprocess import preprocess
+
+    build_demo_models(tmp_path / "e.pt", tmp_path / "d", tmp_path / "c.pth")
+    check_models({"esm2": tmp_path / "e.pt", "dnabert_s": tmp_path / "d", "classifier": tmp_path / "c.pth",
+                  "download": False}, tmp_path / "m.json")
+    preprocess(REPO / "resources" / "demo" / "lambda_contigs.fa", 500, tmp_path / "c.fa", tmp_path / "n.fa", tmp_path / "p.faa")
+    loads = []
+    monkeypatch.setattr(fc, "load_model", lambda name, path: loads.append(name) or load_model(name, path))
+    defaults = schema_defaults()
+    outputs = {k: tmp_path / f"{k}.out" for k in ("per_sequence", "summary", "calls", "agreement", "cosine_png", "scores_png")}
+    summary = fc.fp32_compare(tmp_path / "n.fa", tmp_path / "p.faa", tmp_path / "m.json",
+                              {**defaults["embedding"], "device": "cpu"}, defaults["fp32_compare"], outputs)
+    assert sorted(loads) == ["dnabert_s", "dnabert_s", "esm2", "esm2"]
+    assert summary["min_pooled_cosine"].min() > 0.99999 and summary.filter(like="pass_").all().all()

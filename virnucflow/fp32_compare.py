@@ -40,7 +40,7 @@ import torch
 from .config import model_options
 from .engine import Embedder, EmbedOptions
 from .errors import NumericalError
-from .models.interface import embedding_models, load_model
+from .models.interface import EmbeddingModel, embedding_models, load_model
 from .preprocess import iter_identified
 from .tables import write_tsv
 
@@ -76,9 +76,14 @@ def _perturb(x: torch.Tensor, scale: float, generator: torch.Generator) -> torch
     return x + (scale * x.double().std() * noise).to(x.dtype)
 
 
-def compare_model(name: str, path: str, options: EmbedOptions, tokens: list[np.ndarray], perturb: float = 0.0):
-    """Production and reference pooled vectors (N, D) and per-sequence token cosines of one model."""
-    production = Embedder.create(load_model(name, path)[0], options)
+def compare_model(name: str, path: str, options: EmbedOptions, tokens: list[np.ndarray], perturb: float = 0.0,
+                  model: EmbeddingModel | None = None):
+    """Production and reference pooled vectors (N, D) and per-sequence token cosines of one model.
+
+    ``model``: the model already loaded from ``path`` (it becomes the production one); the
+    reference is always loaded from the file again, so it has the file's own values.
+    """
+    production = Embedder.create(model if model is not None else load_model(name, path)[0], options)
     reference = Embedder.create(load_model(name, path)[0], dataclasses.replace(options.reference(), device=str(production.device)))
     log.info("%s: production %s/%s/%s against reference %s/%s/%s on %s, %d frames", name, production.precision.name,
              "packed" if production.packed else "padded", production.backend, reference.precision.name,
@@ -202,14 +207,13 @@ def fp32_compare(nucleotide_fa: str | os.PathLike, protein_faa: str | os.PathLik
     perturb = float(os.environ.get(ENV_PERTURB, "0") or 0)
     if perturb:
         log.warning("%s=%g: the production path is perturbed on purpose (a test of this comparison)", ENV_PERTURB, perturb)
-    tokens, lengths = {}, {}
-    for name in models:
-        model, _ = load_model(name, manifest[name]["path"])
+    tokens, lengths, loaded = {}, {}, {}
+    for name in models:  # loaded once here for its tokenizer, then used as the production model
+        loaded[name] = model = load_model(name, manifest[name]["path"])[0]  # on the CPU, memory-mapped
         seqs = [f.nucleotide if model.reads == "nucleotide" else f.protein for f in frames]
         tokens[name] = model.tokenizer.encode_batch(seqs)
         # strata: residues for proteins, tokens for nucleotide windows
         lengths[name] = np.array([len(s) for s in seqs] if model.reads == "protein" else [len(t) for t in tokens[name]])
-        del model
     rng = np.random.default_rng(int(settings["seed"]))
     drawn = {name: draw(lengths[name], int(settings["per_stratum"]), rng) for name in models}
     union = np.unique(np.concatenate([drawn[n] for n in models])) if models else np.zeros(0, np.int64)
@@ -219,7 +223,7 @@ def fp32_compare(nucleotide_fa: str | os.PathLike, protein_faa: str | os.PathLik
     for name in models:
         options = EmbedOptions(**model_options(embedding, name), threads=threads)
         a, b, tmin, tmean, used[name] = compare_model(name, manifest[name]["path"], options,
-                                                      [tokens[name][i] for i in union], perturb)
+                                                      [tokens[name][i] for i in union], perturb, model=loaded.pop(name))
         fast[name], slow[name] = a, b
         pooled = _cos(torch.from_numpy(a), torch.from_numpy(b)).numpy()
         # every drawn frame (of either model's draw), in this model's stratum
