@@ -90,6 +90,8 @@ def run_one(args, models: dict, reads: int) -> dict:
     (work / "samples.tsv").write_text(f"sample\tfasta\nreads\t{work / 'reads.fa'}\n")
     config = {"samples": str(work / "samples.tsv"), "chunk_length": 500,
               "models": {**models, "download": False, "classifier_chunk_length": 500}}
+    for key, value in json.loads(args.extra_config).items():  # nested keys, which --config cannot pass
+        config[key] = {**config[key], **value} if isinstance(value, dict) and isinstance(config.get(key), dict) else value
     if args.compile_cache:  # shared by the runs: warm after the first (a project's later runs)
         config["compile_cache"] = str(Path(args.compile_cache).resolve())
     (work / "config.yaml").write_text(json.dumps(config))
@@ -122,7 +124,7 @@ def run_one(args, models: dict, reads: int) -> dict:
     row = dict(label=args.label, gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", reads=reads, frames=frames, tokens=tokens,
                wall_s=round(wall, 1), gpu_util_mean=round(util, 3), wall_s_per_100k_reads=round(wall * 1e5 / reads, 1),
                original_projected_s=round(original_s, 1), speedup_vs_original=round(original_s / wall, 2),
-               config=args.config, compile_cache=config.get("compile_cache", "cold (in the run's working directory)"),
+               config=args.config, extra_config=json.loads(args.extra_config), compile_cache=config.get("compile_cache", "cold (in the run's working directory)"),
                workflow=str(workflow), rules=rule_times(work),
                util_per_second=timeline,
                embedding_shards=len(list((work / "results" / "reads" / "embeddings" / "esm2").glob("*.h5"))))
@@ -158,6 +160,8 @@ def main() -> None:
     p.add_argument("--label", default="after")
     p.add_argument("--workflow", default=str(REPO), help="checkout whose Snakefile runs (default: this one)")
     p.add_argument("--config", nargs="*", default=[], help="extra --config KEY=VALUE for snakemake")
+    p.add_argument("--extra-config", default="{}", help="JSON merged into the run's config file, e.g. "
+                   "'{\"embedding\": {\"dnabert_s\": {\"attention\": \"sdpa\"}}}'")
     p.add_argument("--workdir", default="/tmp/virnucflow_workflow_bench")
     p.add_argument("--compile-cache", help="compile_cache for every run (default: the config's, in each run's fresh "
                    "working directory, so cold)")
