@@ -86,14 +86,22 @@ def write_h5(path: str | os.PathLike, table: Embeddings, dataset: str = "embeddi
             h5.attrs.setdefault("workflow_version", __version__)
 
 
-def read_h5(path: str | os.PathLike, dataset: str = "embeddings") -> Embeddings:
-    """Read an embedding (or feature) file written by :func:`write_h5`."""
+def read_h5(path: str | os.PathLike, dataset: str = "embeddings", mmap: bool = False) -> Embeddings:
+    """Read an embedding (or feature) file written by :func:`write_h5`.
+
+    ``mmap``: map the vectors read-only from the file instead of reading them
+    into new memory (the file's pages are used where they are, in the page
+    cache: no copy, no freshly zeroed gigabytes), where the dataset is stored
+    contiguously and uncompressed, as :func:`write_h5` stores it.
+    """
     p = Path(path)
     try:
         with h5py.File(p, "r") as h5:
             ids = [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in h5["ids"][()]]
             index = np.asarray(h5["index"][()], dtype=np.int64)
-            vectors = np.asarray(h5[dataset][()], dtype=np.float32)
+            vectors = _mapped(p, h5[dataset]) if mmap else None
+            if vectors is None:
+                vectors = np.asarray(h5[dataset][()], dtype=np.float32)
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
     except FileNotFoundError:
         raise InputError(f"{p}: file not found") from None
@@ -104,10 +112,18 @@ def read_h5(path: str | os.PathLike, dataset: str = "embeddings") -> Embeddings:
     return Embeddings(ids, index, vectors, attrs)
 
 
-def concat_h5(paths: Iterable[str | os.PathLike]) -> Embeddings:
+def _mapped(path: Path, dset: h5py.Dataset) -> np.ndarray | None:
+    """The dataset memory-mapped from ``path``, or None where its layout does not allow it."""
+    offset = dset.id.get_offset()  # None unless contiguous and allocated
+    if offset is None or dset.chunks is not None or dset.compression is not None or dset.dtype != np.float32 or dset.size == 0:
+        return None
+    return np.memmap(path, dtype=dset.dtype, mode="r", offset=offset, shape=dset.shape)
+
+
+def concat_h5(paths: Iterable[str | os.PathLike], mmap: bool = False) -> Embeddings:
     """Concatenate per-shard tables of one model (attributes of the first non-empty)."""
     paths = list(paths)
-    tables = [read_h5(p) for p in paths]
+    tables = [read_h5(p, mmap=mmap) for p in paths]
     if not tables:
         raise MergeError("no embedding files to merge")
     settings = {p: tuple(str(t.attrs.get(k, "")) for k in SETTINGS) for p, t in zip(paths, tables) if t.ids}
@@ -226,8 +242,8 @@ def read_features(
 ) -> Features:
     """A sample's classifier features from its per-shard DNABERT-S and ESM-2 files, joined by ID
     (:func:`join_by_id`), with the models' and settings' attributes of ``features.h5``."""
-    nt = concat_h5(nucleotide_files)
-    aa = concat_h5(protein_files)
+    nt = concat_h5(nucleotide_files, mmap=True)  # one shard's vectors: used in place, from the page cache
+    aa = concat_h5(protein_files, mmap=True)
     features = join_by_id(nt, aa)
     meta = {f"dnabert_s_{k}": v for k, v in nt.attrs.items() if k != "workflow_version"}
     meta.update({f"esm2_{k}": v for k, v in aa.attrs.items() if k != "workflow_version"})
