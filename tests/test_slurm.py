@@ -22,6 +22,8 @@ from pathlib import Path
 import h5py
 import pytest
 
+from virnucflow.resources import job_memory_mb
+
 from .conftest import REPO, SHARED
 
 pytestmark = pytest.mark.slow
@@ -127,9 +129,10 @@ def _workdir(root: Path) -> Path:
     return root
 
 
-def _snakemake_args(cluster: dict[str, str], *args: str, device: str | None = None) -> list[str]:
+def _snakemake_args(cluster: dict[str, str], *args: str, device: str | None = None,
+                    configfiles: tuple[str, ...] = ()) -> list[str]:
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
-           "--configfile", str(REPO / "config" / "demo.yaml"), "--config", "samples=samples.tsv"]
+           "--configfile", str(REPO / "config" / "demo.yaml"), *configfiles, "--config", "samples=samples.tsv"]
     if device is None and cluster["SLURM_TEST_GPUS"] == "0":
         device = "cpu"
     if device:
@@ -137,9 +140,10 @@ def _snakemake_args(cluster: dict[str, str], *args: str, device: str | None = No
     return cmd + list(args)
 
 
-def _slurm(cluster, home: Path, wd: Path, *args: str, device: str | None = None) -> subprocess.CompletedProcess:
+def _slurm(cluster, home: Path, wd: Path, *args: str, device: str | None = None,
+           configfiles: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     cmd = _snakemake_args(cluster, "--profile", "slurm", "--slurm-init-seconds-before-status-checks", "5", *args,
-                          device=device)
+                          device=device, configfiles=configfiles)
     return subprocess.run(cmd, cwd=wd, env=_env(home), capture_output=True, text=True, timeout=RUN_LIMIT_S)
 
 
@@ -197,8 +201,10 @@ def local_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def slurm_run(tmp_path_factory, cluster, home):
     wd = _workdir(tmp_path_factory.mktemp("slurm"))
+    # predict's memory from its inputs (the default outside the demo, whose demo.yaml fixes 1000 MB)
+    (wd / "auto_mem.yaml").write_text("resources: {predict: {mem_mb: auto}}\n")
     t0 = time.monotonic()
-    res = _slurm(cluster, home, wd, "--set-resources", f"embed:mem_mb={EMBED_MEM_MB}")
+    res = _slurm(cluster, home, wd, "--set-resources", f"embed:mem_mb={EMBED_MEM_MB}", configfiles=("auto_mem.yaml",))
     assert res.returncode == 0, res.stderr[-5000:]
     print(f"demo through SLURM: {time.monotonic() - t0:.0f} s")
     return wd, _wait_for_sacct(wd, sum(JOB_RULES.values()))
@@ -219,7 +225,17 @@ def test_set_resources_changes_only_that_value(slurm_run, cluster):
     # 15 min), the other steps 1000 MB and 10 min
     assert by_rule["embed"] == {(f"{EMBED_MEM_MB}M", "00:15:00")}
     assert by_rule["preprocess"] == by_rule["merge"] == by_rule["report_run"] == {("1000M", "00:10:00")}
-    assert by_rule["shard"] == by_rule["nan_gate"] == by_rule["predict"] == {("1000M", "00:10:00")}
+    assert by_rule["shard"] == by_rule["nan_gate"] == {("1000M", "00:10:00")}
+    # mem_mb: auto, from each sample's predict inputs when the job was submitted
+    wd, _ = slurm_run
+    expected = set()
+    for sample in ("demo_lambda", "demo_controls"):
+        res = wd / "results" / sample
+        inputs = [*sorted((res / "embeddings").glob("*/*.h5")), res / "qc" / "nan_gate.tsv",
+                  wd / "results" / "models" / "classifier.json", res / "preprocess" / "records.tsv"]
+        expected.add((f"{job_memory_mb('predict', sum(f.stat().st_size for f in inputs))}M", "00:10:00"))
+    assert by_rule["predict"] == expected, (by_rule["predict"], expected)
+    assert ("1000M", "00:10:00") not in expected  # not demo.yaml's fixed value: the derived one (1001M here)
     gpus = {_rule(j["Comment"]): "gres/gpu=1" in j["AllocTRES"] for j in jobs}
     assert gpus["embed"] == (cluster["SLURM_TEST_GPUS"] != "0")
     assert not gpus["preprocess"] and not gpus["merge"]
