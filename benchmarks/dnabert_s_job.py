@@ -4,6 +4,8 @@ packed SDPA, full-size random weights (DNABERT-S 117 M parameters, 4,096-token B
     python benchmarks/dnabert_s_job.py setup 60000      # model, manifest and a shard of 60,000 frames in /tmp/dj
     python benchmarks/dnabert_s_job.py flex             # one job; prints the engine's summary line
     python benchmarks/dnabert_s_job.py sdpa
+    python benchmarks/dnabert_s_job.py triton
+    python benchmarks/dnabert_s_job.py compare flex sdpa triton   # pooled cosine of each against the first
 
 Run on 2026-12-02 on an H200: results/dnabert_s_job_H200.md (the command line is there).
 """
@@ -25,6 +27,15 @@ if sys.argv[1] == "setup":
         f.write(SHARD_HEADER)
         for i in range(n):
             f.write(f"{i}\tr{i}_chunk_1F1\t{''.join(rng.choice(list('ACGT'), 498))}\tM\n")
+    sys.exit()
+if sys.argv[1] == "compare":
+    import numpy as np
+    from virnucflow.features import read_h5
+    first = read_h5(W / f"{sys.argv[2]}.h5").vectors.astype(np.float64)
+    for other in sys.argv[3:]:
+        b = read_h5(W / f"{other}.h5").vectors.astype(np.float64)
+        cos = (first * b).sum(1) / np.linalg.norm(first, axis=1) / np.linalg.norm(b, axis=1)
+        print(f"{sys.argv[2]} vs {other}: pooled cosine min {cos.min():.8f}, max abs diff {np.abs(first - b).max():.4f}")
     sys.exit()
 from virnucflow.engine import EmbedOptions, embed_shard
 import logging; logging.basicConfig(level=logging.INFO, format="%(message)s")

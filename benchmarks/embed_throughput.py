@@ -16,14 +16,16 @@ ESM-2 3B
   fair-esm fp16 fair-esm ESM2 .half(), 16,384-token batches
   hf sdpa fp16  transformers EsmModel, FP16, SDPA, padded, length-sorted batches of 192
   ours padded   VirNucFlow, FP16, padded batches, SDPA
-  ours packed   VirNucFlow, FP16, packed (token budget), varlen FlashAttention
+  ours packed   VirNucFlow, FP16, packed (token budget), attention auto (the Triton kernel)
+  ours packed varlen  the same with PyTorch's varlen FlashAttention
   ours packed fp8  the same with FP8 E4M3 matrix products (precision fp8; GPUs with FP8
                 tensor cores), compared with ours packed by cosine
 DNABERT-S
   original      one sequence at a time, FP32 (VirNucPro's extract_DNABERT_S loop;
                 our reference model, which computes what the remote code's PyTorch path does)
   ours padded   our reference model, FP16, padded batches, SDPA with the ALiBi bias
-  ours packed   VirNucFlow, FP16, packed, FlexAttention with in-kernel ALiBi
+  ours packed   VirNucFlow, FP16, packed, attention auto (the Triton kernel, in-kernel ALiBi)
+  ours packed flex  the same with FlexAttention
 
 Tokens are the model's tokens including <cls>/<eos> ([CLS]/[SEP]), never
 padding. Each timing is the median of --reps runs after a warm-up run;
@@ -246,6 +248,17 @@ def bench_esm(name: str, proteins: list[str], args, sampler) -> None:
     del e
     cleanup()
 
+    # the same with PyTorch's varlen FlashAttention (auto's choice before the Triton kernel)
+    e = ours_esm(state, cfg, "fp16", True, attention="varlen")
+    if e.backend == "varlen":
+        vec = e.embed_tokens(tokens)
+        sec_v, busy, peak = timed(lambda: e.embed_tokens(tokens), args.reps, sampler)
+        record("ESM-2 3B", name, "ours packed varlen", len(tokens), n_tok, sec_v, busy, peak, precision="fp16",
+               attention="varlen", vs_auto=f"{100 * (sec_v / sec - 1):+.2f}% time",
+               **{f"vs_auto_{k}": v for k, v in cos_stats(vec, ours_vec).items()})
+    del e
+    cleanup()
+
     # ours, packed, FP8 E4M3 matrix products (opt-in; GPUs with FP8 tensor cores)
     from virnucflow.models.fp8 import supported
 
@@ -367,6 +380,18 @@ def bench_dnabert(name: str, nucleotides: list[str], args, sampler, tok) -> None
            budget=st.token_budget, packing_eff=round(st.packing_efficiency, 4))
     del e
     cleanup()
+
+    if CUDA:  # FlexAttention (auto's choice before the Triton kernel)
+        e = make("fp16", True, "flex", budget=st.token_budget)
+        t0 = time.perf_counter()
+        vec = e.embed_tokens(tokens)
+        log(f"  first flex run (includes FlexAttention compilation): {time.perf_counter() - t0:.1f} s")
+        sec_f, busy, peak = timed(lambda: e.embed_tokens(tokens), args.reps, sampler)
+        record("DNABERT-S", name, "ours packed flex", len(tokens), n_tok, sec_f, busy, peak, precision="fp16",
+               attention="flex", vs_auto=f"{100 * (sec_f / sec - 1):+.2f}% time",
+               **{f"vs_auto_{k}": v for k, v in cos_stats(vec, ours_vec).items()})
+        del e
+        cleanup()
 
     e = make("fp16", True, "sdpa", budget=st.token_budget)
     sec, busy, peak = timed(lambda: e.embed_tokens(tokens), args.reps, sampler)

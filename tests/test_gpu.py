@@ -146,7 +146,7 @@ def test_packed_equals_unpacked_at_same_precision(request, kind, precision):
     model, tokens, _, pad = _fixtures(request, kind)
     padded, _ = _embed(model, kind, tokens, pad, precision=precision, packing=False, attention="auto")
     results = {}
-    for backend in ("varlen", "flash_attn", "flex", "sdpa"):
+    for backend in ("varlen", "flash_attn", "triton", "flex", "sdpa"):
         if can_run(backend, torch.device("cuda"), {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[precision], kind == "dnabert_s", True):
             continue
         packed, emb = _embed(model, kind, tokens, pad, precision=precision, packing=True, attention=backend)

@@ -97,7 +97,7 @@ class EmbedStats:
     seconds_load: float = 0.0  # from reading the model file to the first batch, of which:
     seconds_read: float = 0.0  # the model file read onto the CPU (memory-mapped) and checked
     seconds_prepare: float = 0.0  # backend chosen (imports), weights moved to the device (CUDA start), fused
-    seconds_warm_up: float = 0.0  # FlexAttention compiled for the batch shape (or loaded from the compile cache)
+    seconds_warm_up: float = 0.0  # GPU kernels compiled (or loaded from the compile cache) on a dummy batch
     seconds_tokenise_wait: float = 0.0  # the main thread waiting for the tokenising thread after that
 
     @property
@@ -151,14 +151,18 @@ class Embedder:
         return cls(model, device, precision, opts.packing, backend, opts.token_budget)
 
     def warm_up(self) -> None:
-        """Compile FlexAttention for this job's batch shape before the real batches.
+        """Compile the GPU kernels before the real batches, while the shard is still being tokenised.
 
-        Called while the shard is still being tokenised, so the one-off compile
-        (a few seconds) overlaps other set-up instead of idling the GPU later.
+        FlexAttention compiles per batch shape: one dummy batch of the job's packed length.
+        The Triton kernels (attention, rotary, GEGLU, add+LayerNorm) compile on first use or
+        load from the compile cache: one small dummy batch.
         """
-        if not (self.packed and self.backend == "flex" and self.device.type == "cuda"):
+        if not (self.packed and self.device.type == "cuda"):
             return
-        budget = choose_budget(self.model, self.device, self.precision.dtype, 1, self.token_budget)
+        if self.backend == "flex":
+            budget = choose_budget(self.model, self.device, self.precision.dtype, 1, self.token_budget)
+        else:
+            budget = 4 * 120
         dummy = [np.full(120, self.pad_id, dtype=np.int64)] * max(1, budget // 120)
         self._run(make_packed(dummy, np.arange(len(dummy)), pad_to=budget, filler=self.pad_id))
         torch.cuda.synchronize(self.device)

@@ -1,0 +1,79 @@
+"""Packed attention alone, per backend, on the two models' shapes (FP16, one GPU).
+
+DNABERT-S: 12 heads of 64, ALiBi, windows of 105 tokens (498 bp); ESM-2 3B: 40 heads of 64, no bias,
+proteins of 168 tokens; 65,536 and 32,768 packed tokens (the engines' budgets). q, k, v are strided
+views of one fused projection, as in the models. Per backend: median ms per call over 50 calls
+(CUDA events), and the largest difference from FlexAttention's output. The Triton kernel
+(``kernels.varlen_attention``) also runs with other block sizes and warp counts.
+
+    python benchmarks/attention_kernels.py
+"""
+from __future__ import annotations
+
+import itertools
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from virnucflow.models import kernels  # noqa: E402
+from virnucflow.models.attention import PackedAttention, alibi_slopes  # noqa: E402
+from virnucflow.models.packing import make_packed  # noqa: E402
+
+
+def timed(fn, n=50):
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(n):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return statistics.median(times)
+
+
+def case(name, heads, length, budget, alibi):
+    g = torch.Generator().manual_seed(0)
+    n = budget // length
+    batch = make_packed([np.zeros(length, np.int64)] * n, np.arange(n)).to("cuda")
+    t = batch.tokens.shape[0]
+    qkv = (torch.randn(t, 3, heads, 64, generator=g) * 2).half().cuda()
+    q, k, v = qkv.unbind(1)
+    slopes = torch.tensor(alibi_slopes(heads), device="cuda") if alibi else None
+    scale = 64 ** -0.5
+    ref = None
+    rows = []
+    backends = ["flex", "triton", "sdpa"] + ([] if alibi else ["varlen"])
+    for backend in backends:
+        att = PackedAttention(backend, batch, heads, alibi=slopes)
+        out = att(q, k, v, scale)
+        if ref is None:
+            ref = out.float()
+        ms = timed(lambda: att(q, k, v, scale))
+        rows.append((backend, ms, float((out.float() - ref).abs().max())))
+    for bm, bn, w in itertools.product((32, 64, 128), (32, 64, 128), (4, 8)):
+        kernels.ATTENTION_BLOCK_M, kernels.ATTENTION_BLOCK_N, kernels.ATTENTION_WARPS = bm, bn, w
+        try:
+            out = kernels.varlen_attention(q, k, v, batch.cu_seqlens, batch.max_seqlen, scale, slopes)
+            ms = timed(lambda: kernels.varlen_attention(q, k, v, batch.cu_seqlens, batch.max_seqlen, scale, slopes))
+        except Exception as e:  # e.g. out of shared memory
+            print(f"  triton {bm}x{bn} w{w}: {type(e).__name__}")
+            continue
+        rows.append((f"triton {bm}x{bn} w{w}", ms, float((out.float() - ref).abs().max())))
+    kernels.ATTENTION_BLOCK_M, kernels.ATTENTION_BLOCK_N, kernels.ATTENTION_WARPS = 64, 64, 4
+    print(f"\n{name}: {n} sequences of {length} tokens, {t} tokens, {heads} heads of 64{', ALiBi' if alibi else ''}")
+    print("| backend | ms per call | max abs diff from flex |\n|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]:.3f} | {r[2]:.2e} |")
+
+
+if __name__ == "__main__":
+    print(torch.cuda.get_device_name(), torch.__version__)
+    case("DNABERT-S", 12, 105, 65536, True)
+    case("ESM-2 3B", 40, 168, 32768, False)
