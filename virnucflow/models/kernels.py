@@ -165,8 +165,8 @@ def _kernels():
     @triton.jit(do_not_specialize=["n_qblocks"])
     def varlen_attention_kernel(q, k, v, out, cu, slopes, qk_scale, n_qblocks,
                                 stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
-                                D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ALIBI: tl.constexpr,
-                                IEEE: tl.constexpr):
+                                D: tl.constexpr, DP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                                ALIBI: tl.constexpr, IEEE: tl.constexpr):
         # program: BLOCK_M queries of one sequence x one head, over that sequence's keys only
         # (online softmax in base 2: qk_scale and the ALiBi slope carry the factor log2(e))
         pid = tl.program_id(0)
@@ -177,20 +177,28 @@ def _kernels():
         length = tl.load(cu + seq + 1) - start
         if m0 < length:
             rows = m0 + tl.arange(0, BLOCK_M)
-            dims = tl.arange(0, D)
+            dims = tl.arange(0, DP)  # the head size padded to a power of two (ESM-2 35M: 24 -> 32)
             row_ok = rows < length
+            if DP == D:  # no padded columns: the masks are by row only (the kernel as measured)
+                row_mask = row_ok[:, None]
+            else:
+                row_mask = row_ok[:, None] & (dims < D)[None, :]
             qb = tl.load(q + (start + rows)[:, None] * stride_qt + head * stride_qh + dims[None, :],
-                         mask=row_ok[:, None], other=0.0)
+                         mask=row_mask, other=0.0)
             m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
             l_i = tl.zeros([BLOCK_M], tl.float32)
-            acc = tl.zeros([BLOCK_M, D], tl.float32)
+            acc = tl.zeros([BLOCK_M, DP], tl.float32)
             if ALIBI:
                 slope = tl.load(slopes + head)
             for n0 in range(0, length, BLOCK_N):
                 cols = n0 + tl.arange(0, BLOCK_N)
                 col_ok = cols < length
+                if DP == D:
+                    col_mask = col_ok[:, None]
+                else:
+                    col_mask = col_ok[:, None] & (dims < D)[None, :]
                 kb = tl.load(k + (start + cols)[:, None] * stride_kt + head * stride_kh + dims[None, :],
-                             mask=col_ok[:, None], other=0.0)
+                             mask=col_mask, other=0.0)
                 if IEEE:  # FP32 inputs: full-precision products, not TF32
                     s = tl.dot(qb, tl.trans(kb), input_precision="ieee") * qk_scale
                 else:
@@ -203,7 +211,7 @@ def _kernels():
                 p = tl.math.exp2(s - m_new[:, None])
                 l_i = l_i * alpha + tl.sum(p, 1)
                 vb = tl.load(v + (start + cols)[:, None] * stride_vt + head * stride_vh + dims[None, :],
-                             mask=col_ok[:, None], other=0.0)
+                             mask=col_mask, other=0.0)
                 if IEEE:
                     acc = acc * alpha[:, None] + tl.dot(p, vb, input_precision="ieee")
                 else:
@@ -211,7 +219,7 @@ def _kernels():
                 m_i = m_new
             acc = acc / l_i[:, None]
             tl.store(out + (start + rows)[:, None] * stride_ot + head * stride_oh + dims[None, :],
-                     acc.to(out.dtype.element_ty), mask=row_ok[:, None])
+                     acc.to(out.dtype.element_ty), mask=row_mask)
 
     return SimpleNamespace(cdiv=triton.cdiv, next_power_of_2=triton.next_power_of_2,
                            rotary_inplace=rotary_inplace_kernel, geglu=geglu_kernel,
@@ -275,8 +283,8 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
     if not use_triton(q):
         return varlen_attention_reference(q, k, v, cu_seqlens, scale, alibi_slopes)
     t, heads, d = q.shape
-    if any(x.stride(-1) != 1 for x in (q, k, v)) or d & (d - 1) or d < 16:
-        raise ValueError(f"varlen_attention needs unit-stride rows and a power-of-two head size >= 16, got {d}")
+    if any(x.stride(-1) != 1 for x in (q, k, v)):
+        raise ValueError("varlen_attention needs q, k and v with unit stride along the head dimension")
     kn = _kernels()
     out = torch.empty((t, heads, d), dtype=q.dtype, device=q.device)
     if pad_tail:
@@ -287,7 +295,7 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
     kn.varlen_attention[(n_seq * n_qblocks, heads)](
         q, k, v, out, cu_seqlens, slopes, scale * LOG2E, n_qblocks,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
-        D=d, BLOCK_M=ATTENTION_BLOCK_M, BLOCK_N=ATTENTION_BLOCK_N, ALIBI=alibi_slopes is not None,
+        D=d, DP=max(16, kn.next_power_of_2(d)), BLOCK_M=ATTENTION_BLOCK_M, BLOCK_N=ATTENTION_BLOCK_N, ALIBI=alibi_slopes is not None,
         IEEE=q.dtype == torch.float32, num_warps=ATTENTION_WARPS)
     return out
 
