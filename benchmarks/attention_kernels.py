@@ -11,7 +11,6 @@ views of one fused projection, as in the models. Per backend: median ms per call
 from __future__ import annotations
 
 import itertools
-import statistics
 import sys
 from pathlib import Path
 
@@ -19,23 +18,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.gpu_util import cuda_median_ms  # noqa: E402
 from virnucflow.models import kernels  # noqa: E402
 from virnucflow.models.attention import PackedAttention, alibi_slopes  # noqa: E402
 from virnucflow.models.packing import make_packed  # noqa: E402
 
-
-def timed(fn, n=50):
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(n):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
+REPS = 50
 
 
 def case(name, heads, length, budget, alibi):
@@ -55,13 +43,14 @@ def case(name, heads, length, budget, alibi):
         out = att(q, k, v, scale)
         if ref is None:
             ref = out.float()
-        ms = timed(lambda: att(q, k, v, scale))
+        ms = cuda_median_ms(lambda: att(q, k, v, scale), REPS)
         rows.append((backend, ms, float((out.float() - ref).abs().max())))
     for bm, bn, w in itertools.product((32, 64, 128), (32, 64, 128), (4, 8)):
         kernels.ATTENTION_BLOCK_M, kernels.ATTENTION_BLOCK_N, kernels.ATTENTION_WARPS = bm, bn, w
         try:
             out = kernels.varlen_attention(q, k, v, batch.cu_seqlens, batch.max_seqlen, scale, slopes)
-            ms = timed(lambda: kernels.varlen_attention(q, k, v, batch.cu_seqlens, batch.max_seqlen, scale, slopes))
+            ms = cuda_median_ms(lambda: kernels.varlen_attention(q, k, v, batch.cu_seqlens, batch.max_seqlen, scale, slopes),
+                                REPS)
         except Exception as e:  # e.g. out of shared memory
             print(f"  triton {bm}x{bn} w{w}: {type(e).__name__}")
             continue

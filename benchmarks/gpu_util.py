@@ -1,8 +1,26 @@
-"""NVML GPU utilisation sampling for the benchmarks."""
+"""GPU measuring for the benchmarks: NVML utilisation sampling, CUDA-event timing."""
 
 from __future__ import annotations
 
+import statistics
 import time
+
+
+def cuda_median_ms(fn, reps: int) -> float:
+    """Median milliseconds of ``fn()`` over ``reps`` calls (CUDA events, after 3 warm-up calls)."""
+    import torch
+
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return statistics.median(times)
 
 
 class UtilizationSampler:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.gpu_util import cuda_median_ms as timed  # noqa: E402
 from tests.workloads import virnucpro_frames  # noqa: E402
 from virnucflow.models import fp8, kernels  # noqa: E402
 from virnucflow.models.attention import PackedAttention, resolve_backend  # noqa: E402
@@ -29,20 +29,6 @@ from virnucflow.models.packing import make_packed  # noqa: E402
 from virnucflow.models.random_weights import init_random  # noqa: E402
 
 BUDGET, LAYERS = 32768, 36
-
-
-def timed(fn, reps: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
 
 
 def main() -> None:
