@@ -11,7 +11,6 @@ another order: 1e-6 on unit-scale values, 1e-5 through whole models.
 
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 import sys
@@ -128,13 +127,15 @@ def test_whole_models_on_the_triton_attention_kernel(device, which):
         assert (m.embed(batch, "triton") - m.embed(batch, "sdpa")).abs().max() < 1e-5
 
 
-def _small_model(which):
+def _small_model(which, dnabert_hidden=64, dnabert_heads=4):
+    """A 3-layer ESM-2 (8 proteins of <= 200 residues) or a 2-layer DNABERT-S (8 windows of
+    3-151 tokens), random weights."""
     if which == "esm2":
         model = ESM2(ESM2Config(3, 64, 4))
         tokens = [tokenize(a) for a in mixed_frames(8, seed=1, high=200)[1]]
     else:
-        model = DNABERT(DNABERTConfig(vocab_size=64, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                      intermediate_size=96))
+        model = DNABERT(DNABERTConfig(vocab_size=64, hidden_size=dnabert_hidden, num_hidden_layers=2,
+                                      num_attention_heads=dnabert_heads, intermediate_size=96))
         rng = np.random.default_rng(2)
         tokens = [np.concatenate([[1], rng.integers(5, 64, int(k)), [2]]) for k in rng.integers(1, 150, 8)]
     init_random(model, 0)
@@ -143,16 +144,8 @@ def _small_model(which):
 
 @pytest.mark.parametrize("which", ["esm2", "dnabert_s"])
 def test_whole_models_fused_against_plain_pytorch(device, which, monkeypatch):
-    if which == "esm2":
-        model = ESM2(ESM2Config(3, 64, 4))
-        tokens = [tokenize(a) for a in mixed_frames(8, seed=1, high=200)[1]]
-    else:
-        model = DNABERT(DNABERTConfig(vocab_size=64, hidden_size=48, num_hidden_layers=2, num_attention_heads=6,
-                                      intermediate_size=96))
-        rng = np.random.default_rng(2)
-        tokens = [np.concatenate([[1], rng.integers(5, 64, int(k)), [2]]) for k in rng.integers(1, 150, 8)]
-    init_random(model, 0)
-    m = copy.deepcopy(model).prepare(device, torch.float32)
+    model, tokens = _small_model(which, dnabert_hidden=48, dnabert_heads=6)
+    m = model.prepare(device, torch.float32)
     batch = make_packed(tokens, np.arange(len(tokens)), pad_to=sum(len(t) for t in tokens) + 50).to(device)
     with torch.no_grad():
         fused = m.embed(batch, "sdpa")
