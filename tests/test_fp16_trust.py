@@ -29,6 +29,7 @@ from virnucflow.models.acquire import check_models
 from virnucflow.models.esm2 import ALPHABET, tokenize
 from virnucflow.models.interface import load_model
 from virnucflow.nan_gate import nan_gate
+from virnucflow.score import score_shard
 from virnucflow.shard import SHARD_HEADER
 
 from .conftest import REPO
@@ -99,8 +100,9 @@ def test_gate_passes_below_and_fails_above_the_recompute_fraction(hot, tmp_path)
     for model in ("esm2", "dnabert_s"):
         embed_shard(model, hot / "m.json", _shard(tmp_path / "s.tsv"), tmp_path / f"{model}.h5", opts,
                     nonfinite_out=tmp_path / f"{model}.tsv")
-    args = (["esm2", "dnabert_s"], [tmp_path / "esm2.h5", tmp_path / "dnabert_s.h5"],
-            [tmp_path / "esm2.tsv", tmp_path / "dnabert_s.tsv"])
+    score_shard(tmp_path / "dnabert_s.h5", tmp_path / "esm2.h5", hot / "c.pth", tmp_path / "scores.tsv",
+                tmp_path / "1-of-1.json")  # the shard's info: frames and precision per model
+    args = (["esm2", "dnabert_s"], [tmp_path / "1-of-1.json"], [tmp_path / "esm2.tsv", tmp_path / "dnabert_s.tsv"])
     table = nan_gate(*args, tmp_path / "gate.tsv", max_fraction=0.5)
     assert table[["model", "frames", "precision", "recomputed_fp32", "failed"]].values.tolist() == [
         ["esm2", 4, "fp16", 2, 0], ["dnabert_s", 4, "fp16", 0, 0]]
@@ -169,9 +171,11 @@ def healed_run(hot, tmp_path_factory):
 @pytest.mark.slow
 def test_workflow_heals_records_and_gates(healed_run):
     wd, configfiles = healed_run
-    gate = pd.read_csv(wd / "results" / "lam" / "qc" / "nan_gate.tsv", sep="\t")
-    listed = pd.concat([pd.read_csv(p, sep="\t") for p in sorted((wd / "results" / "lam" / "qc" / "nonfinite" / "esm2").glob("*.tsv"))])
-    proteins = dict(line.split("\t")[1:4:2] for line in (wd / "results" / "lam" / "shards" / "1-of-2.tsv").read_text().splitlines()[1:])
+    batch = wd / "results" / "batches" / "lam"
+    gate = pd.read_csv(batch / "nan_gate.tsv", sep="\t")
+    listed = pd.concat([pd.read_csv(p, sep="\t") for p in sorted((batch / "nonfinite" / "esm2").glob("*.tsv"))])
+    lines = (wd / "results" / "lam" / "preprocess" / "identified_protein.faa").read_text().splitlines()
+    proteins = dict(zip((h[1:] for h in lines[::2]), lines[1::2]))
     assert len(listed) > 0 and set(listed["finite_after_recompute"]) == {"yes"}
     assert all("W" in proteins[i] for i in listed["id"] if i in proteins)  # exactly the tryptophan frames
     esm = gate[gate["model"] == "esm2"]
@@ -197,7 +201,7 @@ def test_environment_override_reruns_the_embedding(healed_run):
         res = _snakemake(wd, "-n", configfiles=loose, env=env)
         assert res.returncode == 0, res.stderr[-2000:]
         jobs = res.stdout + res.stderr
-        assert any(line.split() == ["embed", "2"] for line in jobs.splitlines()), jobs[-2000:]
+        assert any(line.split() == ["embed", "1"] for line in jobs.splitlines()), jobs[-2000:]  # 52 frames: one shard
         assert "precision fp32 from the environment" in jobs
     res = _snakemake(wd, "-n", configfiles=loose)  # without them: no embedding job (at most the gate, see above)
     assert res.returncode == 0 and not re.search(r"^(rule embed:|embed\s+\d+$)", res.stdout + res.stderr, re.M)

@@ -10,14 +10,20 @@ import pytest
 
 from virnucflow.config import schema_defaults
 from virnucflow.resources import (THROUGHPUT, embed_runtime, frame_tokens, rule_resources, shard_tokens)
-from virnucflow.shard import SHARD_HEADER, frame_cost
+from virnucflow.shard import frame_cost
 
 from .conftest import REPO
 
 
-def _shard(path, rows):
-    path.write_text(SHARD_HEADER + "".join(f"{i}\tf{i}_chunk_1F1\t{'A' * n}\t{'M' * p}\n" for i, (n, p) in enumerate(rows)))
-    return path
+def _plan(tmp_path, rows, shards=1, name="plan.tsv"):
+    """A one-sample batch's plan over identified frames of (nucleotide, protein) lengths."""
+    from virnucflow.shard import plan_shards
+
+    nt, aa = tmp_path / "n.fa", tmp_path / "p.faa"
+    nt.write_text("".join(f">f{i}_chunk_1F1\n{'A' * n}\n" for i, (n, _) in enumerate(rows)))
+    aa.write_text("".join(f">f{i}_chunk_1F1\n{'M' * p}\n" for i, (_, p) in enumerate(rows)))
+    plan_shards(["s"], {"s": (nt, aa)}, shards, tmp_path / name)
+    return tmp_path / name
 
 
 def test_frame_tokens_are_the_shard_balancing_estimate():
@@ -29,11 +35,10 @@ def test_frame_tokens_are_the_shard_balancing_estimate():
 
 
 def test_shard_tokens_counts_each_models_tokens(tmp_path):
-    shard = _shard(tmp_path / "1-of-2.tsv", [(498, 166), (300, 100), (9, 3)])
-    assert shard_tokens(shard, "esm2") == 168 + 102 + 5
-    assert shard_tokens(shard, "dnabert_s") == 127 + 77 + 5
-    _shard(shard, [(498, 166)])  # a new version of the file is read again
-    assert shard_tokens(shard, "esm2") == 168
+    plan = _plan(tmp_path, [(498, 166), (300, 100), (9, 3)])
+    assert shard_tokens(plan, "1-of-1") == {"esm2": 168 + 102 + 5, "dnabert_s": 127 + 77 + 5}
+    _plan(tmp_path, [(498, 166)])  # a new version of the plan is read again
+    assert shard_tokens(plan, "1-of-1") == {"esm2": 168, "dnabert_s": 127}
 
 
 def test_embed_runtime_exact_minutes():
@@ -59,12 +64,15 @@ def _config(**resources):
 
 
 def test_runtime_auto_is_derived_from_the_jobs_shard(tmp_path):
-    shard = _shard(tmp_path / "s.tsv", [(498, 166)] * 300_000)
-    job = SimpleNamespace(shard=str(shard), esm2_model="results/models/esm2.json")
+    plan = _plan(tmp_path, [(498, 166)] * 300_000, shards=2)
+    job = SimpleNamespace(plan=str(plan), esm2_model="results/models/esm2.json")
     runtime = rule_resources(_config(), "embed")["runtime"]
     assert callable(runtime)
-    assert runtime({}, input=job, attempt=1) == 42
-    assert runtime({}, input=job, attempt=2) == 84
+    # the cut nearest 150,000 frames at a whole number of 4,096-frame batches: 37 of them (151,552)
+    tokens = shard_tokens(plan, "1-of-2")
+    assert tokens["esm2"] == 168 * 151_552 and tokens["dnabert_s"] == 127 * 151_552
+    assert runtime(SimpleNamespace(shard="1-of-2"), input=job, attempt=1) == embed_runtime(tokens) == 23  # (180 + 4 x 25.5M / 95,000 + 60 + 4 x 19.2M / 1.5M) / 60 = 22.7
+    assert runtime(SimpleNamespace(shard="1-of-2"), input=job, attempt=2) == 46
 
 
 def test_a_configured_runtime_wins():
@@ -81,7 +89,7 @@ def test_runtime_auto_only_where_it_is_derived():
 
 @pytest.mark.parametrize("overlay, expected", [
     ("resources: {merge: {runtime: auto}}\n", ["resources", "merge", "auto"]),
-    ("resources: {windows: {mem_mb: auto}}\n", ["config key resources.windows.mem_mb: 'auto' is not of type 'integer'"]),
+    ("resources: {predict: {mem_mb: auto}}\n", ["config key resources.predict.mem_mb: 'auto' is not of type 'integer'"]),
 ])
 def test_schema_refuses_auto_where_it_is_not_derived(tmp_path, overlay, expected):
     (tmp_path / "c.yaml").write_text(overlay)
@@ -129,12 +137,13 @@ def test_every_demo_job_fits_a_two_core_node():
     validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
     threads = {rule: rule_threads(config, rule) for rule in config["resources"]}
     assert max(threads.values()) <= 2, threads
-    assert threads["preprocess"] == threads["predict"] == 1
+    assert threads["preprocess"] == threads["score"] == 1
 
 
 def test_mem_mb_auto_is_derived_from_the_jobs_inputs(tmp_path):
-    """predict, merge and export_merged_pt hold a sample's vectors: their memory follows its size
-    (a fixed limit gets a large sample's job killed by SLURM) and grows with the attempt."""
+    """merge and export_merged_pt (output.features, output.merged_pt) hold a sample's vectors: their memory
+    follows its size (a fixed limit gets a large sample's job killed by SLURM) and grows with the attempt.
+    predict streams the sample in blocks: a fixed, small limit."""
     files = []
     for name, size in (("a.h5", 400_000_000), ("b.h5", 1_200_000_000), ("records.tsv", 1_000_000)):
         with open(tmp_path / name, "wb") as f:
@@ -142,10 +151,10 @@ def test_mem_mb_auto_is_derived_from_the_jobs_inputs(tmp_path):
         files.append(str(tmp_path / name))
     config = _config()
     assert {rule: rule_resources(config, rule)["mem_mb"]({}, input=files, attempt=1)
-            for rule in ("predict", "merge", "export_merged_pt")} == {
-        "predict": 1000 + 2402, "merge": 1000 + 4003, "export_merged_pt": 1000 + 4003}  # ceil(1000 + f x 1,601 MB)
-    assert rule_resources(config, "predict")["mem_mb"]({}, input=files, attempt=2) == 2 * 3402
-    assert rule_resources(_config(predict={"mem_mb": 64000}), "predict")["mem_mb"] == 64000
-    with pytest.raises(ValueError, match="resources.windows.mem_mb: auto is only for predict, merge, export_merged_pt"):
-        rule_resources(_config(windows={"mem_mb": "auto"}), "windows")
-
+            for rule in ("merge", "export_merged_pt")} == {
+        "merge": 1000 + 4003, "export_merged_pt": 1000 + 4003}  # ceil(1000 + f x 1,601 MB)
+    assert rule_resources(config, "merge")["mem_mb"]({}, input=files, attempt=2) == 2 * 5003
+    assert rule_resources(config, "predict")["mem_mb"] == 2000
+    assert rule_resources(_config(merge={"mem_mb": 64000}), "merge")["mem_mb"] == 64000
+    with pytest.raises(ValueError, match="resources.predict.mem_mb: auto is only for merge, export_merged_pt"):
+        rule_resources(_config(predict={"mem_mb": "auto"}), "predict")

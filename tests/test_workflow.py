@@ -84,10 +84,11 @@ def test_features_and_exports(run):
         ids = [i.decode() for i in h5["ids"][()]]
     merged = torch.load(run / "results" / "strands" / "strands_merged.pt", weights_only=True)
     assert merged["ids"] == ids and merged["data"].shape == (len(ids), 80)
-    shards = sorted((run / "results" / "strands" / "embeddings" / "esm2").glob("*.h5"))
-    assert [p.name for p in shards] == ["1-of-2.h5", "2-of-2.h5"]
-    log = (run / "logs" / "strands" / "embed" / "1-of-2.log").read_text()  # one job per shard, both models
-    assert "INFO dnabert_s results/strands/shards/1-of-2.tsv: " in log and "INFO esm2 results/strands/shards/1-of-2.tsv: " in log
+    # shards are cut at whole 4,096-frame classifier batches: these small samples get one shard each
+    shards = sorted((run / "results" / "batches" / "strands" / "embeddings" / "esm2").glob("*.h5"))
+    assert [p.name for p in shards] == ["1-of-1.h5"]  # kept: output.features needs them
+    log = (run / "logs" / "batches" / "strands" / "embed" / "1-of-1.log").read_text()  # one job per shard, both models
+    assert "INFO dnabert_s batch strands shard 1-of-1: " in log and "INFO esm2 batch strands shard 1-of-1: " in log
     assert (run / "logs" / "benchmarks" / "strands" / "preprocess.tsv").is_file()
 
 
@@ -98,12 +99,27 @@ def test_rerun_has_nothing_to_do(run):
     assert "Nothing to be done" in res.stdout + res.stderr
 
 
+def _coding_fasta(path: Path, records: int, length: int = 1500, seed: int = 0) -> Path:
+    """Random coding sequence of sense codons (most windows keep a frame or more)."""
+    import numpy as np
+
+    from .workloads import SENSE
+
+    rng = np.random.default_rng(seed)
+    path.write_text("".join(f">c{i}\n{''.join(rng.choice(SENSE, length // 3))}\n" for i in range(records)))
+    return path
+
+
 def test_shard_count_from_the_command_line(run):
-    res = snakemake(run, "-n", "--set-scatter", "embed=5", "--forcerun", "shard",
-                    config=[f"samples={run / 'samples.tsv'}", "chunk_length=300"], configfiles=[_l300(run)])
+    big = _coding_fasta(run / "big.fa", 6000)  # > 4 x 4,096 frames
+    sheet = _sheet(run / "s5.tsv", [("big", str(big)), ("strands", str(ORIGINAL / "both_strands.fa"))])
+    res = snakemake(run, "-n", "--set-scatter", "embed=5", config=[f"samples={sheet}", "chunk_length=300"],
+                    configfiles=[_l300(run)])
     assert res.returncode == 0, res.stderr
     table = res.stdout + res.stderr
-    assert any(line.split() == ["embed", "10"] for line in table.splitlines())
+    assert any(line.split() == ["embed", "6"] for line in table.splitlines()), table[-3000:]  # 5 + 1
+    assert ("virnucflow: 5 embedding shards requested but sample strands has" in table
+            and "using 1 shard(s)" in table), table[-3000:]
 
 
 def test_lint_is_clean():

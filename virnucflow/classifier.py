@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ModelFileError, short
+from .shard import CLASSIFIER_BATCH
 
 
 class MLPClassifier(nn.Module):
@@ -122,8 +123,9 @@ def load_classifier(path: str | os.PathLike) -> tuple[MLPClassifier, dict]:
 
 
 #: Rows per forward pass. A row's scores can depend on the batch it is computed in (the CPU
-#: matmul's blocking), so every caller scores the same batches: rows k*BATCH to (k+1)*BATCH.
-BATCH = 4096
+#: matmul's blocking), so every caller scores the same batches: rows k*BATCH to (k+1)*BATCH
+#: (and shards are cut there: :mod:`virnucflow.shard`).
+BATCH = CLASSIFIER_BATCH
 
 
 @torch.no_grad()

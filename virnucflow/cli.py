@@ -23,10 +23,21 @@ def _preprocess(a: argparse.Namespace) -> None:
                threads=a.threads)
 
 
-def _shard(a: argparse.Namespace) -> None:
-    from .shard import write_shards
+def _plan_shards(a: argparse.Namespace) -> None:
+    from .shard import plan_shards
 
-    write_shards(a.nucleotide, a.protein, a.out)
+    names = a.sample or [f"sample{k + 1}" for k in range(len(a.nucleotide))]
+    if not len(names) == len(a.nucleotide) == len(a.protein):
+        from .errors import InputError
+
+        raise InputError("plan-shards: give one --nucleotide, --protein (and --sample) file per sample")
+    plan_shards(names, dict(zip(names, zip(a.nucleotide, a.protein))), a.shards, a.out)
+
+
+def _score(a: argparse.Namespace) -> None:
+    from .score import score_shard
+
+    score_shard(a.dnabert_s, a.esm2, a.classifier, a.scores, a.info)
 
 
 def _check_models(a: argparse.Namespace) -> None:
@@ -115,11 +126,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=1, help="processes translating the records (the outputs do not depend on it)")
     s.set_defaults(func=_preprocess)
 
-    s = sub.add_parser("shard", help="split identified frames into token-balanced shards")
-    s.add_argument("--nucleotide", required=True)
-    s.add_argument("--protein", required=True)
-    s.add_argument("--out", nargs="+", required=True)
-    s.set_defaults(func=_shard)
+    s = sub.add_parser("plan-shards", help="plan token-balanced shards over samples' identified frames")
+    s.add_argument("--nucleotide", nargs="+", required=True, help="identified_nucleotide.fa per sample")
+    s.add_argument("--protein", nargs="+", required=True, help="identified_protein.faa per sample")
+    s.add_argument("--sample", nargs="+", help="sample names (default sample1, sample2, ...)")
+    s.add_argument("--shards", type=int, default=1)
+    s.add_argument("--out", required=True, help="the plan (TSV)")
+    s.set_defaults(func=_plan_shards)
+
+    s = sub.add_parser("score", help="score one shard's embedding files with the VirNucPro classifier")
+    s.add_argument("--dnabert-s", required=True)
+    s.add_argument("--esm2", required=True)
+    s.add_argument("--classifier", required=True, help="classifier .pth or its manifest (JSON)")
+    s.add_argument("--scores", required=True)
+    s.add_argument("--info", required=True)
+    s.set_defaults(func=_score)
 
     s = sub.add_parser("check-models", help="resolve, fetch and validate the three model files")
     s.add_argument("--esm2", default=models["esm2"])

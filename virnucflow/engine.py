@@ -273,7 +273,7 @@ def dedup(seqs: Sequence[str]) -> tuple[list[str], np.ndarray]:
 NONFINITE_COLUMNS = ["id", "length", "nonfinite", "precision", "recomputed_precision", "finite_after_recompute"]
 
 
-def embed_shard_models(models: Mapping[str, str | os.PathLike], shard: str | os.PathLike,
+def embed_shard_models(models: Mapping[str, str | os.PathLike], shard: "Shard | str | os.PathLike",
                        outs: Mapping[str, str | os.PathLike], opts: Mapping[str, EmbedOptions],
                        nonfinite_outs: Mapping[str, str | os.PathLike]) -> dict[str, EmbedStats]:
     """Embed one shard with every model of ``models`` (kind -> its manifest) in turn, in this process.
@@ -289,6 +289,9 @@ def embed_shard_models(models: Mapping[str, str | os.PathLike], shard: str | os.
     if set(kinds) != set(outs) or set(kinds) != set(opts) or set(kinds) != set(nonfinite_outs):
         raise ValueError(f"models {kinds}, outputs {list(outs)}, options {list(opts)} and non-finite tables "
                          f"{list(nonfinite_outs)} must name the same models")
+    from .shard import Shard, read_shard
+
+    shard = shard if isinstance(shard, Shard) else read_shard(shard)  # read once for every model
     t0 = time.perf_counter()
     later = [json.loads(Path(models[k]).read_text())[k]["path"] for k in kinds[1:]]
     threading.Thread(target=read_ahead, args=(later,), name="read-ahead", daemon=True).start()
@@ -299,7 +302,7 @@ def embed_shard_models(models: Mapping[str, str | os.PathLike], shard: str | os.
             gc.collect()
             torch.cuda.empty_cache()  # this model's weights and buffers are gone: room for the next one
     # The job's benchmark file minus this is its start-up (Python, imports) and exit.
-    log.info("%s: every model's outputs written %.1f s after the first model began (%s)", shard,
+    log.info("%s: every model's outputs written %.1f s after the first model began (%s)", shard.label,
              time.perf_counter() - t0, ", ".join(f"{k} {v.seconds_load + v.seconds_compute:.1f} s" for k, v in stats.items()))
     return stats
 
@@ -321,9 +324,10 @@ def read_ahead(paths: Sequence[str | os.PathLike], chunk: int = 1 << 23) -> int:
     return done
 
 
-def embed_shard(kind: str, models_json: str | os.PathLike, shard: str | os.PathLike, out: str | os.PathLike,
-                opts: EmbedOptions, nonfinite_out: str | os.PathLike | None = None) -> EmbedStats:
-    """Embed one shard file with the model ``kind`` of the manifest and write its HDF5 embedding file.
+def embed_shard(kind: str, models_json: str | os.PathLike, shard: "Shard | str | os.PathLike",
+                out: str | os.PathLike, opts: EmbedOptions, nonfinite_out: str | os.PathLike | None = None) -> EmbedStats:
+    """Embed one shard (:class:`virnucflow.shard.Shard`, or a shard TSV file) with the model ``kind`` of
+    the manifest and write its HDF5 embedding file (the shard's sample parts in attribute ``samples``).
 
     The NaN/Inf gate heals: sequences whose pooled vectors are not finite (an FP16
     overflow anywhere in the network ends as Inf or NaN there) are recomputed in
@@ -331,20 +335,24 @@ def embed_shard(kind: str, models_json: str | os.PathLike, shard: str | os.PathL
     (always written, header only when none). If FP32 is not finite either, the
     job fails naming them.
     """
-    from .shard import read_shard
+    from .shard import Shard, read_shard
 
     manifest = json.loads(Path(models_json).read_text())
     entry = manifest[kind]
-    index, ids, nts, aas = read_shard(shard)
+    if not isinstance(shard, Shard):
+        shard = read_shard(shard)
+    index, ids, nts, aas = shard.index, shard.ids, shard.nucleotides, shard.proteins
     attrs = {
         "model_kind": kind, "model_spec": entry["spec"], "model_path": entry["path"],
         "model_description": entry["description"], "model_config": entry.get("config", {}),
         "demo_model": bool(entry.get("demo", False)), "workflow_version": __version__,
         "torch_version": torch.__version__,
     }
+    if shard.samples:
+        attrs["samples"] = [list(part) for part in shard.samples]
     stats = EmbedStats(sequences=len(ids))
     if not ids:
-        log.info("%s: empty shard, nothing to embed", shard)
+        log.info("%s: empty shard, nothing to embed", shard.label)
         write_h5(out, Embeddings([], index, np.zeros((0, entry["dim"]), np.float32),
                                  {**attrs, "precision": opts.precision, "attention": opts.attention}))
         if nonfinite_out:
@@ -375,11 +383,11 @@ def embed_shard(kind: str, models_json: str | os.PathLike, shard: str | os.PathL
     tokens, inverse = prepared["tokens"], prepared["inverse"]
     stats.unique_sequences = len(tokens)
     stats.tokens_if_no_dedup = int(sum(len(tokens[i]) for i in inverse))
-    unique_vectors = embedder.embed_tokens(tokens, stats, progress_label=str(shard))
+    unique_vectors = embedder.embed_tokens(tokens, stats, progress_label=shard.label)
     bad = np.flatnonzero(~np.isfinite(unique_vectors).all(axis=1))
     records = pd.DataFrame(columns=NONFINITE_COLUMNS)
     if len(bad):
-        records = _heal(kind, entry["path"], embedder, opts, tokens, unique_vectors, bad, inverse, ids, seqs, shard)
+        records = _heal(kind, entry["path"], embedder, opts, tokens, unique_vectors, bad, inverse, ids, seqs, shard.label)
     vectors = unique_vectors[inverse]
     attrs.update(
         precision=embedder.precision.name, precision_requested=embedder.precision.requested,
@@ -394,7 +402,7 @@ def embed_shard(kind: str, models_json: str | os.PathLike, shard: str | os.PathL
         "%s %s: %d sequences (%d unique, dedup saved %.1f%% of tokens), %d tokens in %d batches "
         "(budget %d, packing efficiency %.1f%%), %s/%s/%s on %s: load %.1f s (read %.1f, prepare %.1f, warm-up %.1f, "
         "tokenising %.1f more), compute %.1f s, %.0f tokens/s",
-        kind, shard, stats.sequences, stats.unique_sequences, 100 * stats.dedup_saving, stats.tokens,
+        kind, shard.label, stats.sequences, stats.unique_sequences, 100 * stats.dedup_saving, stats.tokens,
         stats.batches, stats.token_budget, 100 * stats.packing_efficiency, embedder.precision.name,
         "packed" if embedder.packed else "padded", embedder.backend, _device_name(embedder.device),
         stats.seconds_load, stats.seconds_read, stats.seconds_prepare, stats.seconds_warm_up,
@@ -405,7 +413,7 @@ def embed_shard(kind: str, models_json: str | os.PathLike, shard: str | os.PathL
 
 def _heal(kind: str, path: str, embedder: Embedder, opts: EmbedOptions, tokens: list[np.ndarray],
           vectors: np.ndarray, bad: np.ndarray, inverse: np.ndarray, ids: list[str], seqs: list[str],
-          shard: str | os.PathLike) -> pd.DataFrame:
+          shard: str) -> pd.DataFrame:
     """Recompute the unique sequences ``bad`` in FP32 on the reference path; fill ``vectors`` in place."""
     what = {int(u): "+".join(w for w, f in (("nan", np.isnan), ("inf", np.isinf)) if f(vectors[u]).any()) for u in bad}
     log.warning("%s: %d %s vectors not finite in %s (%s): recomputing them in fp32 on the reference path",

@@ -120,10 +120,28 @@ def _mapped(path: Path, dset: h5py.Dataset) -> np.ndarray | None:
     return np.memmap(path, dtype=dset.dtype, mode="r", offset=offset, shape=dset.shape)
 
 
-def concat_h5(paths: Iterable[str | os.PathLike], mmap: bool = False) -> Embeddings:
-    """Concatenate per-shard tables of one model (attributes of the first non-empty)."""
+def sample_rows(table: Embeddings, sample: str) -> Embeddings:
+    """The rows of one sample of a batch's shard (its parts in attribute ``samples``)."""
+    parts = table.attrs.get("samples")
+    parts = json.loads(parts) if isinstance(parts, str) else parts
+    if not parts:
+        return table
+    start = 0
+    for name, n in parts:
+        if name == sample:
+            return Embeddings(table.ids[start:start + n], table.index[start:start + n],
+                              table.vectors[start:start + n], table.attrs)
+        start += n
+    return Embeddings([], table.index[:0], table.vectors[:0], table.attrs)
+
+
+def concat_h5(paths: Iterable[str | os.PathLike], mmap: bool = False, sample: str | None = None) -> Embeddings:
+    """Concatenate per-shard tables of one model (attributes of the first non-empty); with
+    ``sample``, only that sample's rows of a batch's shards."""
     paths = list(paths)
     tables = [read_h5(p, mmap=mmap) for p in paths]
+    if sample is not None:
+        tables = [sample_rows(t, sample) for t in tables]
     if not tables:
         raise MergeError("no embedding files to merge")
     settings = {p: tuple(str(t.attrs.get(k, "")) for k in SETTINGS) for p, t in zip(paths, tables) if t.ids}
@@ -239,14 +257,16 @@ def read_features(
     nucleotide_files: Sequence[str | os.PathLike],
     protein_files: Sequence[str | os.PathLike],
     attrs: dict[str, Any] | None = None,
+    sample: str | None = None,
 ) -> Features:
-    """A sample's classifier features from its per-shard DNABERT-S and ESM-2 files, joined by ID
-    (:func:`join_by_id`), with the models' and settings' attributes of ``features.h5``."""
-    nt = concat_h5(nucleotide_files, mmap=True)  # one shard's vectors: used in place, from the page cache
-    aa = concat_h5(protein_files, mmap=True)
+    """A sample's classifier features from its per-shard DNABERT-S and ESM-2 files (``sample``: its
+    rows of a batch's files), joined by ID (:func:`join_by_id`), with the models' and settings'
+    attributes of ``features.h5``."""
+    nt = concat_h5(nucleotide_files, mmap=True, sample=sample)  # one shard's vectors: used in place
+    aa = concat_h5(protein_files, mmap=True, sample=sample)
     features = join_by_id(nt, aa)
-    meta = {f"dnabert_s_{k}": v for k, v in nt.attrs.items() if k != "workflow_version"}
-    meta.update({f"esm2_{k}": v for k, v in aa.attrs.items() if k != "workflow_version"})
+    meta = {f"dnabert_s_{k}": v for k, v in nt.attrs.items() if k not in ("workflow_version", "samples")}
+    meta.update({f"esm2_{k}": v for k, v in aa.attrs.items() if k not in ("workflow_version", "samples")})
     meta.update({"dims": [nt.dim, aa.dim], "layout": "[DNABERT-S | ESM-2] mean-pooled, float32"})
     meta["demo_models"] = bool(nt.attrs.get("demo_model", False) or aa.attrs.get("demo_model", False))
     meta.update(attrs or {})
@@ -259,9 +279,10 @@ def merge_features(
     protein_files: Sequence[str | os.PathLike],
     out: str | os.PathLike,
     attrs: dict[str, Any] | None = None,
+    sample: str | None = None,
 ) -> Embeddings:
-    """Merge per-shard embedding files of a sample into ``features.h5``."""
-    table = read_features(nucleotide_files, protein_files, attrs).table()
+    """Merge per-shard embedding files of a sample (``sample``: its rows of a batch's files) into ``features.h5``."""
+    table = read_features(nucleotide_files, protein_files, attrs, sample=sample).table()
     write_h5(out, table, dataset="features")
     log.info("merged %d frames into %s (%d features each)", len(table.ids), out, table.dim)
     return table

@@ -1,8 +1,8 @@
-"""The NaN/Inf gate of a sample: what the embedding jobs recomputed in FP32, checked before the merge.
+"""The NaN/Inf gate of a batch: what the embedding jobs recomputed in FP32, checked before its calls.
 
 Each embedding job heals non-finite vectors itself (``engine.embed_shard``) and
-lists them in ``qc/nonfinite/{model}/{shard}.tsv``. :func:`nan_gate` gathers
-those lists for a sample, writes one row per shard and model (frames,
+lists them in ``results/batches/{batch}/nonfinite/{model}/{shard}.tsv``. :func:`nan_gate` gathers
+those lists for a batch (one sample, or several pooled), writes one row per shard and model (frames,
 recomputed, failed) and stops the run when anything is still non-finite, or
 when a model needed FP32 for more than ``qc.max_fp32_recompute_fraction`` of
 its frames: then the configured precision is not serving this data, and the
@@ -16,31 +16,31 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-import h5py
 import pandas as pd
 
 from .errors import NumericalError
+from .score import read_info
 from .tables import read_tsv, write_tsv
 
 log = logging.getLogger("virnucflow")
 GATE_COLUMNS = ["model", "shard", "frames", "precision", "recomputed_fp32", "failed"]
 
 
-def _frames(h5_path: str | os.PathLike) -> tuple[int, str]:
-    with h5py.File(h5_path, "r") as h5:
-        precision = h5.attrs.get("precision", "")
-        return int(h5["ids"].shape[0]), precision.decode() if isinstance(precision, bytes) else str(precision)
-
-
-def nan_gate(model: Sequence[str], embeddings: Sequence[str | os.PathLike], nonfinite: Sequence[str | os.PathLike],
+def nan_gate(models: Sequence[str], infos: Sequence[str | os.PathLike], nonfinite: Sequence[str | os.PathLike],
              out: str | os.PathLike, max_fraction: float) -> pd.DataFrame:
-    """``model[i]`` names the model of ``embeddings[i]`` (its HDF5 file) and ``nonfinite[i]`` (its list)."""
+    """``infos``: each shard's score info (:mod:`virnucflow.score`: frames and precision per model);
+    ``nonfinite``: the shards' non-finite tables, model by model (``models[0]``'s shards first)."""
+    if len(nonfinite) != len(models) * len(infos):
+        raise ValueError(f"{len(nonfinite)} non-finite tables for {len(models)} models and {len(infos)} shards")
+    shards = [(Path(p).stem, read_info(p)) for p in infos]
     rows = []
-    for name, h5_path, listed in zip(model, embeddings, nonfinite, strict=True):
-        frames, precision = _frames(h5_path)
+    for k, listed in enumerate(nonfinite):
+        name = models[k // len(infos)]
+        shard, info = shards[k % len(infos)]
+        entry = info["models"].get(name, {})
         records = read_tsv(listed, dtype=str)
-        rows.append({"model": name, "shard": Path(h5_path).stem, "frames": frames, "precision": precision,
-                     "recomputed_fp32": len(records),
+        rows.append({"model": name, "shard": shard, "frames": int(entry.get("frames", info["frames"])),
+                     "precision": str(entry.get("precision", "")), "recomputed_fp32": len(records),
                      "failed": int((records.get("finite_after_recompute", pd.Series(dtype=str)) != "yes").sum())})
     table = pd.DataFrame(rows, columns=GATE_COLUMNS)
     for line in table.to_string(index=False).splitlines():
@@ -48,7 +48,7 @@ def nan_gate(model: Sequence[str], embeddings: Sequence[str | os.PathLike], nonf
     totals = table.groupby("model", sort=False)[["frames", "recomputed_fp32", "failed"]].sum()
     for name, t in totals.iterrows():
         if t["failed"]:
-            raise NumericalError(f"{name}: {t['failed']} frames are not finite even in fp32 (see qc/nonfinite/{name}/)")
+            raise NumericalError(f"{name}: {t['failed']} frames are not finite even in fp32 (see {Path(out).parent}/nonfinite/{name}/)")
         fraction = t["recomputed_fp32"] / t["frames"] if t["frames"] else 0.0
         if fraction > max_fraction:
             used = ", ".join(sorted(set(table.loc[table["model"] == name, "precision"]) - {""}))

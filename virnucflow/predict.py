@@ -13,8 +13,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -67,7 +69,7 @@ def record_of_chunk(chunk_id: str) -> str:
 
 
 def summarise(
-    records_tsv: str | os.PathLike,
+    records_tsv: str | os.PathLike | pd.DataFrame,
     predictions: pd.DataFrame,
     windows: pd.DataFrame,
     min_viral_fraction: float = 0.5,
@@ -86,7 +88,7 @@ def summarise(
     """
     from .calling import call_sequences, pair_calls
 
-    records = read_tsv(records_tsv, dtype={"record_id": str})
+    records = records_tsv if isinstance(records_tsv, pd.DataFrame) else read_tsv(records_tsv, dtype={"record_id": str})
     pred = predictions.assign(record=predictions["Sequence_ID"].str[:-2].map(record_of_chunk))
     per_rec = pred.groupby("record").agg(frames_scored=("score2", "size"), max_viral_score=("score2", "max"))
     win = windows.assign(record=windows["Modified_ID"].map(record_of_chunk))
@@ -120,6 +122,179 @@ def score_features(model, features) -> np.ndarray:  # noqa: ANN001 (MLPClassifie
                            for start in range(0, len(features), BATCH)])
 
 
+#: Records per block of the gather: its memory is that of a block, whatever the sample's size.
+BLOCK_RECORDS = 20_000
+#: Per-window calls held in memory before a sorted run of them goes to a temporary file.
+RUN_WINDOWS = 1_000_000
+_PRED_HEADER = "Sequence_ID\tPrediction\tscore1\tscore2\n"
+
+
+def _sample_frames(sample: str, score_files: Sequence[str | os.PathLike]) -> Iterator[str]:
+    """The sample's lines of ``prediction_results.txt`` from its batch's score tables, in input order."""
+    from .errors import MergeError
+
+    expected = 0
+    for path in score_files:
+        with open(path) as f:
+            f.readline()
+            for line in f:
+                name, index, rest = line.split("\t", 2)
+                if name != sample:
+                    continue
+                if int(index) != expected:
+                    raise MergeError(f"{path}: sample {sample!r} frame {index} where frame {expected} was expected: "
+                                     "the scores do not match the plan (rerun with --forcerun plan_shards)")
+                expected += 1
+                yield rest
+
+
+def _records_blocks(records_tsv: str | os.PathLike) -> Iterator[pd.DataFrame]:
+    """``records.tsv`` in blocks of about :data:`BLOCK_RECORDS` records; the mates of a pair stay together."""
+    carry = None
+    reader = pd.read_csv(records_tsv, sep="\t", dtype={"record_id": str, "pair": str}, keep_default_na=False,
+                         quoting=csv.QUOTE_NONE, chunksize=BLOCK_RECORDS)
+    for chunk in reader:
+        block = chunk if carry is None else pd.concat([carry, chunk], ignore_index=True)
+        carry = None
+        if "pair" in block.columns and len(block):
+            last = block["pair"].iloc[-1]
+            tail = block["pair"] == last
+            carry, block = block[tail].reset_index(drop=True), block[~tail].reset_index(drop=True)
+        if len(block):
+            yield block
+    if carry is not None and len(carry):
+        yield carry
+
+
+def _csv(table: pd.DataFrame, header: bool, **kwargs) -> str:
+    buf = io.StringIO()
+    table.to_csv(buf, sep="\t", index=False, header=header, **kwargs)
+    return buf.getvalue()
+
+
+def gather_sample(
+    sample: str,
+    records_tsv: str | os.PathLike,
+    score_files: Sequence[str | os.PathLike],
+    chunk_length: int,
+    predictions_out: str | os.PathLike,
+    highest_out: str | os.PathLike,
+    summary_out: str | os.PathLike,
+    bed_out: str | os.PathLike | None = None,
+    windows_out: str | os.PathLike | None = None,
+    min_viral_fraction: float = 0.5,
+    min_windows: int = 1,
+    demo: bool = False,
+) -> dict[str, int]:
+    """Write a sample's outputs from its batch's per-shard score tables, block by block of records.
+
+    The files are those the whole-sample functions above write (``write_predictions``,
+    ``highest_scores``, ``summarise``, ``tracks.window_table``), made by the same
+    functions on blocks of :data:`BLOCK_RECORDS` records: memory is a block's, not
+    the sample's. ``prediction_results_highestscore.csv`` is sorted by window ID
+    over the whole sample: sorted runs of at most :data:`RUN_WINDOWS` windows,
+    merged (beyond that many, the runs wait in temporary files beside the output).
+    """
+    import heapq
+    import itertools
+    import logging
+    import tempfile
+
+    from .atomic import atomic_outputs
+    from .calling import MIN_RECORD_LENGTH
+    from .errors import MergeError
+    from .tables import DEMO_BANNER
+    from .tracks import bed_table, window_table
+
+    log = logging.getLogger("virnucflow")
+    frames = _sample_frames(sample, score_files)
+    outs = [predictions_out, highest_out, summary_out] + ([bed_out, windows_out] if bed_out else [])
+    counts = {"frames": 0, "records": 0, "virus": 0, "short": 0, "few": 0}
+    banner = DEMO_BANNER if demo else ""
+    with atomic_outputs(outs) as tmps, tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(highest_out)),
+                                                                     prefix=".highest_runs.") as spill:
+        handles = [open(t, "w") for t in tmps]
+        pred_f, high_f, summ_f = handles[:3]
+        pred_f.write(banner + _PRED_HEADER)
+        high_f.write(banner)
+        summ_f.write(banner)
+        runs: list[list[str]] = []
+        files: list[str] = []
+        held = 0
+        first = True
+        try:
+            for block in _records_blocks(records_tsv):
+                n = int(block["frames"].sum())
+                lines = list(itertools.islice(frames, n))
+                if len(lines) != n:
+                    raise MergeError(f"sample {sample!r}: {records_tsv} lists {counts['frames'] + n} frames up to "
+                                     f"record {block['record_id'].iloc[-1]!r}, the scores only {counts['frames'] + len(lines)}")
+                text = "".join(lines)
+                pred_f.write(text)
+                predictions = pd.read_csv(io.StringIO(_PRED_HEADER + text), sep="\t", keep_default_na=False,
+                                          quoting=csv.QUOTE_NONE, dtype={"Sequence_ID": str, "Prediction": str})
+                windows = highest_scores(predictions)
+                summary = summarise(block, predictions, windows, min_viral_fraction, min_windows)
+                summ_f.write(_csv(summary, first, na_rep="NA", quoting=csv.QUOTE_NONE))
+                if bed_out:
+                    table = window_table(block, predictions, chunk_length)
+                    handles[3].write(_csv(bed_table(table), False))
+                    handles[4].write(_csv(table, first, na_rep="NA", float_format="%.6g"))
+                runs.append(_csv(windows, False, na_rep="NA", quoting=csv.QUOTE_NONE).splitlines(keepends=True))
+                held += len(windows)
+                if held >= RUN_WINDOWS:
+                    files.append(_spill(runs, spill, len(files)))
+                    runs, held = [], 0
+                first = False
+                counts["frames"] += n
+                counts["records"] += len(block)
+                counts["virus"] += int((summary["call"] == "virus").sum())
+                too_short = summary["call"] == "too-short"
+                short = int((too_short & (summary["length"] < MIN_RECORD_LENGTH)).sum())
+                counts["short"] += short
+                counts["few"] += int(too_short.sum()) - short
+            if next(frames, None) is not None:
+                raise MergeError(f"sample {sample!r}: the scores hold more frames than {records_tsv} lists "
+                                 f"({counts['frames']})")
+            if first:  # no records (preprocessing refuses an empty input today): the headers alone
+                summ_f.write("\t".join(SUMMARY_COLUMNS) + "\n")
+                if bed_out:
+                    from .tracks import TSV_COLUMNS
+
+                    handles[4].write("\t".join(TSV_COLUMNS) + "\n")
+            high_f.write("Modified_ID\tIs_Virus\n")
+            opened = [open(f) for f in files]
+            try:
+                high_f.writelines(heapq.merge(*opened, *runs, key=lambda line: line.split("\t", 1)[0]))
+            finally:
+                for f in opened:
+                    f.close()
+        finally:
+            for h in handles:
+                h.close()
+    log.info(
+        "%s: %d frames scored; %d of %d input sequences called viral (calling: min_viral_fraction %g, min_windows %d)",
+        sample, counts["frames"], counts["virus"], counts["records"], min_viral_fraction, min_windows,
+    )
+    if counts["short"]:
+        log.warning("%d input sequences shorter than %d bp: called too-short in %s (their frames are still scored)",
+                    counts["short"], MIN_RECORD_LENGTH, summary_out)
+    if counts["few"]:
+        log.warning("%d input sequences with fewer than %d scored windows (calling.min_windows): called too-short in %s",
+                    counts["few"], min_windows, summary_out)
+    return counts
+
+
+def _spill(runs: list[list[str]], folder: str, k: int) -> str:
+    """Merge the sorted runs held in memory into one sorted temporary file."""
+    import heapq
+
+    path = os.path.join(folder, f"run{k}.tsv")
+    with open(path, "w") as f:
+        f.writelines(heapq.merge(*runs, key=lambda line: line.split("\t", 1)[0]))
+    return path
+
+
 def predict_sample(
     nucleotide_files: Sequence[str | os.PathLike],
     protein_files: Sequence[str | os.PathLike],
@@ -130,47 +305,31 @@ def predict_sample(
     summary_out: str | os.PathLike,
     min_viral_fraction: float = 0.5,
     min_windows: int = 1,
-) -> pd.DataFrame:
-    """Score a sample's features and write its three prediction outputs.
-
-    The features are joined in memory from the per-shard DNABERT-S and ESM-2
-    embedding files (:func:`virnucflow.features.read_features`, the same join and
-    checks as ``features.h5``'s), so scoring does not wait for that file to be written.
-    """
+) -> dict[str, int]:
+    """``virnucflow predict``: score a sample's embedding files however they are split (joined by ID,
+    :func:`virnucflow.features.read_features`) and write its three prediction outputs with
+    :func:`gather_sample`. (The workflow scores shard by shard, :mod:`virnucflow.score`.)"""
     import json
     import logging
+    import tempfile
 
-    from .calling import MIN_RECORD_LENGTH
     from .classifier import load_classifier
     from .features import read_features
+    from .score import SCORE_COLUMNS
 
-    log = logging.getLogger("virnucflow")
     features = read_features(nucleotide_files, protein_files)
     with open(models_json) as f:
         classifier_path = json.load(f)["classifier"]["path"]
     model, meta = load_classifier(classifier_path)
     demo = bool(meta["demo_model"] or features.attrs.get("demo_models", False))
     if demo:
-        log.warning("DEMO MODELS in use: the predictions of this run mean nothing")
+        logging.getLogger("virnucflow").warning("DEMO MODELS in use: the predictions of this run mean nothing")
     scores = score_features(model, features)
-    write_predictions(predictions_out, features.ids, scores, demo=demo)
-    # per-window calls from the file just written (as the original does), read once
-    predictions = read_predictions(predictions_out)
-    windows = highest_scores(predictions)
-    write_tsv(highest_out, windows, demo)
-    summary = summarise(records_tsv, predictions, windows, min_viral_fraction, min_windows)
-    write_tsv(summary_out, summary, demo)
-    log.info(
-        "%d frames scored; %d of %d input sequences called viral (calling: min_viral_fraction %g, min_windows %d)",
-        len(features.ids), int((summary["call"] == "virus").sum()), len(summary), min_viral_fraction, min_windows,
-    )
-    too_short = summary["call"] == "too-short"
-    n_short = int((too_short & (summary["length"] < MIN_RECORD_LENGTH)).sum())
-    if n_short:
-        log.warning("%d input sequences shorter than %d bp: called too-short in %s (their frames are still scored)",
-                    n_short, MIN_RECORD_LENGTH, summary_out)
-    n_few = int(too_short.sum()) - n_short
-    if n_few:
-        log.warning("%d input sequences with fewer than %d scored windows (calling.min_windows): called too-short in %s",
-                    n_few, min_windows, summary_out)
-    return summary
+    with tempfile.TemporaryDirectory() as tmp:
+        table = os.path.join(tmp, "scores.tsv")
+        with open(table, "w") as out:
+            out.write("\t".join(SCORE_COLUMNS) + "\n")
+            for k, (seqid, (s1, s2)) in enumerate(zip(features.ids, scores)):
+                out.write(f"\t{k}\t{seqid}\t{'virus' if s2 > s1 else 'others'}\t{str(s1)}\t{str(s2)}\n")
+        return gather_sample("", records_tsv, [table], 0, predictions_out, highest_out, summary_out,
+                             min_viral_fraction=min_viral_fraction, min_windows=min_windows, demo=demo)

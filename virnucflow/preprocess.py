@@ -183,9 +183,10 @@ BATCH_BASES = 2_000_000  # bases per batch of records handed to a worker process
 
 
 def preprocess_records(records: list[tuple[str, str]], chunk_length: int,
-                       paired: bool) -> tuple[str, str, str, str, PreprocessStats]:
+                       paired: bool, windows: bool = True) -> tuple[str, str, str, str, PreprocessStats]:
     """The four outputs' text for a batch of ``(id, sequence)`` records, and its counts:
-    windows (wrapped at 60), kept frames' nucleotides and proteins, per-record rows."""
+    windows (wrapped at 60; empty unless ``windows``), kept frames' nucleotides and proteins,
+    per-record rows."""
     stats = PreprocessStats()
     chunked: list[str] = []
     nuc: list[str] = []
@@ -200,8 +201,9 @@ def preprocess_records(records: list[tuple[str, str]], chunk_length: int,
         for k, (start, end) in enumerate(bounds, start=1):
             chunk_id = f"{rid}_chunk_{k}"
             window = seq[start:end]
-            chunked.append(f">{chunk_id}\n")  # wrapped at 60 columns, as Biopython writes FASTA
-            chunked.extend(window[i : i + FASTA_WIDTH] + "\n" for i in range(0, len(window), FASTA_WIDTH))
+            if windows:
+                chunked.append(f">{chunk_id}\n")  # wrapped at 60 columns, as Biopython writes FASTA
+                chunked.extend(window[i : i + FASTA_WIDTH] + "\n" for i in range(0, len(window), FASTA_WIDTH))
             for frame in identify_frames(chunk_id, window):
                 nuc.append(f">{frame.id}\n{frame.nucleotide}\n")
                 prot.append(f">{frame.id}\n{frame.protein}\n")
@@ -251,7 +253,7 @@ def _in_order(batches: Iterator[list], work, threads: int) -> Iterator:
 def preprocess(
     fasta: str | os.PathLike,
     chunk_length: int,
-    chunked_out: str | os.PathLike,
+    chunked_out: str | os.PathLike | None,
     nucleotide_out: str | os.PathLike,
     protein_out: str | os.PathLike,
     records_out: str | os.PathLike | None = None,
@@ -265,7 +267,7 @@ def preprocess(
     its own (IDs ``{pair}/1``, ``{pair}/2``, see :mod:`virnucflow.reads`) and
     ``records_out`` gains a ``pair`` column.
 
-    - ``chunked_out``: windows, wrapped at 60 columns, in the input's case;
+    - ``chunked_out`` (optional, ``output.chunked``): windows, wrapped at 60 columns, in the input's case;
     - ``nucleotide_out`` / ``protein_out``: kept frames, one sequence per line;
     - ``records_out`` (optional): per input record ``record_id, length,
       chunks, frames`` (TSV), used to summarise calls per input sequence;
@@ -283,21 +285,26 @@ def preprocess(
         raise InputError(f"chunk_length must be at least 3 (one codon), got {chunk_length}")
     t0 = time.perf_counter()
     stats = PreprocessStats()
-    outs = [chunked_out, nucleotide_out, protein_out] + ([records_out] if records_out else [])
-    with atomic_outputs(outs + ([source_out] if source_out else [])) as tmps:
-        handles = [open(t, "w", buffering=1 << 20) for t in tmps[: len(outs)]]
+    outs = [chunked_out, nucleotide_out, protein_out, records_out]
+    written = [o for o in outs if o]
+    with atomic_outputs(written + ([source_out] if source_out else [])) as tmps:
+        tmp_of = dict(zip(written, tmps))
+        handles = [open(tmp_of[o], "w", buffering=1 << 20) if o else None for o in outs]
         try:
             if records_out:
                 handles[3].write("record_id\tlength\tchunks\tframes" + ("\tpair\n" if mate2 else "\n"))
             records = read_pairs(fasta, mate2) if mate2 else read_sequences(fasta)
-            work = functools.partial(preprocess_records, chunk_length=chunk_length, paired=bool(mate2))
+            work = functools.partial(preprocess_records, chunk_length=chunk_length, paired=bool(mate2),
+                                     windows=bool(chunked_out))
             for *texts, batch_stats in _in_order(_batches(records, BATCH_BASES), work, threads):
                 for handle, text in zip(handles, texts):
-                    handle.write(text)
+                    if handle is not None:
+                        handle.write(text)
                 stats.add(batch_stats)
         finally:
             for h in handles:
-                h.close()
+                if h is not None:
+                    h.close()
         if source_out:
             import json
 

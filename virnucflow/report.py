@@ -81,32 +81,35 @@ def sample_figures(summary_tsv: str | os.PathLike, sample: str, out_png: str | o
     plt.close(fig)
 
 
-def embedding_jobs(embedding_files: Sequence[str | os.PathLike], benchmark_dir: str | os.PathLike) -> pd.DataFrame:
-    """One row per shard and model, from its HDF5 attributes and its job's benchmark file.
+def embedding_jobs(info_files: Sequence[str | os.PathLike], benchmark_dir: str | os.PathLike) -> pd.DataFrame:
+    """One row per shard and model, from the shard's score info (the embedding file's attributes,
+    :mod:`virnucflow.score`) and its embedding job's benchmark file.
 
     ``load_s``/``compute_s``: that model's load (with tokenisation) and compute
     seconds; ``job_wall_s``: the shard's job, both models (on a GPU host, one
     GPU per job: the GPU time).
     """
-    import h5py
+    from .score import read_info
 
     rows = []
-    for path in map(Path, embedding_files):
-        sample, model, shard = path.parts[-4], path.parts[-2], path.stem
-        with h5py.File(path, "r") as h5:
-            a = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
-        stats = json.loads(a.get("stats", "{}")) if isinstance(a.get("stats"), str) else {}
-        bench = Path(benchmark_dir) / sample / "embed" / f"{shard}.tsv"  # the shard's job: both models
+    for path in map(Path, info_files):
+        batch, shard = path.parts[-3], path.stem
+        info = read_info(path)
+        bench = Path(benchmark_dir) / "batches" / batch / "embed" / f"{shard}.tsv"  # the shard's job: both models
         wall = float(pd.read_csv(bench, sep="\t")["s"].iloc[0]) if bench.exists() else float("nan")
-        rows.append({
-            "sample": sample, "model": model, "shard": shard, "frames": stats.get("sequences"),
-            "unique": stats.get("unique_sequences"), "dedup_saving": round(stats.get("dedup_saving", 0.0), 4),
-            "tokens": stats.get("tokens"), "tokens_if_no_dedup": stats.get("tokens_if_no_dedup", stats.get("tokens")),
-            "tokens_per_second": round(stats.get("tokens_per_second", 0.0)),
-            "load_s": round(stats.get("seconds_load", float("nan")), 2),
-            "compute_s": round(stats.get("seconds_compute", float("nan")), 2), "job_wall_s": wall, "precision": a.get("precision"), "attention": a.get("attention"),
-            "device": a.get("device"), "model_spec": a.get("model_spec"),
-        })
+        for model, a in info["models"].items():
+            stats = a.get("stats", {})
+            rows.append({
+                "batch": batch, "samples": ",".join(s for s, _ in info.get("samples", [])), "model": model,
+                "shard": shard, "frames": stats.get("sequences", a.get("frames")),
+                "unique": stats.get("unique_sequences"), "dedup_saving": round(stats.get("dedup_saving", 0.0), 4),
+                "tokens": stats.get("tokens"), "tokens_if_no_dedup": stats.get("tokens_if_no_dedup", stats.get("tokens")),
+                "tokens_per_second": round(stats.get("tokens_per_second", 0.0)),
+                "load_s": round(stats.get("seconds_load", float("nan")), 2),
+                "compute_s": round(stats.get("seconds_compute", float("nan")), 2), "job_wall_s": wall,
+                "precision": a.get("precision"), "attention": a.get("attention"), "device": a.get("device"),
+                "model_spec": a.get("model_spec"),
+            })
     return pd.DataFrame(rows)
 
 
@@ -128,8 +131,10 @@ def input_table(
     records_tsvs: dict[str, str | os.PathLike],
     sources: dict[str, str | os.PathLike],
     jobs: pd.DataFrame,
+    batches: dict[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Per sample: input files and format, records, bases, read pairs, windows, frames, dedup per model.
+    """Per sample: input files and format, records, bases, read pairs, windows, frames, its batch, dedup per model
+    (``NA`` for a sample pooled with others: its batch's jobs deduplicated their frames together).
 
     ``inputs``: sample -> its input files (FASTA/FASTQ, then mate 2 if paired);
     ``records_tsvs`` / ``sources``: its ``preprocess/records.tsv`` and
@@ -153,8 +158,14 @@ def input_table(
             "windows": int(rec["chunks"].sum()),
             "frames": int(rec["frames"].sum()),
         }
+        batch = (batches or {}).get(sample, sample)
+        row["batch"] = batch
+        alone = sum(b == batch for b in (batches or {sample: sample}).values()) == 1
         for model in ("dnabert_s", "esm2"):
-            mine = jobs[(jobs["sample"] == sample) & (jobs["model"] == model)] if len(jobs) else jobs
+            if not alone:  # the batch's jobs deduplicated several samples' frames together: see embedding_jobs.tsv
+                row[f"{model}_unique_frames"] = row[f"{model}_dedup_saving"] = "NA"
+                continue
+            mine = jobs[(jobs["batch"] == batch) & (jobs["model"] == model)] if len(jobs) else jobs
             unique = pd.to_numeric(mine.get("unique"), errors="coerce") if len(mine) else None
             row[f"{model}_unique_frames"] = int(unique.sum()) if unique is not None else "NA"
             tokens = pd.to_numeric(mine.get("tokens"), errors="coerce") if len(mine) else None
@@ -171,6 +182,9 @@ def benchmark_rule(rel: Sequence[str]) -> str:
     check_model's (no sample may be called "models")."""
     if rel[0] == "models" and len(rel) == 2:
         return "check_model"
+    if rel[0] == "batches":  # batches/{batch}/{rule}.tsv, batches/{batch}/{rule}/{shard}.tsv
+        rel = rel[2:]
+        return Path(rel[0]).stem
     return Path(rel[-1]).stem if len(rel) <= 2 else rel[-2]
 
 
@@ -183,7 +197,7 @@ def rule_times(benchmark_dir: str | os.PathLike, jobs: pd.DataFrame | None = Non
     on_gpu = set()
     if jobs is not None and len(jobs):
         for _, j in jobs[jobs["device"].astype(str).str.startswith("cuda")].iterrows():
-            on_gpu.add((j["sample"], "embed", j["shard"]))
+            on_gpu.add(("batches", j["batch"], "embed", j["shard"]))
     rows = []
     root = Path(benchmark_dir)
     for f in sorted(root.rglob("*.tsv")):
@@ -192,7 +206,7 @@ def rule_times(benchmark_dir: str | os.PathLike, jobs: pd.DataFrame | None = Non
         t = pd.read_csv(f, sep="\t")
         wall = float(t["s"].iloc[0])
         cpu = float(t["cpu_time"].iloc[0]) if "cpu_time" in t.columns else float("nan")
-        gpu = wall if len(rel) == 3 and (rel[0], rel[1], f.stem) in on_gpu else 0.0
+        gpu = wall if len(rel) == 4 and (*rel[:3], f.stem) in on_gpu else 0.0
         rows.append({"rule": rule, "jobs": 1, "wall_s": wall, "cpu_s": cpu, "gpu_s": gpu})
     if not rows:
         return pd.DataFrame(columns=["rule", "jobs", "wall_s", "cpu_s", "gpu_s"])
@@ -201,7 +215,7 @@ def rule_times(benchmark_dir: str | os.PathLike, jobs: pd.DataFrame | None = Non
 
 
 def run_tables(
-    embedding_files: Sequence[str | os.PathLike],
+    info_files: Sequence[str | os.PathLike],
     benchmark_dir: str | os.PathLike,
     jobs_tsv: str | os.PathLike,
     times_png: str | os.PathLike,
@@ -210,12 +224,13 @@ def run_tables(
     inputs: dict[str, Sequence[str]] | None = None,
     records_tsvs: dict[str, str | os.PathLike] | None = None,
     sources: dict[str, str | os.PathLike] | None = None,
+    batches: dict[str, str] | None = None,
 ) -> None:
     plt = _pyplot()
-    jobs = embedding_jobs(embedding_files, benchmark_dir)
+    jobs = embedding_jobs(info_files, benchmark_dir)
     write_tsv(jobs_tsv, jobs.drop(columns=["tokens_if_no_dedup"], errors="ignore"))
     if inputs_tsv is not None:
-        write_tsv(inputs_tsv, input_table(inputs or {}, records_tsvs or {}, sources or {}, jobs))
+        write_tsv(inputs_tsv, input_table(inputs or {}, records_tsvs or {}, sources or {}, jobs, batches))
     times = rule_times(benchmark_dir, jobs)
     if times_tsv is not None:
         write_tsv(times_tsv, times)

@@ -11,7 +11,7 @@ limit from its work: the tokens of its shard for each model, the models'
 measured H100 throughput, their start-up time, a safety factor for slower GPUs,
 a floor, and Snakemake's ``attempt`` (a retried job gets twice, three times the
 limit). ``mem_mb: auto`` (the default of the rules that hold a sample's vectors
-in memory: predict, merge, export_merged_pt) derives a job's memory from the
+in memory: merge, export_merged_pt, only run for output.features/merged_pt) derives a job's memory from the
 size of its input files, likewise times the attempt. A number in the config, or
 ``--set-resources embed:runtime=N``, is used as given.
 """
@@ -51,28 +51,26 @@ def frame_tokens(model: str, nucleotide_length: int, protein_length: int) -> int
 
     The same estimate as the shard balancing (``virnucflow.shard.frame_cost`` is their sum).
     """
+    from .shard import dnabert_s_tokens, esm2_tokens
+
     if model == "esm2":
-        return protein_length + 2
+        return esm2_tokens(protein_length)
     if model == "dnabert_s":
-        return -(-nucleotide_length // 4) + 2
+        return dnabert_s_tokens(nucleotide_length)
     raise ValueError(f"no token count for model {model!r}")
 
 
 @functools.lru_cache(maxsize=256)
-def _shard_tokens(path: str, model: str, size: int, mtime_ns: int) -> int:
-    total = 0
-    with open(path) as fh:
-        next(fh, None)  # header: index id nucleotide protein
-        for line in fh:
-            _, _, nucleotide, protein = line.rstrip("\n").split("\t")
-            total += frame_tokens(model, len(nucleotide), len(protein))
-    return total
+def _planned(path: str, shard: str, size: int, mtime_ns: int) -> dict[str, int]:
+    from .shard import planned_tokens
+
+    return planned_tokens(path, shard)
 
 
-def shard_tokens(path: str | os.PathLike, model: str) -> int:
-    """Tokens of a shard file (TSV ``index id nucleotide protein``) for one model; read once per file version."""
-    st = os.stat(path)
-    return _shard_tokens(os.fspath(path), model, st.st_size, st.st_mtime_ns)
+def shard_tokens(plan: str | os.PathLike, shard: str) -> dict[str, int]:
+    """Tokens per model of one shard of a batch's plan (``results/batches/{batch}/shards.tsv``); read once per plan."""
+    st = os.stat(plan)
+    return _planned(os.fspath(plan), shard, st.st_size, st.st_mtime_ns)
 
 
 def embed_runtime(tokens: Mapping[str, int], attempt: int = 1) -> int:
@@ -87,24 +85,26 @@ def embed_runtime(tokens: Mapping[str, int], attempt: int = 1) -> int:
 
 
 def auto_runtime() -> Callable[..., int]:
-    """A Snakemake resource callable: the embedding job's ``runtime`` from its input ``shard`` and the attempt.
+    """A Snakemake resource callable: the embedding job's ``runtime`` from its shard's tokens in the batch's
+    plan (input ``plan``) and the attempt.
 
     Before the shard exists (dry runs, DAG building) Snakemake shows it as <TBD>
     and evaluates it again when the job is submitted.
     """
 
     def runtime(wildcards, input, attempt):
-        return embed_runtime({m: shard_tokens(input.shard, m) for m in THROUGHPUT}, attempt)
+        tokens = shard_tokens(input.plan, wildcards.shard)
+        return embed_runtime({m: tokens[m] for m in THROUGHPUT}, attempt)
 
     runtime.__name__ = f"{EMBED_RULE}_runtime"
     return runtime
 
 
-#: Host memory of the rules that hold a sample's vectors, per MB of their input files (the embedding
-#: files, or features.h5), with a 25% margin over what they used on 200,000 reads (1.6 GB of
-#: embeddings; max RSS: predict 1.2x, merge 2.0x, export_merged_pt 2.05x), plus a base for Python,
-#: PyTorch and pandas.
-MEMORY_PER_INPUT_MB = {"predict": 1.5, "merge": 2.5, "export_merged_pt": 2.5}
+#: Host memory of the rules that hold a sample's vectors (output.features, output.merged_pt), per MB
+#: of their input files (the embedding files, or features.h5), with a 25% margin over what they
+#: used on 200,000 reads (1.6 GB of embeddings; max RSS: merge 2.0x, export_merged_pt 2.05x), plus
+#: a base for Python, PyTorch and pandas. No other rule holds more of a sample than a block of it.
+MEMORY_PER_INPUT_MB = {"merge": 2.5, "export_merged_pt": 2.5}
 MEMORY_BASE_MB = 1000
 
 

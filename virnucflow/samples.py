@@ -21,6 +21,8 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: (``results/{sample}/`` and ``logs/{sample}/`` sit beside them).
 RESERVED_NAMES = {
     "models": "results/models/",
+    "batches": "results/batches/ and logs/batches/",
+    "run": "results/run/",
     "models.json": "results/models.json",
     "benchmarks": "logs/benchmarks/",
     "build_demo_models.log": "logs/build_demo_models.log",

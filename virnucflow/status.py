@@ -3,15 +3,17 @@
 Read only from the working directory's ``results/`` and ``logs/`` (no
 Snakemake call, so it works while Snakemake holds its lock):
 
-- steps: the per-sample steps whose output exists, out of preprocess, shard,
-  one embedding per shard and model (one job per shard embeds both, each
-  model's file written when that model is done), NaN/Inf gate, predict and
-  window tracks, and merge (``features.h5``) where it is configured, i.e. once
-  its log or output exists (the embeddings are counted once the shards exist;
+- steps: the sample's steps whose output exists, out of preprocess, its
+  batch's shard plan, one embedding and one scoring job per shard of its batch
+  (one job per shard embeds both models; a batch is the sample or several
+  pooled ones), the batch's NaN/Inf gate, and predict (calls, summary and
+  window tracks), and merge (``features.h5``) where it is configured, i.e.
+  once its log or output exists (the shards are counted once the plan exists;
   before that the total is shown with ``+``);
-- frames embedded / total per model: frames of the shards whose embedding file
-  exists, plus, for a shard still running, its share done according to the
-  model's last progress line in the job's log (:mod:`virnucflow.progress`);
+- frames embedded / total per model: the sample's frames in the shards
+  embedded (or already scored: their embedding files may be removed), plus,
+  for a shard still running, its share done according to the model's last
+  progress line in the job's log (:mod:`virnucflow.progress`);
 - ETA: the longest ETA among the running embedding jobs' last progress lines;
 - a step whose output is missing and whose log ends with the one-line error
   (``virnucflow: error: ...``) is shown as failed, with that line and the log.
@@ -30,16 +32,15 @@ from pathlib import Path
 from .progress import parse_progress
 
 MODELS = ("dnabert_s", "esm2")
-# (step, output relative to results/{sample}) of the jobs outside the embedding
+# (step, output) of the sample's own jobs and of its batch's: {res} is results/{sample}, {batch} results/batches/{batch}
 SINGLE_STEPS = [
-    ("preprocess", "preprocess/records.tsv"),
-    ("shard", None),  # all shard files
-    ("nan_gate", "qc/nan_gate.tsv"),
-    ("predict", "summary.tsv"),
-    ("windows", "windows.bed"),
+    ("preprocess", "{res}/preprocess/records.tsv", "{logs}/preprocess.log"),
+    ("plan_shards", "{batch}/shards.tsv", "{blogs}/plan_shards.log"),
+    ("nan_gate", "{batch}/nan_gate.tsv", "{blogs}/nan_gate.log"),
+    ("predict", "{res}/windows.tsv", "{logs}/predict.log"),
 ]
 # Steps only some configurations run (output.features, output.merged_pt): counted once their log or output exists.
-OPTIONAL_STEPS = [("merge", "features.h5")]
+OPTIONAL_STEPS = [("merge", "{res}/features.h5", "{logs}/merge.log")]
 
 
 @dataclass
@@ -74,11 +75,6 @@ class SampleStatus:
         return ", ".join(parts)
 
 
-def _shard_rows(path: Path) -> int:
-    with open(path, "rb") as f:
-        return max(sum(1 for _ in f) - 1, 0)
-
-
 def _read_log(log_file: Path) -> str:
     try:
         return log_file.read_text(errors="replace")
@@ -92,46 +88,85 @@ def _error_line(text: str) -> str | None:
     return lines[-1] if lines and lines[-1].startswith("virnucflow: error:") else None
 
 
+def _batch_of(workdir: Path, sample: str) -> str | None:
+    """The batch whose plan lists the sample (the run's plans under results/batches/)."""
+    batches = workdir / "results" / "batches"
+    if (batches / sample / "shards.tsv").exists():
+        return sample
+    for plan in sorted(batches.glob("*/shards.tsv")) if batches.is_dir() else []:
+        with open(plan) as f:
+            if any(line.split("\t")[1] == sample for line in f):
+                return plan.parent.name
+    return None
+
+
+def _plan(path: Path) -> dict[str, dict[str, int]]:
+    """shard -> sample -> frames of a batch's plan."""
+    out: dict[str, dict[str, int]] = {}
+    with open(path) as f:
+        f.readline()
+        for line in f:
+            shard, sample, first, stop = line.split("\t")[:4]
+            out.setdefault(shard, {})
+            if sample:
+                out[shard][sample] = int(stop) - int(first)
+    return out
+
+
 def sample_status(workdir: Path, sample: str) -> SampleStatus:
-    res, logs = workdir / "results" / sample, workdir / "logs" / sample
     st = SampleStatus(sample)
-    shards = sorted((res / "shards").glob("*-of-*.tsv")) if (res / "shards").is_dir() else []
-    n_expected = int(shards[0].stem.split("-of-")[1]) if shards else 0
-    st.shards_known = bool(shards) and len(shards) == n_expected
-    optional = [(step, out) for step, out in OPTIONAL_STEPS if (res / out).exists() or (logs / f"{step}.log").exists()]
-    st.steps_total = len(SINGLE_STEPS) + len(optional) + 2 * n_expected
-    for step, out in SINGLE_STEPS + optional:
-        if (st.shards_known if out is None else (res / out).exists()):
+    batch = _batch_of(workdir, sample)
+    where = {"res": f"results/{sample}", "logs": f"logs/{sample}", "batch": f"results/batches/{batch}",
+             "blogs": f"logs/batches/{batch}"}
+    plan_file = workdir / where["batch"] / "shards.tsv"
+    plan = _plan(plan_file) if batch and plan_file.exists() else {}
+    st.shards_known = bool(plan)
+    optional = [step for step in OPTIONAL_STEPS
+                if any((workdir / p.format(**where)).exists() for p in step[1:])]
+    st.steps_total = len(SINGLE_STEPS) + len(optional) + 2 * len(plan)  # embed and score per shard
+    for step, out, log in SINGLE_STEPS + optional:
+        if batch is None and "{batch" in out + log:
+            continue
+        if (workdir / out.format(**where)).exists():
             st.steps_done += 1
-        elif st.failed is None and (error := _error_line(_read_log(logs / f"{step}.log"))):
-            st.failed = (step, error, str(Path("logs") / sample / f"{step}.log"))
-    if not st.shards_known:
+        elif st.failed is None and (error := _error_line(_read_log(workdir / log.format(**where)))):
+            st.failed = (step, error, log.format(**where))
+    if not plan:
         return st
-    rows = {s.stem: _shard_rows(s) for s in shards}
-    st.frames_total = sum(rows.values())
+    st.frames_total = sum(parts.get(sample, 0) for parts in plan.values())
+    res, logs = workdir / where["batch"], workdir / where["blogs"]
     etas = []
-    for model in MODELS:
-        done = 0.0
-        for item, n in rows.items():
-            if (res / "embeddings" / model / f"{item}.h5").exists():
-                st.steps_done += 1
-                done += n
-                continue
-            log_file = logs / "embed" / f"{item}.log"
-            if not log_file.exists():
-                continue
-            text = _read_log(log_file)
-            error = _error_line(text)
-            if error:
-                st.failed = st.failed or ("embed", error, str(Path("logs") / sample / "embed" / f"{item}.log"))
-                continue
-            st.running.append(f"{model} {item}")
-            line = parse_progress(text, model)
-            if line is not None and line.total:
-                done += n * line.done / line.total
-                if line.eta_seconds is not None:
-                    etas.append(line.eta_seconds)
-        st.frames_done[model] = int(done)
+    done = dict.fromkeys(MODELS, 0.0)
+    for shard, parts in plan.items():
+        n = parts.get(sample, 0)
+        scored = (res / "scores" / f"{shard}.json").exists()
+        if scored:
+            st.steps_done += 2
+            for model in MODELS:
+                done[model] += n
+            continue
+        error = _error_line(_read_log(logs / "score" / f"{shard}.log"))
+        if error:
+            st.failed = st.failed or ("score", error, f"{where['blogs']}/score/{shard}.log")
+        embedded = all((res / "embeddings" / m / f"{shard}.h5").exists() for m in MODELS)
+        if embedded:
+            st.steps_done += 1
+        log_file = logs / "embed" / f"{shard}.log"
+        text = _read_log(log_file) if not embedded and log_file.exists() else ""
+        error = _error_line(text)
+        if error:
+            st.failed = st.failed or ("embed", error, f"{where['blogs']}/embed/{shard}.log")
+        for model in MODELS:
+            if embedded or (res / "embeddings" / model / f"{shard}.h5").exists():
+                done[model] += n
+            elif text and not error:
+                st.running.append(f"{model} {shard}")
+                line = parse_progress(text, model)
+                if line is not None and line.total:
+                    done[model] += n * line.done / line.total
+                    if line.eta_seconds is not None:
+                        etas.append(line.eta_seconds)
+    st.frames_done = {m: int(v) for m, v in done.items()}
     st.eta_seconds = max(etas) if etas else None
     return st
 
@@ -144,7 +179,7 @@ def run_status(workdir: str | os.PathLike = ".") -> list[SampleStatus]:
         from .errors import InputError
 
         raise InputError(f"{wd}: no results/ folder: not a VirNucFlow working directory, or nothing has run yet")
-    samples = {p.name for p in results.iterdir() if (p / "preprocess").is_dir()}
+    samples = {p.name for p in results.iterdir() if (p / "preprocess").is_dir() and p.name != "batches"}
     if (wd / "logs").is_dir():
         samples |= {p.name for p in (wd / "logs").iterdir() if (p / "preprocess.log").is_file()}
     samples = sorted(samples)

@@ -44,6 +44,13 @@ def window_table(records: pd.DataFrame, predictions: pd.DataFrame, chunk_length:
     return table[TSV_COLUMNS]
 
 
+def bed_table(table: pd.DataFrame) -> pd.DataFrame:
+    """BED6 rows of a :func:`window_table`."""
+    score = (table["max_viral_score"].fillna(0.0) * 1000).round().clip(0, 1000).astype(int)
+    return pd.DataFrame({"chrom": table["sequence_id"], "start": table["start"], "end": table["end"],
+                         "name": table["window_id"], "score": score, "strand": "."})
+
+
 def write_window_tracks(
     records_tsv: str | os.PathLike,
     predictions: pd.DataFrame,
@@ -53,11 +60,7 @@ def write_window_tracks(
 ) -> pd.DataFrame:
     records = read_tsv(records_tsv, dtype={"record_id": str})
     table = window_table(records, predictions, chunk_length)
-    score = (table["max_viral_score"].fillna(0.0) * 1000).round().clip(0, 1000).astype(int)
-    bed = pd.DataFrame(
-        {"chrom": table["sequence_id"], "start": table["start"], "end": table["end"],
-         "name": table["window_id"], "score": score, "strand": "."}
-    )
+    bed = bed_table(table)
     with atomic_outputs([bed_out, tsv_out]) as (bed_tmp, tsv_tmp):
         bed.to_csv(bed_tmp, sep="\t", index=False, header=False)
         table.to_csv(tsv_tmp, sep="\t", index=False, na_rep="NA", float_format="%.6g")

@@ -11,11 +11,13 @@ sys.path.insert(0, workflow.basedir)
 from virnucflow.checks import check_renamed_rules, classifier_chunk_length, config_error  # noqa: E402
 from virnucflow.config import ENV_DISABLE_FP16, ENV_PRECISION, model_options  # noqa: E402
 from virnucflow.errors import VirNucFlowError  # noqa: E402
-from virnucflow.inputs import auto_shards, input_info, shard_cap  # noqa: E402
+from virnucflow.batches import plan_batches  # noqa: E402
+from virnucflow.inputs import input_info  # noqa: E402
 from virnucflow.models.acquire import known_kind  # noqa: E402
 from virnucflow.calling import resolve_calling  # noqa: E402
 from virnucflow.resources import rule_resources, rule_threads  # noqa: E402
 from virnucflow.samples import read_sample_sheet  # noqa: E402
+from virnucflow.shard import CLASSIFIER_BATCH, shard_names  # noqa: E402
 
 try:
     check_renamed_rules(config.get("resources"), {
@@ -39,11 +41,11 @@ except VirNucFlowError as exc:
 for s in SAMPLES.values():
     validate({"sample": s.name, "fasta": s.fasta, **({"mate2": s.mate2} if s.mate2 else {})}, schema="../schemas/samples.schema.yaml")
 
-# Size, content hash and frame count (up to the shard count) of every input,
-# cached in .snakemake/virnucflow/inputs.json.
+# Size, content hash and frame count (up to the limit) of every input, cached in
+# .snakemake/virnucflow/inputs.json; then the batches: which samples share
+# embedding jobs, and how many shards each batch has (virnucflow.batches).
 _SHARDS = workflow.resource_settings.overwrite_scatter.get("embed", config["shards"])
-_AUTO = _SHARDS == "auto"  # one shard per shard_frames frames of the largest sample, at most max_shards
-_limit = config["shard_frames"] * config["max_shards"] if _AUTO else _SHARDS
+_limit = config["shard_frames"] * config["max_shards"] if _SHARDS == "auto" else int(_SHARDS) * CLASSIFIER_BATCH
 INPUTS = {name: input_info(s.fasta, config["chunk_length"], limit=_limit) for name, s in SAMPLES.items()}
 MATES = {name: input_info(s.mate2, config["chunk_length"], limit=_limit) for name, s in SAMPLES.items() if s.mate2}
 
@@ -54,30 +56,21 @@ def _frames(name):
     return None if None in counts else sum(counts)
 
 
-if _AUTO:
-    _SHARDS = auto_shards([_frames(name) for name in SAMPLES], config["shard_frames"], config["max_shards"])
+BATCHES = plan_batches({name: _frames(name) for name in SAMPLES}, _SHARDS, config["shard_frames"], config["max_shards"])
+BATCH_OF = {sample: b.name for b in BATCHES.values() for sample in b.samples}
+for _b in BATCHES.values():
+    if _SHARDS != "auto" and _b.shards < int(_SHARDS):
+        logger.warning(
+            f"virnucflow: {_SHARDS} embedding shards requested but sample {_b.name} has {_b.frames} frames, "
+            f"{_b.shards} batch(es) of {CLASSIFIER_BATCH} (shards are cut at whole classifier batches); "
+            f"using {_b.shards} shard(s)"
+        )
 
 
 wildcard_constraints:
     sample="|".join(map(re.escape, SAMPLES)) if SAMPLES else "NONE",
-
-
-scattergather:
-    embed=_SHARDS,
-
-
-# No more shards than frames: with fewer frames in the largest sample than
-# shards, the extra shards would be empty GPU jobs. (The scatter count is one
-# for all samples and fixed when the DAG is built; it is set here directly so
-# that --set-scatter embed=N is capped too.)
-_cap = shard_cap([_frames(name) for name in SAMPLES], _SHARDS)
-if _cap < _SHARDS:
-    print(
-        f"virnucflow: warning: {_SHARDS} embedding shards requested but the largest sample has "
-        f"{_cap} frames; using {_cap} shards",
-        file=sys.stderr,
-    )
-    workflow._scatter["embed"] = _cap
+    batch="|".join(map(re.escape, BATCHES)) if BATCHES else "NONE",
+    shard=r"[0-9]+-of-[0-9]+",
 
 
 ENV = "../../envs/virnucflow.yaml"
@@ -149,26 +142,50 @@ def embedding_options(model):
     return options
 
 
-def shard_files(kind):
-    """Per-shard files of both models, model by model: (model names, paths) for the gate."""
-    pattern = {
-        "h5": "results/{{sample}}/embeddings/{model}/{scatteritem}.h5",
-        "nonfinite": "results/{{sample}}/qc/nonfinite/{model}/{scatteritem}.tsv",
-    }[kind]
-    return [f for model in EMBEDDING_MODELS for f in gather.embed(pattern.replace("{model}", model))]
+def batch_shards(batch):
+    return shard_names(BATCHES[batch].shards)
 
 
-def shard_models():
-    return [model for model in EMBEDDING_MODELS for _ in gather.embed("{scatteritem}")]
+def batch_files(wildcards):
+    """The identified files of the batch's samples, the embedding jobs' frames."""
+    return {
+        "nucleotide": [f"results/{s}/preprocess/identified_nucleotide.fa" for s in BATCHES[wildcards.batch].samples],
+        "protein": [f"results/{s}/preprocess/identified_protein.faa" for s in BATCHES[wildcards.batch].samples],
+    }
 
 
-def all_embedding_files():
-    return [
-        f
-        for name in SAMPLES
-        for model in EMBEDDING_MODELS
-        for f in expand(f"results/{name}/embeddings/{model}/{{item}}.h5", item=gather.embed("{scatteritem}"))
-    ]
+def keep_embeddings():
+    out = config["output"]
+    return out["embeddings"] or out["features"] or out["merged_pt"]
+
+
+def embedding_output(model):
+    """A shard's embedding file: intermediate (removed once the shard is scored) unless kept."""
+    path = f"results/batches/{{batch}}/embeddings/{model}/{{shard}}.h5"
+    return path if keep_embeddings() else temp(path)
+
+
+def all_score_infos():
+    return [f"results/batches/{b}/scores/{shard}.json" for b in BATCHES for shard in batch_shards(b)]
+
+
+def batch_outputs(pattern, key="batch"):
+    """``pattern`` ({batch}, {shard}, {model}) for every shard of a batch, model by model: an input function."""
+
+    def files(wildcards):
+        batch = getattr(wildcards, key) if key == "batch" else BATCH_OF[wildcards.sample]
+        return [
+            pattern.format(batch=batch, shard=shard, model=model)
+            for model in (EMBEDDING_MODELS if "{model}" in pattern else [None])
+            for shard in batch_shards(batch)
+        ]
+
+    return files
+
+
+def sample_batch_outputs(pattern):
+    """``pattern`` for every shard of the sample's batch: an input function."""
+    return batch_outputs(pattern, key="sample")
 
 
 def final_outputs():

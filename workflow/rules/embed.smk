@@ -1,32 +1,60 @@
-# One job per shard runs both models in turn, on one GPU (SLURM allocates it;
-# locally a lock file picks a free GPU): Python, CUDA and the shard are set up
-# once and ESM-2's checkpoint is read ahead while DNABERT-S computes. FP16 packed
-# FlashAttention by default; the embedding section of the config rolls back
-# precision, packing and backend, per model. Changing one model's options
-# reruns the shard's job (DNABERT-S is ~5% of its GPU time).
+# One job per shard of a batch runs both models in turn, on one GPU (SLURM
+# allocates it; locally a lock file picks a free GPU): Python, CUDA and the
+# shard are set up once and ESM-2's checkpoint is read ahead while DNABERT-S
+# computes. A batch is one sample or several small ones (one job serves them
+# all). FP16 packed attention by default; the embedding section of the config
+# rolls back precision, packing and backend, per model. Then each shard is
+# scored as soon as it is embedded (while the next one embeds), and its vectors
+# are removed unless output.embeddings keeps them.
 
 
 rule embed:
     input:
-        shard="results/{sample}/shards/{scatteritem}.tsv",
+        unpack(batch_files),
+        plan=rules.plan_shards.output.plan,
         **{f"{m}_model": f"results/models/{m}.json" for m in EMBEDDING_MODELS},
     output:
-        **{f"{m}_h5": f"results/{{sample}}/embeddings/{m}/{{scatteritem}}.h5" for m in EMBEDDING_MODELS},
-        **{f"{m}_nonfinite": f"results/{{sample}}/qc/nonfinite/{m}/{{scatteritem}}.tsv" for m in EMBEDDING_MODELS},
+        **{f"{m}_h5": embedding_output(m) for m in EMBEDDING_MODELS},
+        **{f"{m}_nonfinite": f"results/batches/{{batch}}/nonfinite/{m}/{{shard}}.tsv" for m in EMBEDDING_MODELS},
     log:
-        "logs/{sample}/embed/{scatteritem}.log",
+        "logs/batches/{batch}/embed/{shard}.log",
     benchmark:
-        "logs/benchmarks/{sample}/embed/{scatteritem}.tsv"
+        "logs/benchmarks/batches/{batch}/embed/{shard}.tsv"
     params:
         models=list(EMBEDDING_MODELS),
+        samples=lambda wildcards: BATCHES[wildcards.batch].samples,
         options={m: embedding_options(m) for m in EMBEDDING_MODELS},
         compile_cache=config["compile_cache"],
     threads: rule_threads(config, "embed")
     resources:
         **rule_resources(config, "embed"),
+    priority: 100
     conda:
         ENV
     message:
-        f"{{wildcards.sample}} {{wildcards.scatteritem}}: {' and '.join(EMBEDDING_MODELS.values())} embeddings"
+        f"batch {{wildcards.batch}} {{wildcards.shard}}: {' and '.join(EMBEDDING_MODELS.values())} embeddings"
     script:
         "../scripts/embed.py"
+
+
+rule score:
+    input:
+        **{m: f"results/batches/{{batch}}/embeddings/{m}/{{shard}}.h5" for m in EMBEDDING_MODELS},
+        classifier="results/models/classifier.json",
+    output:
+        scores="results/batches/{batch}/scores/{shard}.tsv",
+        info="results/batches/{batch}/scores/{shard}.json",
+    log:
+        "logs/batches/{batch}/score/{shard}.log",
+    benchmark:
+        "logs/benchmarks/batches/{batch}/score/{shard}.tsv"
+    threads: rule_threads(config, "score")
+    resources:
+        **rule_resources(config, "score"),
+    priority: 50
+    conda:
+        ENV
+    message:
+        "batch {wildcards.batch} {wildcards.shard}: scoring frames with the VirNucPro classifier"
+    script:
+        "../scripts/score.py"

@@ -41,6 +41,7 @@ rule check_model:
     wildcard_constraints:
         model="|".join(MODEL_KINDS),
     localrule: True
+    priority: 80
     conda:
         ENV
     message:

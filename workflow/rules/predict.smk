@@ -1,14 +1,51 @@
-# Score the features (the per-shard embeddings joined by ID in memory, refusing
-# any mismatch or NaN/Inf) with the VirNucPro classifier, summarise per
-# sequence; features.h5 (the same join written out) only when asked for
-# (output.features, output.merged_pt), beside the prediction, not before it.
+# Per sample: its frames' scores gathered from its batch's per-shard tables in
+# input order, into the original's prediction files, the per-sequence summary
+# and the window tracks (in blocks of records: memory does not grow with the
+# sample); features.h5 (the sample's vectors joined) only when asked for
+# (output.features, output.merged_pt), which keeps the embedding files.
+
+
+rule predict:
+    input:
+        scores=sample_batch_outputs("results/batches/{batch}/scores/{shard}.tsv"),
+        info=sample_batch_outputs("results/batches/{batch}/scores/{shard}.json"),
+        gate=lambda wildcards: f"results/batches/{BATCH_OF[wildcards.sample]}/nan_gate.tsv",
+        records=rules.preprocess.output.records,
+    output:
+        predictions="results/{sample}/prediction_results.txt",
+        highest="results/{sample}/prediction_results_highestscore.csv",
+        summary=report(
+            "results/{sample}/summary.tsv",
+            caption="../report/summary.rst",
+            category="Calls",
+            labels={"sample": "{sample}", "table": "per-sequence summary"},
+        ),
+        bed="results/{sample}/windows.bed",
+        windows="results/{sample}/windows.tsv",
+    log:
+        "logs/{sample}/predict.log",
+    benchmark:
+        "logs/benchmarks/{sample}/predict.tsv"
+    params:
+        calling=calling_params,
+        chunk_length=config["chunk_length"],
+    threads: rule_threads(config, "predict")
+    resources:
+        **rule_resources(config, "predict"),
+    priority: 10
+    conda:
+        ENV
+    message:
+        "{wildcards.sample}: calls, summary and window tracks"
+    script:
+        "../scripts/predict.py"
 
 
 rule merge:
     input:
-        dnabert_s=gather.embed("results/{{sample}}/embeddings/dnabert_s/{scatteritem}.h5"),
-        esm2=gather.embed("results/{{sample}}/embeddings/esm2/{scatteritem}.h5"),
-        gate="results/{sample}/qc/nan_gate.tsv",
+        dnabert_s=sample_batch_outputs("results/batches/{batch}/embeddings/dnabert_s/{shard}.h5"),
+        esm2=sample_batch_outputs("results/batches/{batch}/embeddings/esm2/{shard}.h5"),
+        gate=lambda wildcards: f"results/batches/{BATCH_OF[wildcards.sample]}/nan_gate.tsv",
     output:
         features="results/{sample}/features.h5",
     log:
@@ -42,60 +79,3 @@ rule export_merged_pt:
         ENV
     script:
         "../scripts/export_merged_pt.py"
-
-
-rule predict:
-    input:
-        dnabert_s=gather.embed("results/{{sample}}/embeddings/dnabert_s/{scatteritem}.h5"),
-        esm2=gather.embed("results/{{sample}}/embeddings/esm2/{scatteritem}.h5"),
-        gate=rules.nan_gate.output.table,
-        models="results/models/classifier.json",
-        records=rules.preprocess.output.records,
-    output:
-        predictions="results/{sample}/prediction_results.txt",
-        highest="results/{sample}/prediction_results_highestscore.csv",
-        summary=report(
-            "results/{sample}/summary.tsv",
-            caption="../report/summary.rst",
-            category="Calls",
-            labels={"sample": "{sample}", "table": "per-sequence summary"},
-        ),
-    log:
-        "logs/{sample}/predict.log",
-    benchmark:
-        "logs/benchmarks/{sample}/predict.tsv"
-    params:
-        calling=calling_params,
-    threads: rule_threads(config, "predict")
-    resources:
-        **rule_resources(config, "predict"),
-    conda:
-        ENV
-    message:
-        "{wildcards.sample}: scoring frames with the VirNucPro classifier"
-    script:
-        "../scripts/predict.py"
-
-
-rule windows:
-    input:
-        predictions=rules.predict.output.predictions,
-        records=rules.preprocess.output.records,
-    output:
-        bed="results/{sample}/windows.bed",
-        tsv="results/{sample}/windows.tsv",
-    log:
-        "logs/{sample}/windows.log",
-    benchmark:
-        "logs/benchmarks/{sample}/windows.tsv"
-    params:
-        chunk_length=config["chunk_length"],
-    threads: rule_threads(config, "windows")
-    resources:
-        **rule_resources(config, "windows"),
-    conda:
-        ENV
-    message:
-        "{wildcards.sample}: window tracks (BED, TSV)"
-    script:
-        "../scripts/windows.py"

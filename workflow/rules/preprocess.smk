@@ -1,5 +1,6 @@
 # Windows, six-frame translation and ORF filter (the original's outputs, byte
-# for byte), then token-balanced shards for the embedding jobs.
+# for byte), then the plan of each batch's token-balanced shards (no frames are
+# copied: the embedding jobs read theirs from the identified files).
 
 
 rule preprocess:
@@ -7,7 +8,7 @@ rule preprocess:
         fasta=sample_fasta,
         mate2=sample_mate2,
     output:
-        chunked="results/{sample}/preprocess/chunked.fa",
+        **({"chunked": "results/{sample}/preprocess/chunked.fa"} if config["output"]["chunked"] else {}),
         nucleotide="results/{sample}/preprocess/identified_nucleotide.fa",
         protein="results/{sample}/preprocess/identified_protein.faa",
         records="results/{sample}/preprocess/records.tsv",
@@ -22,6 +23,7 @@ rule preprocess:
     threads: rule_threads(config, "preprocess")
     resources:
         **rule_resources(config, "preprocess"),
+    priority: 80
     conda:
         ENV
     message:
@@ -30,20 +32,25 @@ rule preprocess:
         "../scripts/preprocess.py"
 
 
-rule shard:
+rule plan_shards:
     input:
-        nucleotide=rules.preprocess.output.nucleotide,
-        protein=rules.preprocess.output.protein,
+        unpack(batch_files),
     output:
-        scatter.embed("results/{{sample}}/shards/{scatteritem}.tsv"),
+        plan="results/batches/{batch}/shards.tsv",
     log:
-        "logs/{sample}/shard.log",
+        "logs/batches/{batch}/plan_shards.log",
     benchmark:
-        "logs/benchmarks/{sample}/shard.tsv"
-    threads: rule_threads(config, "shard")
+        "logs/benchmarks/batches/{batch}/plan_shards.tsv"
+    params:
+        samples=lambda wildcards: BATCHES[wildcards.batch].samples,
+        shards=lambda wildcards: BATCHES[wildcards.batch].shards,
+    threads: rule_threads(config, "plan_shards")
     resources:
-        **rule_resources(config, "shard"),
+        **rule_resources(config, "plan_shards"),
+    priority: 90
     conda:
         ENV
+    message:
+        "batch {wildcards.batch}: {params.shards} token-balanced shards over {params.samples}"
     script:
-        "../scripts/shard.py"
+        "../scripts/plan_shards.py"

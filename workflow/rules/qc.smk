@@ -1,24 +1,24 @@
-# Quality control of the embeddings: the NaN/Inf gate before the merge, and
+# Quality control of the embeddings: the NaN/Inf gate of each batch before its samples' calls, and
 # `snakemake fp32_compare`, the production path against FP32 on the samples' own frames.
 
 
 rule nan_gate:
     input:
-        embeddings=shard_files("h5"),
-        nonfinite=shard_files("nonfinite"),
+        nonfinite=batch_outputs("results/batches/{batch}/nonfinite/{model}/{shard}.tsv"),
+        info=batch_outputs("results/batches/{batch}/scores/{shard}.json"),
     output:
         table=report(
-            "results/{sample}/qc/nan_gate.tsv",
+            "results/batches/{batch}/nan_gate.tsv",
             caption="../report/nan_gate.rst",
             category="Quality control",
-            labels={"sample": "{sample}", "table": "NaN/Inf gate"},
+            labels={"batch": "{batch}", "table": "NaN/Inf gate"},
         ),
     log:
-        "logs/{sample}/nan_gate.log",
+        "logs/batches/{batch}/nan_gate.log",
     benchmark:
-        "logs/benchmarks/{sample}/nan_gate.tsv"
+        "logs/benchmarks/batches/{batch}/nan_gate.tsv"
     params:
-        model=shard_models(),
+        models=list(EMBEDDING_MODELS),
         max_fraction=config["qc"]["max_fp32_recompute_fraction"],
     threads: rule_threads(config, "nan_gate")
     resources:

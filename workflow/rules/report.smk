@@ -27,10 +27,10 @@ rule report_sample:
 
 rule report_run:
     input:
-        embeddings=all_embedding_files(),
+        info=all_score_infos(),
         records=expand("results/{sample}/preprocess/records.tsv", sample=SAMPLES),
         sources=expand("results/{sample}/preprocess/input.json", sample=SAMPLES),
-        done=expand("results/{sample}/windows.bed", sample=SAMPLES),
+        done=expand("results/{sample}/summary.tsv", sample=SAMPLES),
     output:
         inputs=report(
             "results/run/inputs.tsv",
@@ -63,6 +63,7 @@ rule report_run:
     params:
         benchmarks="logs/benchmarks",
         inputs={name: [s.fasta] + ([s.mate2] if s.mate2 else []) for name, s in SAMPLES.items()},
+        batches=BATCH_OF,
     threads: rule_threads(config, "report_run")
     resources:
         **rule_resources(config, "report_run"),

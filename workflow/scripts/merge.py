@@ -1,7 +1,8 @@
-"""Rule merge: join per-shard embeddings by ID into features.h5 (virnucflow.features)."""
+"""Rule merge: one sample's vectors of its batch's shards, joined by ID into features.h5 (virnucflow.features)."""
 from virnucflow.features import merge_features
 from virnucflow.step import rule_step
 
 with rule_step(snakemake):
+    sample = snakemake.wildcards.sample
     merge_features(snakemake.input.dnabert_s, snakemake.input.esm2, snakemake.output.features,
-                   attrs={"chunk_length": snakemake.params.chunk_length, "sample": snakemake.wildcards.sample})
+                   attrs={"chunk_length": snakemake.params.chunk_length, "sample": sample}, sample=sample)

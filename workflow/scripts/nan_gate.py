@@ -1,7 +1,7 @@
-"""Rule nan_gate: what the embedding jobs recomputed in FP32, checked before the merge (virnucflow.nan_gate)."""
+"""Rule nan_gate: what a batch's embedding jobs recomputed in FP32, checked before its calls (virnucflow.nan_gate)."""
 from virnucflow.nan_gate import nan_gate
 from virnucflow.step import rule_step
 
 with rule_step(snakemake):
-    nan_gate(snakemake.params.model, snakemake.input.embeddings, snakemake.input.nonfinite,
-             snakemake.output.table, snakemake.params.max_fraction)
+    nan_gate(snakemake.params.models, snakemake.input.info, snakemake.input.nonfinite, snakemake.output.table,
+             snakemake.params.max_fraction)

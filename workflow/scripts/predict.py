@@ -1,8 +1,10 @@
-"""Rule predict: classifier scores, per-window calls, per-sequence summary (virnucflow.predict)."""
-from virnucflow.predict import predict_sample
+"""Rule predict: a sample's calls, summary and window tracks from its shards' scores (virnucflow.predict)."""
+from virnucflow.predict import gather_sample
+from virnucflow.score import read_info
 from virnucflow.step import rule_step
 
 with rule_step(snakemake):
     out = snakemake.output
-    predict_sample(snakemake.input.dnabert_s, snakemake.input.esm2, snakemake.input.models, snakemake.input.records,
-                   out.predictions, out.highest, out.summary, **snakemake.params.calling)
+    gather_sample(snakemake.wildcards.sample, snakemake.input.records, snakemake.input.scores,
+                  snakemake.params.chunk_length, out.predictions, out.highest, out.summary, out.bed, out.windows,
+                  demo=any(read_info(f)["demo"] for f in snakemake.input.info), **snakemake.params.calling)

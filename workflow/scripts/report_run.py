@@ -6,7 +6,8 @@ with rule_step(snakemake):
     inputs = snakemake.params.inputs
     samples = list(inputs)
     run_tables(
-        snakemake.input.embeddings, snakemake.params.benchmarks, snakemake.output.jobs, snakemake.output.times,
+        snakemake.input.info, snakemake.params.benchmarks, snakemake.output.jobs, snakemake.output.times,
         times_tsv=snakemake.output.times_tsv, inputs_tsv=snakemake.output.inputs, inputs=inputs,
         records_tsvs=dict(zip(samples, snakemake.input.records)), sources=dict(zip(samples, snakemake.input.sources)),
+        batches=snakemake.params.batches,
     )

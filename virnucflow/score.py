@@ -1,0 +1,140 @@
+"""Score one shard: its DNABERT-S and ESM-2 vectors through the VirNucPro classifier.
+
+The classifier is an MLP over 3,328 values: a shard's frames cost
+milliseconds once their vectors exist, so each shard is scored as soon as its
+embedding job ends (while the next shard embeds), and nothing after this step
+needs the vectors (13.3 kB per frame), only the two scores (about 60 bytes per
+frame of text). The vectors can then be removed (``output.embeddings``).
+
+Outputs, per shard:
+
+- ``scores`` (TSV, :data:`SCORE_COLUMNS`): per frame, in the shard's order,
+  its sample, position in the sample, ID, the original's prediction and its two
+  scores as the original writes them (``str(numpy.float32)``);
+- ``info`` (JSON): frames, whether demo models were used, the classifier, and
+  per model the embedding file's attributes (model, precision, attention,
+  device, statistics): what the NaN/Inf gate and the run report need once the
+  embedding files are gone.
+
+Rows are checked before scoring: both files list the same frames in the same
+order (IDs, positions and sample parts), and every value is finite. Each
+sample's frames are scored in the batches scoring it whole makes (rows
+``k * BATCH`` to ``(k + 1) * BATCH`` of the sample; the shards are cut there),
+so the scores do not depend on the shard layout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Iterator
+
+import numpy as np
+
+from .atomic import atomic_outputs
+from .errors import MergeError, NumericalError
+from .features import Embeddings, _listed, _nonfinite_rows, read_h5
+
+log = logging.getLogger("virnucflow")
+SCORE_COLUMNS = ["sample", "index", "id", "prediction", "score1", "score2"]
+#: Attributes of an embedding file kept in the shard's info (the rest describe the model file).
+INFO_ATTRS = ("model_kind", "model_spec", "model_path", "demo_model", "precision", "precision_requested",
+              "attention", "packing", "device", "pooling", "recomputed_fp32", "workflow_version", "torch_version")
+
+
+def _parts(table: Embeddings) -> list[tuple[str, int]]:
+    parts = table.attrs.get("samples")
+    if isinstance(parts, str):
+        parts = json.loads(parts)
+    return [(str(s), int(n)) for s, n in parts] if parts else [("", len(table.ids))]
+
+
+def check_rows(nucleotide: Embeddings, protein: Embeddings, names: tuple[str, str]) -> None:
+    """Both models' files of one shard hold the same frames in the same order, all finite."""
+    if _parts(nucleotide) != _parts(protein) or len(nucleotide.ids) != len(protein.ids):
+        raise MergeError(f"{names[0]} and {names[1]} do not hold the same frames "
+                         f"({len(nucleotide.ids)} vs {len(protein.ids)} rows): rerun this shard's embedding")
+    moved = [i for i, (a, b) in enumerate(zip(nucleotide.ids, protein.ids)) if a != b]
+    moved += list(np.flatnonzero(nucleotide.index != protein.index))
+    if moved:
+        raise MergeError(f"{names[0]} and {names[1]} disagree on the frames at rows {sorted(set(moved))[:10]} "
+                         f"(e.g. {nucleotide.ids[moved[0]]!r}): rerun this shard's embedding")
+    bad = _nonfinite_rows(nucleotide.vectors) | _nonfinite_rows(protein.vectors)
+    if bad.any():
+        raise NumericalError(f"non-finite feature values for {_listed([nucleotide.ids[k] for k in np.flatnonzero(bad)])}")
+
+
+def batches(index: np.ndarray, parts: list[tuple[str, int]], size: int) -> Iterator[tuple[str, int, int]]:
+    """(sample, first row, stop row) of each classifier batch: a sample's rows ``k * size`` to ``(k + 1) * size``."""
+    start = 0
+    for sample, n in parts:
+        rows = index[start:start + n]
+        if n and (np.any(np.diff(rows) != 1)):
+            raise MergeError(f"sample {sample!r}: the shard's frames are not consecutive")
+        cuts = [start] + [start + int(k) for k in np.flatnonzero(rows % size == 0) if k > 0] + [start + n]
+        for a, b in zip(cuts, cuts[1:]):
+            for lo in range(a, b, size):
+                yield sample, lo, min(lo + size, b)
+        start += n
+
+
+def score_shard(nucleotide_h5: str | os.PathLike, protein_h5: str | os.PathLike, classifier: str | os.PathLike,
+                scores_out: str | os.PathLike, info_out: str | os.PathLike) -> int:
+    """Score one shard's frames (``classifier``: the classifier's manifest or ``.pth``); returns the frames."""
+    import torch
+
+    from .classifier import BATCH, classify, load_classifier
+
+    nt = read_h5(nucleotide_h5, mmap=True)
+    aa = read_h5(protein_h5, mmap=True)
+    check_rows(nt, aa, (str(nucleotide_h5), str(protein_h5)))
+    path = str(classifier)
+    if path.endswith(".json"):
+        with open(path) as f:
+            path = json.load(f)["classifier"]["path"]
+    model, meta = load_classifier(path)
+    parts = _parts(nt)
+    d_nt, d_aa = nt.vectors.shape[1], aa.vectors.shape[1]
+    if not nt.ids:  # no frames: the widths are still checked
+        classify(model, torch.zeros((0, d_nt + d_aa)))
+    block = np.empty((min(BATCH, max(len(nt.ids), 1)), d_nt + d_aa), np.float32)
+    with atomic_outputs([scores_out, info_out]) as (tmp_scores, tmp_info):
+        with open(tmp_scores, "w") as out:
+            out.write("\t".join(SCORE_COLUMNS) + "\n")
+            for sample, a, b in batches(nt.index, parts, BATCH):
+                rows = block[: b - a]
+                rows[:, :d_nt] = nt.vectors[a:b]
+                rows[:, d_nt:] = aa.vectors[a:b]
+                scores = classify(model, torch.from_numpy(rows)).numpy()
+                for k, (s1, s2) in enumerate(scores):
+                    # torch.max semantics: the first maximum wins, so a tie is "others".
+                    call = "virus" if s2 > s1 else "others"
+                    out.write(f"{sample}\t{nt.index[a + k]}\t{nt.ids[a + k]}\t{call}\t{str(s1)}\t{str(s2)}\n")
+        info: dict[str, Any] = {
+            "frames": len(nt.ids), "samples": [list(p) for p in parts if p[0] or len(parts) == 1],
+            "demo": bool(meta["demo_model"] or nt.attrs.get("demo_model") or aa.attrs.get("demo_model")),
+            "classifier": path,
+            "models": {t.attrs.get("model_kind", kind): _info(t) for kind, t in (("dnabert_s", nt), ("esm2", aa))},
+        }
+        with open(tmp_info, "w") as f:
+            json.dump(info, f, indent=1, sort_keys=True, default=str)
+            f.write("\n")
+    log.info("%s: %d frames scored", scores_out, len(nt.ids))
+    return len(nt.ids)
+
+
+def _info(table: Embeddings) -> dict[str, Any]:
+    out: dict[str, Any] = {k: table.attrs[k] for k in INFO_ATTRS if k in table.attrs}
+    stats = table.attrs.get("stats")
+    out["stats"] = json.loads(stats) if isinstance(stats, str) else (stats or {})
+    out["frames"] = len(table.ids)
+    for k, v in out.items():
+        if isinstance(v, np.generic):
+            out[k] = v.item()
+    return out
+
+
+def read_info(path: str | os.PathLike) -> dict[str, Any]:
+    with open(path) as f:
+        return json.load(f)
