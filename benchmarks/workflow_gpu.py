@@ -4,7 +4,9 @@ Full-size random-weight models in the real formats (ESM-2 3B fair-esm file,
 DNABERT-S Hugging Face directory, a VirNucPro-format classifier; built once,
 as ``fp32_compare_gpu.py`` builds them) and synthetic read sets of mixed
 lengths (300-1,200 bp): half fragments of the lambda phage genome
-(``../shared/demo``, both strands), half host-like random DNA (GC 50%). Each
+(``../shared/demo``, both strands), half host-like random DNA (GC 50%), or
+(``--readset unique``) half random coding sequence instead of lambda: no
+duplicate frames; ``--samples K`` splits the reads into a plate of K samples. Each
 run is ``snakemake --cores 16 --resources gpu=1`` in a fresh working
 directory, with the workflow of ``--workflow`` (another checkout, for a
 before/after comparison) and its default config unless ``--config`` adds
@@ -25,7 +27,6 @@ Writes ``<out>/workflow_<gpu>_<label>_<reads>.json`` per run.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import subprocess
@@ -33,32 +34,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-SHARED = Path(os.environ.get("VIRNUCFLOW_SHARED", REPO.parent / "shared"))
-LAMBDA = SHARED / "demo" / "lambda_phage_NC_001416.fasta.gz"
 
 
-def read_set(path: Path, n: int, seed: int) -> None:
-    """``n`` reads of 300-1,200 bp: lambda fragments (either strand) and host-like random DNA."""
-    genome = "".join(line.strip() for line in gzip.open(LAMBDA, "rt") if not line.startswith(">"))
-    comp = str.maketrans("ACGT", "TGCA")
-    rng = np.random.default_rng(seed)
-    with open(path, "w") as out:
-        for i in range(n):
-            length = int(rng.integers(300, 1201))
-            if i % 2 == 0:
-                start = int(rng.integers(0, len(genome) - length))
-                seq = genome[start:start + length]
-                if rng.random() < 0.5:
-                    seq = seq.translate(comp)[::-1]
-                name = f"phage_{i}"
-            else:
-                seq = "".join(rng.choice(list("ACGT"), length))
-                name = f"host_{i}"
-            out.write(f">{name}\n{seq}\n")
+def read_set(path: Path, n: int, seed: int, kind: str = "lambda") -> None:
+    """``n`` reads of 300-1,200 bp (:func:`benchmarks.readsets.write_reads`)."""
+    from benchmarks.readsets import write_reads
+
+    write_reads(path, n, seed, kind)
 
 
 def rule_times(work: Path) -> dict[str, dict[str, float]]:
@@ -71,11 +56,26 @@ def rule_times(work: Path) -> dict[str, dict[str, float]]:
 
 def embedded_tokens(work: Path) -> dict[str, int]:
     """Tokens each model would run without deduplication (the original has none), summed over
-    shards, from the embedding files (the report's reader)."""
-    from virnucflow.report import embedding_jobs
+    shards, from the shards' score summaries (older checkouts: the embedding files)."""
+    from virnucflow import report
 
-    jobs = embedding_jobs(sorted((work / "results").glob("*/embeddings/*/*.h5")), work / "logs" / "benchmarks")
-    return {m: int(t) for m, t in jobs.groupby("model")["tokens_if_no_dedup"].sum().items()}
+    infos = sorted((work / "results" / "batches").glob("*/scores/*.json"))
+    if infos:
+        jobs = report.embedding_jobs(infos, work / "logs" / "benchmarks")
+        return {m: int(t) for m, t in jobs.groupby("model")["tokens_if_no_dedup"].sum().items()}
+    import h5py  # a checkout before the score step: the statistics are in the embedding files
+
+    tokens: dict[str, int] = {}
+    for path in sorted((work / "results").glob("*/embeddings/*/*.h5")):
+        with h5py.File(path) as h5:
+            stats = json.loads(h5.attrs.get("stats", "{}"))
+        tokens[path.parent.name] = tokens.get(path.parent.name, 0) + int(stats.get("tokens_if_no_dedup", 0))
+    return tokens
+
+
+def embedding_jobs(work: Path) -> int:
+    new = list((work / "logs" / "benchmarks" / "batches").glob("*/embed/*.tsv"))
+    return len(new) if new else len(list((work / "logs" / "benchmarks").glob("*/embed/*.tsv")))
 
 
 def run_one(args, models: dict, reads: int) -> dict:
@@ -83,11 +83,16 @@ def run_one(args, models: dict, reads: int) -> dict:
 
     import torch
 
-    work = Path(args.workdir) / f"{args.label}_{reads}"
+    work = Path(args.workdir) / f"{args.label}_{args.readset}_{args.samples}x_{reads}"
     subprocess.run(["rm", "-rf", str(work)], check=True)
     work.mkdir(parents=True)
-    read_set(work / "reads.fa", reads, seed=reads)
-    (work / "samples.tsv").write_text(f"sample\tfasta\nreads\t{work / 'reads.fa'}\n")
+    read_set(work / "reads.fa", reads, seed=reads, kind=args.readset)
+    names = [f"s{k + 1:03d}" for k in range(args.samples)] if args.samples > 1 else ["reads"]
+    lines = open(work / "reads.fa").read().splitlines(keepends=True)
+    per = -(-len(lines) // 2 // len(names))  # reads per sample, in order: a plate of the same reads
+    for k, name in enumerate(names):
+        (work / f"{name}.fa").write_text("".join(lines[2 * per * k:2 * per * (k + 1)]))
+    (work / "samples.tsv").write_text("sample\tfasta\n" + "".join(f"{n}\t{work / (n + '.fa')}\n" for n in names))
     config = {"samples": str(work / "samples.tsv"), "chunk_length": 500,
               "models": {**models, "download": False, "classifier_chunk_length": 500}}
     for key, value in json.loads(args.extra_config).items():  # nested keys, which --config cannot pass
@@ -116,18 +121,18 @@ def run_one(args, models: dict, reads: int) -> dict:
         raise SystemExit(f"snakemake failed for {args.label} {reads}")
     util = sampler.mean(t0, t1) if sampler is not None else float("nan")
     timeline = sampler.per_second(t0, t1) if sampler is not None else []
-    frames = sum(1 for line in open(work / "results" / "reads" / "preprocess" / "identified_protein.faa")
+    frames = sum(1 for n in names for line in open(work / "results" / n / "preprocess" / "identified_protein.faa")
                  if line.startswith(">"))
     tokens = embedded_tokens(work)
     original_s = tokens.get("esm2", 0) / args.original_esm2 + tokens.get("dnabert_s", 0) / args.original_dnabert
     wall = t1 - t0
-    row = dict(label=args.label, gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", reads=reads, frames=frames, tokens=tokens,
+    row = dict(label=args.label, readset=args.readset, samples=len(names), gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", reads=reads, frames=frames, tokens=tokens,
                wall_s=round(wall, 1), gpu_util_mean=round(util, 3), wall_s_per_100k_reads=round(wall * 1e5 / reads, 1),
                original_projected_s=round(original_s, 1), speedup_vs_original=round(original_s / wall, 2),
                config=args.config, extra_config=json.loads(args.extra_config), compile_cache=config.get("compile_cache", "cold (in the run's working directory)"),
                workflow=str(workflow), rules=rule_times(work),
                util_per_second=timeline,
-               embedding_shards=len(list((work / "results" / "reads" / "embeddings" / "esm2").glob("*.h5"))))
+               embedding_shards=embedding_jobs(work))
     print(json.dumps(row, indent=1), flush=True)
     return row
 
@@ -140,10 +145,10 @@ def table(paths: list[str]) -> str:
              "300-1,200 bp (half lambda fragments, half host-like), `snakemake --cores 16 --resources gpu=1`, "
              "NVML utilisation sampled every 50 ms over the whole Snakemake run. Original: projected from the tokens "
              "embedded at the original's measured tokens/s.", "",
-             "| run | reads | frames | shards | wall s | GPU util | s per 100k reads | original (projected) s | x original |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| run | read set | samples | reads | frames | embedding jobs | wall s | GPU util | s per 100k reads | original (projected) s | x original |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['label']} | {r['reads']:,} | {r['frames']:,} | {r['embedding_shards']} | {r['wall_s']} | "
+        lines.append(f"| {r['label']} | {r.get('readset', 'lambda')} | {r.get('samples', 1)} | {r['reads']:,} | {r['frames']:,} | {r['embedding_shards']} | {r['wall_s']} | "
                      f"{100 * r['gpu_util_mean']:.0f}% | {r['wall_s_per_100k_reads']} | {r['original_projected_s']:,} | "
                      f"{r['speedup_vs_original']} |")
     lines += ["", "Per rule (jobs, summed seconds) from the `benchmark:` files:", ""]
@@ -158,6 +163,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reads", default="20000,200000")
     p.add_argument("--label", default="after")
+    p.add_argument("--readset", choices=["lambda", "unique"], default="lambda",
+                   help="lambda: half lambda fragments (many duplicate frames); unique: no duplicate frames")
+    p.add_argument("--samples", type=int, default=1, help="split the reads into this many samples (a plate)")
     p.add_argument("--workflow", default=str(REPO), help="checkout whose Snakefile runs (default: this one)")
     p.add_argument("--config", nargs="*", default=[], help="extra --config KEY=VALUE for snakemake")
     p.add_argument("--extra-config", default="{}", help="JSON merged into the run's config file, e.g. "
@@ -186,7 +194,7 @@ def main() -> None:
     gpu = next((k for k in ("H200", "H100", "A100", "L40S") if k in name), name.replace(" ", "_"))
     for n in map(int, args.reads.split(",")):
         row = run_one(args, models, n)
-        (out / f"workflow_{gpu}_{args.label}_{n}.json").write_text(json.dumps(row, indent=1) + "\n")
+        (out / f"workflow_{gpu}_{args.label}_{args.readset}_{args.samples}x_{n}.json").write_text(json.dumps(row, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -49,6 +49,9 @@ from .models.interface import EmbeddingModel, load_model
 from .models.packing import make_packed, make_padded, packing_efficiency, plan_packed, plan_padded
 from .models.precision import Precision, resolve_device, resolve_precision
 from .progress import Progress
+
+if TYPE_CHECKING:
+    from .shard import Shard
 
 log = logging.getLogger("virnucflow")
 
@@ -273,7 +276,7 @@ def dedup(seqs: Sequence[str]) -> tuple[list[str], np.ndarray]:
 NONFINITE_COLUMNS = ["id", "length", "nonfinite", "precision", "recomputed_precision", "finite_after_recompute"]
 
 
-def embed_shard_models(models: Mapping[str, str | os.PathLike], shard: "Shard | str | os.PathLike",
+def embed_shard_models(models: Mapping[str, str | os.PathLike], shard: Shard | str | os.PathLike,
                        outs: Mapping[str, str | os.PathLike], opts: Mapping[str, EmbedOptions],
                        nonfinite_outs: Mapping[str, str | os.PathLike]) -> dict[str, EmbedStats]:
     """Embed one shard with every model of ``models`` (kind -> its manifest) in turn, in this process.
@@ -324,7 +327,7 @@ def read_ahead(paths: Sequence[str | os.PathLike], chunk: int = 1 << 23) -> int:
     return done
 
 
-def embed_shard(kind: str, models_json: str | os.PathLike, shard: "Shard | str | os.PathLike",
+def embed_shard(kind: str, models_json: str | os.PathLike, shard: Shard | str | os.PathLike,
                 out: str | os.PathLike, opts: EmbedOptions, nonfinite_out: str | os.PathLike | None = None) -> EmbedStats:
     """Embed one shard (:class:`virnucflow.shard.Shard`, or a shard TSV file) with the model ``kind`` of
     the manifest and write its HDF5 embedding file (the shard's sample parts in attribute ``samples``).

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_outputs
-from .tables import DEMO_BANNER, read_tsv, write_tsv
+from .tables import DEMO_BANNER, read_tsv
 
 SUMMARY_COLUMNS = [
     "sequence_id",
