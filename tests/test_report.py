@@ -72,11 +72,12 @@ def _tsv(path: Path) -> list[dict[str, str]]:
 def test_report_has_every_section(report):
     html = (report / "report.html").read_text()
     results = json.loads(re.search(r"var results = (\{.*?\});\n", html, re.S).group(1))
-    per_sample = ["report/calls.png", "summary.tsv", "qc/nan_gate.tsv", "qc/fp32_compare/summary.tsv",
+    per_sample = ["report/calls.png", "summary.tsv", "qc/fp32_compare/summary.tsv",
                   "qc/fp32_compare/call_agreement.tsv", "qc/fp32_compare/cosine.png", "qc/fp32_compare/scores.png"]
     per_run = ["results/run/inputs.tsv", "results/run/embedding_jobs.tsv", "results/run/rule_times.png",
                "results/run/rule_times.tsv"]
-    expected = per_run + [f"results/{s}/{f}" for s in ("lam", "pairs") for f in per_sample]
+    expected = per_run + [f"results/{s}/{f}" for s in ("lam", "pairs") for f in per_sample] + [
+        f"results/batches/{s}/nan_gate.tsv" for s in ("lam", "pairs")]  # each sample its own batch: shards: 2
     assert sorted(results) == sorted(expected)
     for key in expected:  # every item has a caption saying how to read it
         assert len(re.sub(r"<[^>]+>", "", results[key]["caption"]).strip()) > 100, key
@@ -87,7 +88,7 @@ def test_report_has_every_section(report):
     # per run: input sizes
     inputs = {r["sample"]: r for r in _tsv(report / "results" / "run" / "inputs.tsv")}
     assert list(_tsv(report / "results" / "run" / "inputs.tsv")[0]) == [
-        "sample", "input", "format", "size_bytes", "records", "bases", "read_pairs", "windows", "frames",
+        "sample", "input", "format", "size_bytes", "records", "bases", "read_pairs", "windows", "frames", "batch",
         "dnabert_s_unique_frames", "dnabert_s_dedup_saving", "esm2_unique_frames", "esm2_dedup_saving"]
     lam, pairs = inputs["lam"], inputs["pairs"]
     assert (lam["format"], lam["records"], lam["bases"], lam["read_pairs"]) == (
@@ -105,13 +106,15 @@ def test_report_has_every_section(report):
 
     # per run: frames embedded, dedup saving, throughput, wall time, models, precision and backends
     jobs = _tsv(report / "results" / "run" / "embedding_jobs.tsv")
-    assert list(jobs[0]) == ["sample", "model", "shard", "frames", "unique", "dedup_saving", "tokens",
+    assert list(jobs[0]) == ["batch", "samples", "model", "shard", "frames", "unique", "dedup_saving", "tokens",
                              "tokens_per_second", "load_s", "compute_s", "job_wall_s", "precision", "attention",
                              "device", "model_spec"]
-    assert len(jobs) == 2 * 2 * 2
+    assert len(jobs) == 2 * 2 * 1  # two samples, two models, one shard each (each < 4,096 frames)
     for sample in inputs:
+        assert inputs[sample]["batch"] == sample
         for model in ("dnabert_s", "esm2"):
-            mine = [j for j in jobs if j["sample"] == sample and j["model"] == model]
+            mine = [j for j in jobs if j["batch"] == sample and j["model"] == model]
+            assert [j["samples"] for j in mine] == [sample]
             assert sum(int(j["frames"]) for j in mine) == int(inputs[sample]["frames"])
             assert sum(int(j["unique"]) for j in mine) == int(inputs[sample][f"{model}_unique_frames"])
     for j in jobs:
@@ -121,8 +124,8 @@ def test_report_has_every_section(report):
 
     # per run: wall, CPU and GPU time per rule from the benchmark files
     times = {r["rule"]: r for r in _tsv(report / "results" / "run" / "rule_times.tsv")}
-    assert {"preprocess", "shard", "embed", "nan_gate", "merge", "predict", "windows", "check_model"} <= set(times)
-    assert times["embed"]["jobs"] == "4" and float(times["embed"]["wall_s"]) > 0
+    assert {"preprocess", "plan_shards", "embed", "score", "nan_gate", "merge", "predict", "check_model"} <= set(times)
+    assert times["embed"]["jobs"] == "2" and float(times["embed"]["wall_s"]) > 0
     # the embedding's wall time is its jobs', once (both models run in each)
     assert float(times["embed"]["wall_s"]) == pytest.approx(sum(float(j["job_wall_s"]) for j in jobs) / 2, abs=0.05)
     assert all(float(r["gpu_s"]) == 0 for r in times.values())  # a CPU-only run: no GPU time

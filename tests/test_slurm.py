@@ -30,13 +30,13 @@ pytestmark = pytest.mark.slow
 TOOLS = SHARED / "tools" / "slurm-test-cluster"
 STATE = Path("/run/slurm-test/state")
 RUN_LIMIT_S = 900  # a run that has not finished by then hangs
-JOB_RULES = Counter({"preprocess": 2, "shard": 2, "embed": 4, "nan_gate": 2,
-                     "merge": 2, "export_merged_pt": 2, "predict": 2, "windows": 2, "report_sample": 2,
-                     "report_run": 1})  # the demo: 2 samples x 2 shards
+JOB_RULES = Counter({"preprocess": 2, "plan_shards": 2, "embed": 2, "score": 2, "nan_gate": 2,
+                     "merge": 2, "export_merged_pt": 2, "predict": 2, "report_sample": 2,
+                     "report_run": 1})  # the demo: 2 samples, each its own batch (shards: 2) of one shard (< 4,096 frames)
 LAMBDA = [f"results/demo_lambda/{f}" for f in ("prediction_results.txt", "prediction_results_highestscore.csv",
                                               "summary.tsv", "demo_lambda_merged.pt", "windows.bed",
                                               "windows.tsv")]  # one sample's outputs but its report
-LAMBDA_JOBS = 9  # preprocess, shard, 2 embeddings (both models each), nan_gate, merge, export_merged_pt, predict, windows
+LAMBDA_JOBS = 8  # preprocess, plan_shards, embed (both models), score, nan_gate, merge, export_merged_pt, predict
 EMBED_MEM_MB = 1500  # --set-resources embed:mem_mb (config/demo.yaml says 2000)
 
 
@@ -201,8 +201,8 @@ def local_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def slurm_run(tmp_path_factory, cluster, home):
     wd = _workdir(tmp_path_factory.mktemp("slurm"))
-    # predict's memory from its inputs (the default outside the demo, whose demo.yaml fixes 1000 MB)
-    (wd / "auto_mem.yaml").write_text("resources: {predict: {mem_mb: auto}}\n")
+    # merge's memory from its inputs (the default outside the demo, whose demo.yaml fixes 1000 MB)
+    (wd / "auto_mem.yaml").write_text("resources: {merge: {mem_mb: auto}}\n")
     t0 = time.monotonic()
     res = _slurm(cluster, home, wd, "--set-resources", f"embed:mem_mb={EMBED_MEM_MB}", configfiles=("auto_mem.yaml",))
     assert res.returncode == 0, res.stderr[-5000:]
@@ -224,18 +224,18 @@ def test_set_resources_changes_only_that_value(slurm_run, cluster):
     # config/demo.yaml: embedding 2000 MB and runtime auto (the demo's tiny shards: the floor,
     # 15 min), the other steps 1000 MB and 10 min
     assert by_rule["embed"] == {(f"{EMBED_MEM_MB}M", "00:15:00")}
-    assert by_rule["preprocess"] == by_rule["merge"] == by_rule["report_run"] == {("1000M", "00:10:00")}
-    assert by_rule["shard"] == by_rule["nan_gate"] == {("1000M", "00:10:00")}
-    # mem_mb: auto, from each sample's predict inputs when the job was submitted
+    assert by_rule["preprocess"] == by_rule["report_run"] == {("1000M", "00:10:00")}
+    assert by_rule["plan_shards"] == by_rule["nan_gate"] == by_rule["predict"] == by_rule["score"] == {
+        ("1000M", "00:10:00")}
+    # mem_mb: auto, from each sample's merge inputs (its batch's embedding files) when the job was submitted
     wd, _ = slurm_run
     expected = set()
     for sample in ("demo_lambda", "demo_controls"):
-        res = wd / "results" / sample
-        inputs = [*sorted((res / "embeddings").glob("*/*.h5")), res / "qc" / "nan_gate.tsv",
-                  wd / "results" / "models" / "classifier.json", res / "preprocess" / "records.tsv"]
-        expected.add((f"{job_memory_mb('predict', sum(f.stat().st_size for f in inputs))}M", "00:10:00"))
-    assert by_rule["predict"] == expected, (by_rule["predict"], expected)
-    assert ("1000M", "00:10:00") not in expected  # not demo.yaml's fixed value: the derived one (1001M here)
+        res = wd / "results" / "batches" / sample
+        inputs = [*sorted((res / "embeddings").glob("*/*.h5")), res / "nan_gate.tsv"]
+        expected.add((f"{job_memory_mb('merge', sum(f.stat().st_size for f in inputs))}M", "00:10:00"))
+    assert by_rule["merge"] == expected, (by_rule["merge"], expected)
+    assert ("1000M", "00:10:00") not in expected  # not demo.yaml's fixed value: the derived one
     gpus = {_rule(j["Comment"]): "gres/gpu=1" in j["AllocTRES"] for j in jobs}
     assert gpus["embed"] == (cluster["SLURM_TEST_GPUS"] != "0")
     assert not gpus["preprocess"] and not gpus["merge"]
@@ -289,7 +289,7 @@ def test_a_cancelled_embedding_job_is_retried_and_the_run_completes(tmp_path, cl
 def test_a_failing_embedding_job_is_retried_then_reported(tmp_path, cluster, home):
     """`embedding.device: cuda` without a usable GPU: the job fails, is resubmitted, and the run ends with the error."""
     wd = _workdir(tmp_path / "fail")
-    target = "results/demo_lambda/embeddings/esm2/1-of-2.h5"
+    target = "results/batches/demo_lambda/embeddings/esm2/1-of-1.h5"
     t0 = time.monotonic()
     res = _slurm(cluster, home, wd, target, device="cuda")
     assert res.returncode != 0

@@ -94,8 +94,10 @@ def test_changing_the_classifier_reruns_only_prediction(run):
     overlay = _overlay(run, "clf.yaml", "models:\n  classifier: clf_copy.pth\n  classifier_chunk_length: 500\n")
     res = snakemake(run, "-n", config=["samples=samples.tsv"], configfiles=[overlay])
     assert res.returncode == 0, res.stderr[-2000:]
-    # prediction and what is made from it (window tracks, report)
-    assert _jobs(res) == {"check_model": 1, "predict": 4, "windows": 4, "report_sample": 4, "report_run": 1, "all": 1}
+    # the demo keeps the embedding files (output.merged_pt): the scoring and what is made from it (the gate
+    # reads the scores' summaries, the calls, the report); one shard per sample (each < 4,096 frames)
+    assert _jobs(res) == {"check_model": 1, "score": 4, "nan_gate": 4, "predict": 4, "report_sample": 4,
+                          "report_run": 1, "all": 1}
 
 
 def test_changing_one_embedding_model_reruns_the_embedding_jobs(run):
@@ -106,43 +108,37 @@ def test_changing_one_embedding_model_reruns_the_embedding_jobs(run):
     res = snakemake(run, "-n", config=["samples=samples.tsv"], configfiles=[overlay])
     assert res.returncode == 0, res.stderr[-2000:]
     jobs = _jobs(res)
-    assert jobs == {"check_model": 2, "embed": 8, "nan_gate": 4, "merge": 4, "export_merged_pt": 4, "predict": 4,
-                    "windows": 4, "report_sample": 4, "report_run": 1,
-                    "all": 1}
+    assert jobs == {"check_model": 2, "embed": 4, "score": 4, "nan_gate": 4, "merge": 4, "export_merged_pt": 4,
+                    "predict": 4, "report_sample": 4, "report_run": 1, "all": 1}
 
 
 def test_shards_capped_by_the_work(run):
-    frames = max(
-        (run / "results" / s / "preprocess" / "identified_protein.faa").read_text().count(">")
-        for s in ("dna", "rna", "odd", "short")
-    )
+    """Shards are cut at whole 4,096-frame classifier batches: more shards than that would be empty GPU jobs."""
     res = snakemake(run, "-n", config=["samples=samples.tsv", "shards=500"])
     assert res.returncode == 0, res.stderr[-2000:]
-    assert (f"virnucflow: warning: 500 embedding shards requested but the largest sample has {frames} frames; "
-            f"using {frames} shards") in res.stderr.splitlines()
-    assert _jobs(res)["embed"] == 4 * frames
+    for sample in ("dna", "rna", "odd", "short"):
+        assert any(line.startswith(f"virnucflow: 500 embedding shards requested but sample {sample} has ")
+                   and line.endswith("using 1 shard(s)") for line in res.stderr.splitlines()), res.stderr[-2000:]
+    assert "embed" not in _jobs(res)  # each sample's one shard is the fixture's, done
     res = snakemake(run, "-n", "--set-scatter", "embed=300", config=["samples=samples.tsv"])
-    assert _jobs(res)["embed"] == 4 * frames
+    assert "embed" not in _jobs(res) and "500 embedding shards" not in res.stderr
 
 
-
-def test_auto_shards_follow_the_largest_sample(run):
-    """shards: auto makes ceil(frames of the largest sample / shard_frames) shards, at most max_shards."""
-    from virnucflow.inputs import auto_shards
-
-    frames = max(
-        (run / "results" / s / "preprocess" / "identified_protein.faa").read_text().count(">")
-        for s in ("dna", "rna", "odd", "short")
-    )
-    assert frames > 5
-    # (the fixture's run used 2 shards: a dry run with 2 would schedule no embedding)
-    for per_shard, most, expected in ((frames, 16, 1), ((frames + 2) // 3, 16, 3), (1, 5, 5)):
-        assert auto_shards([None, frames, 1], per_shard, most) == expected
-        res = snakemake(run, "-n", config=["samples=samples.tsv", "shards=auto", f"shard_frames={per_shard}",
-                                           f"max_shards={most}"])
+def test_auto_pools_small_samples_into_one_embedding_job(run):
+    """shards: auto: samples below shard_frames share a batch (one GPU job for all); shard_frames below
+    every sample gives each its own batch."""
+    frames = {s: (run / "results" / s / "preprocess" / "identified_protein.faa").read_text().count(">")
+              for s in ("dna", "rna", "odd", "short")}
+    assert min(frames.values()) > 0
+    for per_shard, batches in ((sum(frames.values()) + 1, 1), (1, 4)):
+        res = snakemake(run, "-n", config=["samples=samples.tsv", "shards=auto", f"shard_frames={per_shard}"])
         assert res.returncode == 0, res.stderr[-2000:]
-        assert _jobs(res)["embed"] == 4 * expected, (per_shard, most)
-    assert auto_shards([], 10, 4) == auto_shards([None], 10, 4) == 1
+        jobs = _jobs(res)
+        assert jobs.get("embed", 0) == jobs.get("plan_shards", 0) == (batches if batches == 1 else 0), jobs
+    # pooled: the one batch is named after the first sample, its plan lists all four samples
+    res = snakemake(run, "-n", "--printshellcmds", config=["samples=samples.tsv", "shards=auto",
+                                                           f"shard_frames={sum(frames.values()) + 1}"])
+    assert "results/batches/dna/shards.tsv" in res.stdout + res.stderr
 
 
 # ---------------------------------------------------------------- one line at the start
@@ -205,10 +201,13 @@ def test_without_features_h5_the_calls_are_the_same_and_the_merge_is_not_run(run
     assert res.returncode == 0, res.stderr[-3000:]
     assert "merge" not in _jobs(res) and "export_merged_pt" not in _jobs(res)
     assert not list(tmp_path.rglob("features.h5"))
+    assert not list(tmp_path.rglob("*.h5")), "the embedding files are removed once scored"
+    assert sorted(p.name for p in (tmp_path / "results" / "batches" / "dna" / "scores").iterdir()) == [
+        "1-of-1.json", "1-of-1.tsv"]
     for name in ("prediction_results.txt", "prediction_results_highestscore.csv", "summary.tsv", "windows.tsv"):
         assert (tmp_path / "results" / "dna" / name).read_bytes() == (run / "results" / "dna" / name).read_bytes(), name
     status = run_cli("status", tmp_path)
-    assert status.returncode == 0 and status.stdout.split(", ")[0] == "dna: steps 9/9", status.stdout
+    assert status.returncode == 0 and status.stdout.split(", ")[0] == "dna: steps 6/6", status.stdout
     assert status.stdout.strip().endswith("finished")
     graph = snakemake(run, "--rulegraph", config=["samples=samples.tsv"])  # the demo: merged_pt on
     assert graph.returncode == 0, graph.stderr[-2000:]
@@ -216,3 +215,4 @@ def test_without_features_h5_the_calls_are_the_same_and_the_merge_is_not_run(run
     edges = {(labels[a], labels[b]) for a, b in re.findall(r"^\s*(\d+) -> (\d+)", graph.stdout, re.M)}
     assert ("nan_gate", "merge") in edges and ("merge", "export_merged_pt") in edges
     assert ("nan_gate", "predict") in edges and ("merge", "predict") not in edges
+    assert ("embed", "score") in edges and ("score", "predict") in edges and ("embed", "predict") not in edges

@@ -117,7 +117,8 @@ def test_shard_count_from_the_command_line(run):
                     configfiles=[_l300(run)])
     assert res.returncode == 0, res.stderr
     table = res.stdout + res.stderr
-    assert any(line.split() == ["embed", "6"] for line in table.splitlines()), table[-3000:]  # 5 + 1
+    # big: 5 new shards; strands: 1 (capped), the fixture's, already done
+    assert any(line.split() == ["embed", "5"] for line in table.splitlines()), table[-3000:]
     assert ("virnucflow: 5 embedding shards requested but sample strands has" in table
             and "using 1 shard(s)" in table), table[-3000:]
 

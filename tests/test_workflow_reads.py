@@ -92,7 +92,8 @@ def test_status_of_a_finished_run(run):
     expected = []
     for sample in sorted(["fasta", "gz_fq", "fastq_txt", "paired"]):
         n = _frames(run / "results" / sample)
-        expected.append(f"{sample}: steps 10/10, dnabert_s frames {n}/{n}, esm2 frames {n}/{n}, finished")
+        # preprocess, plan, embed and score (one shard), gate, predict, merge (the demo writes features.h5)
+        expected.append(f"{sample}: steps 7/7, dnabert_s frames {n}/{n}, esm2 frames {n}/{n}, finished")
     assert res.stdout.splitlines() == expected
 
 
@@ -111,29 +112,21 @@ def test_status_of_a_run_killed_mid_embedding(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "VIRNUCFLOW_PROGRESS_EVERY_S"}  # the default: every 30 s
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                             env=env)
-    emb = tmp_path / "results" / "lam" / "embeddings"
+    emb = tmp_path / "results" / "batches" / "lam" / "embeddings"
     try:
         deadline = time.monotonic() + 300
-        while not (list(emb.glob("*/*.h5")) and list((tmp_path / "logs" / "lam").glob("embed/*.log"))):
+        while not (emb / "dnabert_s" / "1-of-1.h5").exists():  # DNABERT-S done, ESM-2 running
             assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its first embedding"
             time.sleep(0.05)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    shards = sorted((tmp_path / "results" / "lam" / "shards").glob("*.tsv"))
-    rows = {s.stem: sum(1 for _ in s.open()) - 1 for s in shards}
-    done = {m: [k for k in rows if (emb / m / f"{k}.h5").exists()] for m in ("dnabert_s", "esm2")}
-    n_done = len(done["dnabert_s"]) + len(done["esm2"])
-    assert 1 <= n_done < 6  # killed mid-embedding
+    assert not (emb / "esm2" / "1-of-1.h5").exists(), "killed mid-embedding"
     res = run_cli("status", tmp_path)
     assert res.returncode == 0, res.stderr
-    total = sum(rows.values())
-    assert total == _frames(tmp_path / "results" / "lam")
-    frames = {m: sum(rows[k] for k in done[m]) for m in done}
-    assert res.stdout.splitlines() == [
-        f"lam: steps {2 + n_done}/11, dnabert_s frames {frames['dnabert_s']}/{total}, "
-        f"esm2 frames {frames['esm2']}/{total}, ETA ?"
-    ]
+    total = _frames(tmp_path / "results" / "lam")
+    # preprocess and the plan done, of: those, embed and score of one shard, gate, predict (merge not begun)
+    assert res.stdout.splitlines() == [f"lam: steps 2/6, dnabert_s frames {total}/{total}, esm2 frames 0/{total}, ETA ?"]
 
 
 def test_status_eta_of_a_run_killed_mid_embedding(tmp_path):
@@ -160,7 +153,7 @@ def test_status_eta_of_a_run_killed_mid_embedding(tmp_path):
     env = {**os.environ, "VIRNUCFLOW_PROGRESS_EVERY_S": "0.5"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                             env=env)
-    res_dir, logs = tmp_path / "results" / "gc", tmp_path / "logs" / "gc"
+    res_dir, logs = tmp_path / "results" / "batches" / "gc", tmp_path / "logs" / "batches" / "gc"
 
     def running_with_progress():  # a job's model with a progress line and no embedding file yet
         return [(log, model) for log in logs.glob("embed/*.log") for model in ("dnabert_s", "esm2")
@@ -175,9 +168,10 @@ def test_status_eta_of_a_run_killed_mid_embedding(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    rows = {s.stem: sum(1 for _ in s.open()) - 1 for s in sorted((res_dir / "shards").glob("*.tsv"))}
+    plan = [line.split("\t") for line in (res_dir / "shards.tsv").read_text().splitlines()[1:]]
+    rows = {shard: int(stop) - int(first) for shard, _, first, stop, *_ in plan}
     total = sum(rows.values())
-    assert total == 100 * 10 * 6 == _frames(res_dir)
+    assert total == 100 * 10 * 6 == _frames(tmp_path / "results" / "gc") and len(rows) == 2  # 6,000 frames
     n_done, frames, etas = 0, {}, []
     for model in ("dnabert_s", "esm2"):
         done = 0.0
@@ -197,27 +191,28 @@ def test_status_eta_of_a_run_killed_mid_embedding(tmp_path):
     res = run_cli("status", tmp_path)
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == [
-        f"gc: steps {2 + n_done}/11, dnabert_s frames {frames['dnabert_s']}/{total}, "
+        f"gc: steps {2 + n_done // 2}/8, dnabert_s frames {frames['dnabert_s']}/{total}, "
         f"esm2 frames {frames['esm2']}/{total}, ETA {h}:{rest // 60:02d}:{rest % 60:02d}"
     ]
     assert 0 < frames["dnabert_s"] + frames["esm2"] < 2 * total
 
 
 def test_auto_shards_count_both_mates(run):
-    """shards: auto counts the frames of FASTQ input, both mates of a pair."""
+    """shards: auto counts the frames of FASTQ input, both mates of a pair: a paired sample with more frames
+    than shard_frames only by its second mate is a batch of its own, not pooled with the next sample."""
     from .test_unusual_workflow import _jobs
 
     frames = {m: sum(1 for line in (run / "results" / "paired" / "preprocess" / "identified_protein.faa").open()
                      if line.startswith(">") and line.split("_chunk_")[0].endswith(f"/{m}")) for m in (1, 2)}
     assert min(frames.values()) > 0
-    (run / "paired_only.tsv").write_text("sample\tfasta\tmate2\npaired\tr1.fq\tr2.fq.gz\n")
-    per_shard = frames[1]  # one mate's frames per shard: both mates need two or more
-    expected = -(-(frames[1] + frames[2]) // per_shard)
-    assert expected >= 2
-    res = snakemake(run, "-n", "--forceall", config=["samples=paired_only.tsv", "chunk_length=300", "shards=auto",
-                                                     f"shard_frames={per_shard}"], configfiles=[_l300(run)])
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert _jobs(res)["embed"] == expected
+    (run / "paired_first.tsv").write_text(f"sample\tfasta\tmate2\npaired\tr1.fq\tr2.fq.gz\nstrands\t{ORIGINAL / 'both_strands.fa'}\t\n")
+    for per_shard, batches in ((frames[1] + frames[2], 1), (frames[1] + frames[2] + 1, 0)):
+        res = snakemake(run, "-n", "--forceall", config=["samples=paired_first.tsv", "chunk_length=300",
+                                                         "shards=auto", f"shard_frames={per_shard}"],
+                        configfiles=[_l300(run)])
+        assert res.returncode == 0, res.stderr[-2000:]
+        # both mates reach shard_frames: two batches (paired alone, then strands); else one pooled batch
+        assert _jobs(res)["plan_shards"] == 2 - (batches == 0), (per_shard, _jobs(res))
 
 
 def test_status_names_a_failed_step(tmp_path):
@@ -234,8 +229,8 @@ def test_status_names_a_failed_step(tmp_path):
     status = run_cli("status", tmp_path)
     assert status.returncode == 0, status.stderr
     lines = status.stdout.splitlines()
-    assert lines[0] == ("bad: steps 0/5+, dnabert_s frames ?/?, esm2 frames ?/?, FAILED in preprocess "
+    assert lines[0] == ("bad: steps 0/4+, dnabert_s frames ?/?, esm2 frames ?/?, FAILED in preprocess "
                         "(logs/bad/preprocess.log): virnucflow: error: bad.fq: record 'r1' (line 1): "
                         "quality has 3 characters but the sequence has 4")
     n = _frames(tmp_path / "results" / "good")
-    assert lines[1:] == [f"good: steps 10/10, dnabert_s frames {n}/{n}, esm2 frames {n}/{n}, finished"]
+    assert lines[1:] == [f"good: steps 7/7, dnabert_s frames {n}/{n}, esm2 frames {n}/{n}, finished"]

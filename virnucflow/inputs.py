@@ -111,19 +111,3 @@ def input_info(path: str | os.PathLike, chunk_length: int, limit: int,
                     Path(tmp).write_text(json.dumps(entries, sort_keys=True))
     frames = counted[0] if counted[0] is None else min(counted[0], limit)
     return {"size": entry["size"], "blake2b": entry["blake2b"], "frames": frames}
-
-
-def auto_shards(frames: list[int | None], shard_frames: int, max_shards: int) -> int:
-    """``shards: auto``: one shard per ``shard_frames`` frames of the largest sample, at most
-    ``max_shards`` (counts from :func:`input_info` with ``limit=shard_frames * max_shards``;
-    unreadable inputs count as empty: they are refused later with their own message)."""
-    largest = max([f or 0 for f in frames], default=0)
-    return max(1, min(max_shards, -(-largest // shard_frames)))
-
-
-def shard_cap(frames: list[int | None], shards: int) -> int:
-    """Shards worth making: at most the frames of the largest sample (counts from
-    :func:`input_info` with ``limit=shards``; an unknown count does not cap)."""
-    if not frames or any(f is None for f in frames):
-        return shards
-    return max(1, min(shards, max(frames)))  # type: ignore[type-var]
