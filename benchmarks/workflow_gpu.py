@@ -59,7 +59,7 @@ def embedded_tokens(work: Path) -> dict[str, int]:
     shards, from the shards' score summaries (older checkouts: the embedding files)."""
     from virnucflow import report
 
-    infos = sorted((work / "results" / "batches").glob("*/scores/*.json"))
+    infos = sorted((work / "results" / "batches").glob("*/embed/*.json"))
     if infos:
         jobs = report.embedding_jobs(infos, work / "logs" / "benchmarks")
         return {m: int(t) for m, t in jobs.groupby("model")["tokens_if_no_dedup"].sum().items()}

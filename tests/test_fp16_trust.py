@@ -29,7 +29,7 @@ from virnucflow.models.acquire import check_models
 from virnucflow.models.esm2 import ALPHABET, tokenize
 from virnucflow.models.interface import load_model
 from virnucflow.nan_gate import nan_gate
-from virnucflow.score import score_shard
+from virnucflow.features import write_embedding_info
 from virnucflow.shard import SHARD_HEADER
 
 from .conftest import REPO
@@ -100,8 +100,8 @@ def test_gate_passes_below_and_fails_above_the_recompute_fraction(hot, tmp_path)
     for model in ("esm2", "dnabert_s"):
         embed_shard(model, hot / "m.json", _shard(tmp_path / "s.tsv"), tmp_path / f"{model}.h5", opts,
                     nonfinite_out=tmp_path / f"{model}.tsv")
-    score_shard(tmp_path / "dnabert_s.h5", tmp_path / "esm2.h5", hot / "c.pth", tmp_path / "scores.tsv",
-                tmp_path / "1-of-1.json")  # the shard's info: frames and precision per model
+    # the shard's record, as the embedding job writes it: frames and precision per model
+    write_embedding_info({m: tmp_path / f"{m}.h5" for m in ("dnabert_s", "esm2")}, tmp_path / "1-of-1.json")
     args = (["esm2", "dnabert_s"], [tmp_path / "1-of-1.json"], [tmp_path / "esm2.tsv", tmp_path / "dnabert_s.tsv"])
     table = nan_gate(*args, tmp_path / "gate.tsv", max_fraction=0.5)
     assert table[["model", "frames", "precision", "recomputed_fp32", "failed"]].values.tolist() == [

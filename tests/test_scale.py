@@ -187,3 +187,31 @@ def test_a_sample_missing_frames_in_the_scores_is_refused(tmp_path):
     with pytest.raises(MergeError, match="sample 'a' frame 2 where frame 1 was expected"):
         gather_sample("a", records, [scores], 500, *(tmp_path / f for f in OUTPUTS))
     assert not any((tmp_path / f).exists() for f in OUTPUTS)
+
+
+@pytest.mark.slow
+def test_pooled_samples_get_the_calls_they_get_alone(tmp_path):
+    """shards: auto pools small samples into one embedding job; each sample's five outputs are byte for byte
+    those of the same sample in a batch of its own (shards: 1); with the default outputs the embedding
+    files are gone once scored."""
+    from .conftest import ORIGINAL, REPO
+    from .test_unusual_workflow import _jobs
+    from .test_workflow import snakemake
+
+    lam = REPO / "resources" / "demo" / "lambda_contigs.fa"
+    rows = [("lam", lam), ("strands", ORIGINAL / "both_strands.fa"), ("lower", ORIGINAL / "lowercase.fa.gz")]
+    defaults = "output: {embeddings: false, features: false, merged_pt: false, chunked: false}\n"
+    results = {}
+    for mode in ("auto", "1"):
+        wd = tmp_path / mode
+        wd.mkdir()
+        (wd / "s.tsv").write_text("sample\tfasta\n" + "".join(f"{n}\t{p}\n" for n, p in rows))
+        (wd / "o.yaml").write_text(defaults)
+        res = snakemake(wd, config=["samples=s.tsv", f"shards={mode}"], configfiles=[wd / "o.yaml"])
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert _jobs(res)["embed"] == (1 if mode == "auto" else 3), _jobs(res)
+        assert not list(wd.rglob("*.h5")), "embedding files are removed once scored"
+        results[mode] = {(n, f): (wd / "results" / n / f).read_bytes() for n, _ in rows for f in OUTPUTS}
+    assert results["auto"] == results["1"]
+    plan = (tmp_path / "auto" / "results" / "batches" / "lam" / "shards.tsv").read_text().splitlines()
+    assert [line.split("\t")[1] for line in plan[1:]] == ["lam", "strands", "lower"]  # one shard, three parts

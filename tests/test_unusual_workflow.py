@@ -94,10 +94,9 @@ def test_changing_the_classifier_reruns_only_prediction(run):
     overlay = _overlay(run, "clf.yaml", "models:\n  classifier: clf_copy.pth\n  classifier_chunk_length: 500\n")
     res = snakemake(run, "-n", config=["samples=samples.tsv"], configfiles=[overlay])
     assert res.returncode == 0, res.stderr[-2000:]
-    # the demo keeps the embedding files (output.merged_pt): the scoring and what is made from it (the gate
-    # reads the scores' summaries, the calls, the report); one shard per sample (each < 4,096 frames)
-    assert _jobs(res) == {"check_model": 1, "score": 4, "nan_gate": 4, "predict": 4, "report_sample": 4,
-                          "report_run": 1, "all": 1}
+    # the demo keeps the embedding files (output.merged_pt): the scoring and what is made from it (the calls,
+    # the report), not the gate or features.h5; one shard per sample (each < 4,096 frames)
+    assert _jobs(res) == {"check_model": 1, "score": 4, "predict": 4, "report_sample": 4, "report_run": 1, "all": 1}
 
 
 def test_changing_one_embedding_model_reruns_the_embedding_jobs(run):
@@ -118,10 +117,10 @@ def test_shards_capped_by_the_work(run):
     assert res.returncode == 0, res.stderr[-2000:]
     for sample in ("dna", "rna", "odd", "short"):
         assert any(line.startswith(f"virnucflow: 500 embedding shards requested but sample {sample} has ")
-                   and line.endswith("using 1 shard(s)") for line in res.stderr.splitlines()), res.stderr[-2000:]
+                   and line.endswith("using 1 shard(s)") for line in (res.stdout + res.stderr).splitlines()), res.stderr[-2000:]
     assert "embed" not in _jobs(res)  # each sample's one shard is the fixture's, done
     res = snakemake(run, "-n", "--set-scatter", "embed=300", config=["samples=samples.tsv"])
-    assert "embed" not in _jobs(res) and "500 embedding shards" not in res.stderr
+    assert "embed" not in _jobs(res) and "500 embedding shards" not in res.stdout + res.stderr
 
 
 def test_auto_pools_small_samples_into_one_embedding_job(run):
@@ -204,6 +203,7 @@ def test_without_features_h5_the_calls_are_the_same_and_the_merge_is_not_run(run
     assert not list(tmp_path.rglob("*.h5")), "the embedding files are removed once scored"
     assert sorted(p.name for p in (tmp_path / "results" / "batches" / "dna" / "scores").iterdir()) == [
         "1-of-1.json", "1-of-1.tsv"]
+    assert (tmp_path / "results" / "batches" / "dna" / "embed" / "1-of-1.json").is_file()  # the embedding's record
     for name in ("prediction_results.txt", "prediction_results_highestscore.csv", "summary.tsv", "windows.tsv"):
         assert (tmp_path / "results" / "dna" / name).read_bytes() == (run / "results" / "dna" / name).read_bytes(), name
     status = run_cli("status", tmp_path)

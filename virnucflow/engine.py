@@ -278,7 +278,8 @@ NONFINITE_COLUMNS = ["id", "length", "nonfinite", "precision", "recomputed_preci
 
 def embed_shard_models(models: Mapping[str, str | os.PathLike], shard: Shard | str | os.PathLike,
                        outs: Mapping[str, str | os.PathLike], opts: Mapping[str, EmbedOptions],
-                       nonfinite_outs: Mapping[str, str | os.PathLike]) -> dict[str, EmbedStats]:
+                       nonfinite_outs: Mapping[str, str | os.PathLike],
+                       info_out: str | os.PathLike | None = None) -> dict[str, EmbedStats]:
     """Embed one shard with every model of ``models`` (kind -> its manifest) in turn, in this process.
 
     One job per shard instead of one per shard and model: Python, CUDA and the
@@ -286,7 +287,8 @@ def embed_shard_models(models: Mapping[str, str | os.PathLike], shard: Shard | s
     (into the page cache: a 5.7 GB ESM-2 checkpoint on a cluster's network file
     system) while the first model computes; each model's GPU copy is freed
     before the next one moves in. Outputs are those of :func:`embed_shard`, per
-    model, bit for bit.
+    model, bit for bit, and ``info_out``: the shard's record of them
+    (:func:`virnucflow.features.write_embedding_info`).
     """
     kinds = list(models)
     if set(kinds) != set(outs) or set(kinds) != set(opts) or set(kinds) != set(nonfinite_outs):
@@ -304,6 +306,10 @@ def embed_shard_models(models: Mapping[str, str | os.PathLike], shard: Shard | s
         if torch.cuda.is_available():
             gc.collect()
             torch.cuda.empty_cache()  # this model's weights and buffers are gone: room for the next one
+    if info_out is not None:
+        from .features import write_embedding_info
+
+        write_embedding_info(dict(outs), info_out)
     # The job's benchmark file minus this is its start-up (Python, imports) and exit.
     log.info("%s: every model's outputs written %.1f s after the first model began (%s)", shard.label,
              time.perf_counter() - t0, ", ".join(f"{k} {v.seconds_load + v.seconds_compute:.1f} s" for k, v in stats.items()))

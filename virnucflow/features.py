@@ -288,6 +288,38 @@ def merge_features(
     return table
 
 
+#: Attributes of an embedding file kept in its shard's info (the rest describe the model file).
+INFO_ATTRS = ("model_kind", "model_spec", "model_path", "demo_model", "precision", "precision_requested",
+              "attention", "packing", "device", "pooling", "recomputed_fp32", "workflow_version", "torch_version")
+
+
+def write_embedding_info(files: dict[str, str | os.PathLike], out: str | os.PathLike) -> dict[str, Any]:
+    """A shard's record of its embedding (``model -> its embedding file``): per model the file's
+    attributes (model, precision, attention, device, statistics) and frames, and the samples' parts.
+    What the NaN/Inf gate and the run report read, also once the embedding files are removed."""
+    info: dict[str, Any] = {"models": {}}
+    for model, path in files.items():
+        with h5py.File(path, "r") as h5:
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
+            frames = int(h5["ids"].shape[0])
+        entry: dict[str, Any] = {k: attrs[k] for k in INFO_ATTRS if k in attrs}
+        stats = attrs.get("stats")
+        entry["stats"] = json.loads(stats) if isinstance(stats, str) else {}
+        entry["frames"] = frames
+        info["models"][model] = {k: v.item() if isinstance(v, np.generic) else v for k, v in entry.items()}
+        parts = attrs.get("samples")
+        info["samples"] = json.loads(parts) if isinstance(parts, str) else [["", frames]]
+    with atomic_outputs([out]) as (tmp,):
+        Path(tmp).write_text(json.dumps(info, indent=1, sort_keys=True, default=str) + "\n")
+    return info
+
+
+def read_info(path: str | os.PathLike) -> dict[str, Any]:
+    """A shard's JSON record (:func:`write_embedding_info`, or its score summary)."""
+    with open(path) as f:
+        return json.load(f)
+
+
 def export_merged_pt(table: Embeddings, path: str | os.PathLike) -> None:
     """Write the original's ``output_N_merged.pt``: ``{'ids': [...], 'data': FloatTensor[N, D]}``."""
     import torch

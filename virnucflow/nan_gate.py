@@ -19,7 +19,7 @@ from typing import Sequence
 import pandas as pd
 
 from .errors import NumericalError
-from .score import read_info
+from .features import read_info
 from .tables import read_tsv, write_tsv
 
 log = logging.getLogger("virnucflow")
@@ -28,7 +28,8 @@ GATE_COLUMNS = ["model", "shard", "frames", "precision", "recomputed_fp32", "fai
 
 def nan_gate(models: Sequence[str], infos: Sequence[str | os.PathLike], nonfinite: Sequence[str | os.PathLike],
              out: str | os.PathLike, max_fraction: float) -> pd.DataFrame:
-    """``infos``: each shard's score info (:mod:`virnucflow.score`: frames and precision per model);
+    """``infos``: each shard's embedding record (:func:`virnucflow.features.write_embedding_info`: frames and
+    precision per model);
     ``nonfinite``: the shards' non-finite tables, model by model (``models[0]``'s shards first)."""
     if len(nonfinite) != len(models) * len(infos):
         raise ValueError(f"{len(nonfinite)} non-finite tables for {len(models)} models and {len(infos)} shards")
@@ -39,7 +40,7 @@ def nan_gate(models: Sequence[str], infos: Sequence[str | os.PathLike], nonfinit
         shard, info = shards[k % len(infos)]
         entry = info["models"].get(name, {})
         records = read_tsv(listed, dtype=str)
-        rows.append({"model": name, "shard": shard, "frames": int(entry.get("frames", info["frames"])),
+        rows.append({"model": name, "shard": shard, "frames": int(entry.get("frames", 0)),
                      "precision": str(entry.get("precision", "")), "recomputed_fp32": len(records),
                      "failed": int((records.get("finite_after_recompute", pd.Series(dtype=str)) != "yes").sum())})
     table = pd.DataFrame(rows, columns=GATE_COLUMNS)

@@ -82,14 +82,14 @@ def sample_figures(summary_tsv: str | os.PathLike, sample: str, out_png: str | o
 
 
 def embedding_jobs(info_files: Sequence[str | os.PathLike], benchmark_dir: str | os.PathLike) -> pd.DataFrame:
-    """One row per shard and model, from the shard's score info (the embedding file's attributes,
-    :mod:`virnucflow.score`) and its embedding job's benchmark file.
+    """One row per shard and model, from the shard's embedding record (the embedding files' attributes,
+    :func:`virnucflow.features.write_embedding_info`) and its embedding job's benchmark file.
 
     ``load_s``/``compute_s``: that model's load (with tokenisation) and compute
     seconds; ``job_wall_s``: the shard's job, both models (on a GPU host, one
     GPU per job: the GPU time).
     """
-    from .score import read_info
+    from .features import read_info
 
     rows = []
     for path in map(Path, info_files):

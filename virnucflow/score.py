@@ -11,10 +11,8 @@ Outputs, per shard:
 - ``scores`` (TSV, :data:`SCORE_COLUMNS`): per frame, in the shard's order,
   its sample, position in the sample, ID, the original's prediction and its two
   scores as the original writes them (``str(numpy.float32)``);
-- ``info`` (JSON): frames, whether demo models were used, the classifier, and
-  per model the embedding file's attributes (model, precision, attention,
-  device, statistics): what the NaN/Inf gate and the run report need once the
-  embedding files are gone.
+- ``info`` (JSON): frames, the samples' parts, whether demo models were used
+  (the outputs then carry the demo banner), the classifier.
 
 Rows are checked before scoring: both files list the same frames in the same
 order (IDs, positions and sample parts), and every value is finite. Each
@@ -38,9 +36,6 @@ from .features import Embeddings, _listed, _nonfinite_rows, read_h5
 
 log = logging.getLogger("virnucflow")
 SCORE_COLUMNS = ["sample", "index", "id", "prediction", "score1", "score2"]
-#: Attributes of an embedding file kept in the shard's info (the rest describe the model file).
-INFO_ATTRS = ("model_kind", "model_spec", "model_path", "demo_model", "precision", "precision_requested",
-              "attention", "packing", "device", "pooling", "recomputed_fp32", "workflow_version", "torch_version")
 
 
 def _parts(table: Embeddings) -> list[tuple[str, int]]:
@@ -112,29 +107,12 @@ def score_shard(nucleotide_h5: str | os.PathLike, protein_h5: str | os.PathLike,
                     call = "virus" if s2 > s1 else "others"
                     out.write(f"{sample}\t{nt.index[a + k]}\t{nt.ids[a + k]}\t{call}\t{str(s1)}\t{str(s2)}\n")
         info: dict[str, Any] = {
-            "frames": len(nt.ids), "samples": [list(p) for p in parts if p[0] or len(parts) == 1],
+            "frames": len(nt.ids), "samples": [list(p) for p in parts],
             "demo": bool(meta["demo_model"] or nt.attrs.get("demo_model") or aa.attrs.get("demo_model")),
             "classifier": path,
-            "models": {t.attrs.get("model_kind", kind): _info(t) for kind, t in (("dnabert_s", nt), ("esm2", aa))},
         }
         with open(tmp_info, "w") as f:
             json.dump(info, f, indent=1, sort_keys=True, default=str)
             f.write("\n")
     log.info("%s: %d frames scored", scores_out, len(nt.ids))
     return len(nt.ids)
-
-
-def _info(table: Embeddings) -> dict[str, Any]:
-    out: dict[str, Any] = {k: table.attrs[k] for k in INFO_ATTRS if k in table.attrs}
-    stats = table.attrs.get("stats")
-    out["stats"] = json.loads(stats) if isinstance(stats, str) else (stats or {})
-    out["frames"] = len(table.ids)
-    for k, v in out.items():
-        if isinstance(v, np.generic):
-            out[k] = v.item()
-    return out
-
-
-def read_info(path: str | os.PathLike) -> dict[str, Any]:
-    with open(path) as f:
-        return json.load(f)

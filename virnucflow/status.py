@@ -148,7 +148,7 @@ def sample_status(workdir: Path, sample: str) -> SampleStatus:
         error = _error_line(_read_log(logs / "score" / f"{shard}.log"))
         if error:
             st.failed = st.failed or ("score", error, f"{where['blogs']}/score/{shard}.log")
-        embedded = all((res / "embeddings" / m / f"{shard}.h5").exists() for m in MODELS)
+        embedded = (res / "embed" / f"{shard}.json").exists()  # the embedding job's last output
         if embedded:
             st.steps_done += 1
         log_file = logs / "embed" / f"{shard}.log"

@@ -165,8 +165,8 @@ def embedding_output(model):
     return path if keep_embeddings() else temp(path)
 
 
-def all_score_infos():
-    return [f"results/batches/{b}/scores/{shard}.json" for b in BATCHES for shard in batch_shards(b)]
+def all_embedding_infos():
+    return [f"results/batches/{b}/embed/{shard}.json" for b in BATCHES for shard in batch_shards(b)]
 
 
 def batch_outputs(pattern, key="batch"):

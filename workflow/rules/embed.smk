@@ -16,6 +16,7 @@ rule embed:
     output:
         **{f"{m}_h5": embedding_output(m) for m in EMBEDDING_MODELS},
         **{f"{m}_nonfinite": f"results/batches/{{batch}}/nonfinite/{m}/{{shard}}.tsv" for m in EMBEDDING_MODELS},
+        info="results/batches/{batch}/embed/{shard}.json",
     log:
         "logs/batches/{batch}/embed/{shard}.log",
     benchmark:

@@ -5,7 +5,7 @@
 rule nan_gate:
     input:
         nonfinite=batch_outputs("results/batches/{batch}/nonfinite/{model}/{shard}.tsv"),
-        info=batch_outputs("results/batches/{batch}/scores/{shard}.json"),
+        info=batch_outputs("results/batches/{batch}/embed/{shard}.json"),
     output:
         table=report(
             "results/batches/{batch}/nan_gate.tsv",

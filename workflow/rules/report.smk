@@ -27,7 +27,7 @@ rule report_sample:
 
 rule report_run:
     input:
-        info=all_score_infos(),
+        info=all_embedding_infos(),
         records=expand("results/{sample}/preprocess/records.tsv", sample=SAMPLES),
         sources=expand("results/{sample}/preprocess/input.json", sample=SAMPLES),
         done=expand("results/{sample}/summary.tsv", sample=SAMPLES),

@@ -20,4 +20,5 @@ with rule_step(snakemake):
         {m: snakemake.output[f"{m}_h5"] for m in models},
         {m: EmbedOptions(**snakemake.params.options[m], threads=snakemake.threads) for m in models},
         nonfinite_outs={m: snakemake.output[f"{m}_nonfinite"] for m in models},
+        info_out=snakemake.output.info,
     )

@@ -1,6 +1,6 @@
 """Rule predict: a sample's calls, summary and window tracks from its shards' scores (virnucflow.predict)."""
 from virnucflow.predict import gather_sample
-from virnucflow.score import read_info
+from virnucflow.features import read_info
 from virnucflow.step import rule_step
 
 with rule_step(snakemake):
