@@ -56,7 +56,7 @@ def run(reads: int, args) -> dict:
     (work / "scale.yaml").write_text(json.dumps({
         "samples": "samples.tsv", "shards": "auto", "shard_frames": args.shard_frames,
         "output": {"embeddings": False, "features": False, "merged_pt": False, "chunked": False},
-        "embedding": {"device": "cpu"}}))
+        "embedding": {"device": "cpu", **({"token_budget": args.token_budget} if args.token_budget else {})}}))
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), "--cores",
            str(args.cores), "--configfile", str(REPO / "config" / "demo.yaml"), str(work / "scale.yaml")]
     t0 = time.monotonic()
@@ -108,12 +108,14 @@ def main() -> None:
     p.add_argument("--length", type=int, default=150)
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--shard-frames", type=int, default=300_000)
+    p.add_argument("--token-budget", type=int, help="embedding.token_budget (default: the config's, auto)")
     p.add_argument("--workdir", default="/tmp/virnucflow_scale")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--keep", action="store_true", help="keep each size's working directory")
     args = p.parse_args()
     rows = [run(n, args) for n in map(int, args.reads.split(","))]
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "scale_cpu.json").write_text(json.dumps(rows, indent=1) + "\n")
     (out / "scale_cpu.md").write_text(table(rows))
     print(table(rows))

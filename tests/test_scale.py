@@ -237,3 +237,10 @@ def test_pooled_samples_get_the_calls_they_get_alone(tmp_path):
                 assert a[col].tolist() == b[col].tolist(), (sample, name, col)  # IDs, calls, counts
     plan = (tmp_path / "auto" / "results" / "batches" / "lam" / "shards.tsv").read_text().splitlines()
     assert [line.split("\t")[1] for line in plan[1:]] == ["lam", "strands", "lower"]  # one shard, three parts
+    from .conftest import run_cli
+
+    status = run_cli("status", tmp_path / "auto")  # each sample's own frames in the shared batch
+    frames = {n: (tmp_path / "auto" / "results" / n / "preprocess" / "identified_protein.faa").read_text().count(">")
+              for n, _ in rows}
+    assert status.stdout.splitlines() == [f"{n}: steps 6/6, dnabert_s frames {frames[n]}/{frames[n]}, esm2 frames "
+                                          f"{frames[n]}/{frames[n]}, finished" for n in sorted(frames)], status.stdout

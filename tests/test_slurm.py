@@ -171,7 +171,15 @@ def _rule(comment: str) -> str:
 
 def _content(path: Path, wd: Path) -> object:
     """A file's bytes; for HDF5 its datasets' bytes and its attributes but the provenance ones
-    (the model paths are in the working directory; timings differ run to run)."""
+    (the model paths are in the working directory; timings differ run to run); for an embedding job's
+    record (``embed/*.json``) all but its timings."""
+    if path.parent.name == "embed" and path.suffix == ".json":  # an embedding job's record: the same, but timings
+        import json
+
+        record = json.loads(path.read_text().replace(str(wd), "WORKDIR"))
+        for entry in record["models"].values():
+            entry["stats"] = {k: v for k, v in entry["stats"].items() if not k.startswith(("seconds", "tokens_per"))}
+        return record
     if path.suffix != ".h5":
         return path.read_bytes().replace(str(wd).encode(), b"WORKDIR")
     out = {}

@@ -211,8 +211,8 @@ def gather_sample(
     outs = [predictions_out, highest_out, summary_out] + ([bed_out, windows_out] if bed_out else [])
     counts = {"frames": 0, "records": 0, "virus": 0, "short": 0, "few": 0}
     banner = DEMO_BANNER if demo else ""
-    with atomic_outputs(outs) as tmps, tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(highest_out)),
-                                                                     prefix=".highest_runs.") as spill:
+    spill = None  # a temporary folder beside the output, made only when the sorted runs leave memory
+    with atomic_outputs(outs) as tmps:
         handles = [open(t, "w") for t in tmps]
         pred_f, high_f, summ_f = handles[:3]
         pred_f.write(banner + _PRED_HEADER)
@@ -243,6 +243,7 @@ def gather_sample(
                 runs.append(_csv(windows, False, na_rep="NA", quoting=csv.QUOTE_NONE).splitlines(keepends=True))
                 held += len(windows)
                 if held >= RUN_WINDOWS:
+                    spill = spill or tempfile.mkdtemp(prefix=".highest_runs.", dir=os.path.dirname(os.path.abspath(highest_out)))
                     files.append(_spill(runs, spill, len(files)))
                     runs, held = [], 0
                 first = False
@@ -272,6 +273,10 @@ def gather_sample(
         finally:
             for h in handles:
                 h.close()
+            if spill:
+                import shutil
+
+                shutil.rmtree(spill, ignore_errors=True)
     log.info(
         "%s: %d frames scored; %d of %d input sequences called viral (calling: min_viral_fraction %g, min_windows %d)",
         sample, counts["frames"], counts["virus"], counts["records"], min_viral_fraction, min_windows,
