@@ -28,6 +28,8 @@ from .atomic import atomic_outputs
 from .tables import has_demo_banner, read_tsv, write_tsv
 
 CALL_ORDER = ["virus", "non-viral", "too-short", "no-frames"]
+#: Dots at most in the per-sample scatter (a random, fixed sample beyond that).
+SCATTER_MAX = 100_000
 
 
 def _pyplot():
@@ -44,9 +46,14 @@ def sample_figures(summary_tsv: str | os.PathLike, sample: str, out_png: str | o
     import numpy as np
     from matplotlib.ticker import MaxNLocator, NullFormatter
 
-    s = read_tsv(summary_tsv)
+    # the five columns the figure shows, compactly: memory stays small for tens of millions of sequences
+    s = read_tsv(summary_tsv, usecols=["length", "chunks", "viral_chunk_fraction", "max_viral_score", "call"],
+                 dtype={"length": "int64", "chunks": "int32", "call": "category"},
+                 na_values={"viral_chunk_fraction": ["NA"], "max_viral_score": ["NA"]})
     fig, ax = plt.subplots(2, 2, figsize=(10, 7.5))
-    counts = s["call"].value_counts().reindex(CALL_ORDER, fill_value=0)
+    counts = s["call"].value_counts()
+    counts.index = counts.index.astype(str)
+    counts = counts.reindex(CALL_ORDER, fill_value=0)
     bars = ax[0, 0].bar(counts.index, counts.values, color=["#c0392b", "#2e86c1", "#aab7b8", "#7f8c8d"])
     ax[0, 0].bar_label(bars)
     ax[0, 0].set(title="Sequences by call", ylabel="sequences")
@@ -55,9 +62,14 @@ def sample_figures(summary_tsv: str | os.PathLike, sample: str, out_png: str | o
     ax[0, 1].hist(scores, bins=[i / 20 for i in range(21)], color="#884ea0")
     ax[0, 1].set(title="Max viral score per sequence", xlabel="max viral score (score2)", ylabel="sequences", xlim=(0, 1))
     frac = pd.to_numeric(s["viral_chunk_fraction"], errors="coerce")
-    colors = s["call"].map({"virus": "#c0392b", "non-viral": "#2e86c1"}).fillna("#7f8c8d")
-    ax[1, 0].scatter(s["length"], frac, c=colors, s=14)
-    ax[1, 0].set(title="Viral window fraction vs length", xlabel="sequence length (bp)",
+    shown = np.arange(len(s))
+    if len(s) > SCATTER_MAX:  # a random, fixed sample of the dots (the other panels count every sequence)
+        shown = np.sort(np.random.default_rng(0).choice(len(s), SCATTER_MAX, replace=False))
+    colors = s["call"].iloc[shown].astype(str).map({"virus": "#c0392b", "non-viral": "#2e86c1"}).fillna("#7f8c8d")
+    ax[1, 0].scatter(s["length"].to_numpy()[shown], frac.to_numpy()[shown], c=colors.to_numpy(), s=14)
+    ax[1, 0].set(title="Viral window fraction vs length" + (f" ({SCATTER_MAX:,} of {len(s):,} sequences)"
+                                                             if len(s) > SCATTER_MAX else ""),
+                 xlabel="sequence length (bp)",
                  ylabel="viral windows / scored windows", ylim=(-0.05, 1.05))
     if len(s) and s["length"].max() > 10 * max(s["length"].min(), 1):
         ax[1, 0].set_xscale("log")
