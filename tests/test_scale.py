@@ -244,3 +244,33 @@ def test_pooled_samples_get_the_calls_they_get_alone(tmp_path):
               for n, _ in rows}
     assert status.stdout.splitlines() == [f"{n}: steps 6/6, dnabert_s frames {frames[n]}/{frames[n]}, esm2 frames "
                                           f"{frames[n]}/{frames[n]}, finished" for n in sorted(frames)], status.stdout
+
+
+def test_an_unchanged_model_is_not_checked_again(tmp_path, monkeypatch, caplog):
+    """A model whose files have not changed since its last check (and the checking code neither) is taken from
+    the user's cache of checks; a changed file is checked again, and refused if broken."""
+    import json
+    import logging
+
+    from virnucflow.checks import check_model
+    from virnucflow.demo import build_demo_models
+    from virnucflow.errors import ModelFileError
+
+    monkeypatch.setenv("VIRNUCFLOW_CACHE", str(tmp_path / "cache"))
+    models = tmp_path / "m"
+    build_demo_models(models / "esm2.pt", models / "dnabert_s", models / "clf.pth", seed=0)
+    caplog.set_level(logging.INFO, logger="virnucflow")
+    first = check_model("esm2", str(models / "esm2.pt"), tmp_path / "a.json", allow_download=False)
+    assert "unchanged since its last check" not in caplog.text
+    second = check_model("esm2", str(models / "esm2.pt"), tmp_path / "b.json", allow_download=False)
+    assert "unchanged since its last check" in caplog.text and second == first
+    assert json.loads((tmp_path / "a.json").read_text()) == json.loads((tmp_path / "b.json").read_text())
+    check_model("dnabert_s", str(models / "dnabert_s"), None, allow_download=False)  # a directory model too
+    caplog.clear()
+    check_model("dnabert_s", str(models / "dnabert_s"), None, allow_download=False)
+    assert "unchanged since its last check" in caplog.text
+    data = (models / "esm2.pt").read_bytes()
+    (models / "esm2.pt").write_bytes(data[: len(data) // 2])  # truncated: checked again, and refused
+    with pytest.raises(ModelFileError):
+        check_model("esm2", str(models / "esm2.pt"), tmp_path / "c.json", allow_download=False)
+    assert not (tmp_path / "c.json").exists()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from .atomic import atomic_outputs
-from .errors import ConfigError
+from .errors import ConfigError, VirNucFlowError
 
 
 log = logging.getLogger("virnucflow")
@@ -110,9 +110,9 @@ def check_model(kind: str, spec: str, out: str | os.PathLike | None, allow_downl
     ``others`` (for the classifier): manifests of ``esm2`` and ``dnabert_s``,
     whose widths must add up to the classifier's input width.
     """
-    from .models.acquire import check_classifier_width, describe_model
+    from .models.acquire import check_classifier_width
 
-    entry = describe_model(kind, spec, allow_download)
+    entry = _checked(kind, spec, allow_download)
     if others:
         dims = {k: json.loads(Path(p).read_text())[k]["dim"] for k, p in others.items()}
         check_classifier_width(entry, dims["dnabert_s"], dims["esm2"])
@@ -120,6 +120,65 @@ def check_model(kind: str, spec: str, out: str | os.PathLike | None, allow_downl
         with atomic_outputs([out]) as (tmp,):
             Path(tmp).write_text(json.dumps({kind: entry}, indent=2, sort_keys=True) + "\n")
     log.info("%s: %s (%s)", kind, entry["path"], entry["description"])
+    return entry
+
+
+def _cache_file() -> Path:
+    root = os.environ.get("VIRNUCFLOW_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "virnucflow"
+    return Path(root) / "model_checks.json"
+
+
+def _fingerprint(path: Path) -> list:
+    """Every file of a model (a file or a directory): name, device, inode, size, modification and change times."""
+    files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file())
+    out = []
+    for f in files:
+        st = f.stat()
+        out.append([str(f.relative_to(path)) if f != path else "", st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                    st.st_ctime_ns])
+    return out
+
+
+def _checker_code() -> str:
+    """A hash of the code that checks models: a new version of it checks every model again."""
+    import hashlib
+
+    from . import __version__
+
+    here = Path(__file__).resolve().parent
+    digest = hashlib.blake2b(__version__.encode(), digest_size=16)
+    for f in [here / "checks.py", *sorted((here / "models").glob("*.py"))]:
+        digest.update(f.read_bytes())
+    return digest.hexdigest()
+
+
+def _checked(kind: str, spec: str, allow_download: bool) -> dict:
+    """``describe_model``'s entry, from the user's cache of checks when the model's files (fingerprint: names,
+    inodes, sizes, modification and change times) and the checking code are those of an earlier check
+    (``$VIRNUCFLOW_CACHE`` or ``~/.cache/virnucflow/model_checks.json``): loading a 5.7 GB checkpoint to
+    validate it again costs seconds of every fresh working directory."""
+    from .models.acquire import describe_model, resolve
+
+    resolved = resolve(kind, str(spec), allow_download)
+    key = json.dumps([kind, str(spec), str(resolved.path)])
+    stamp = {"fingerprint": _fingerprint(resolved.path), "code": _checker_code()}
+    cache = _cache_file()
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    hit = known.get(key)
+    if isinstance(hit, dict) and {k: hit.get(k) for k in stamp} == json.loads(json.dumps(stamp)):
+        log.info("%s: %s unchanged since its last check (%s): not loaded again", kind, resolved.path, cache)
+        return hit["entry"]
+    entry = describe_model(kind, spec, allow_download)
+    known[key] = {**stamp, "entry": entry}
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_outputs([cache]) as (tmp,):
+            Path(tmp).write_text(json.dumps(known, sort_keys=True))
+    except (OSError, VirNucFlowError):  # a read-only home: checks are then always made
+        pass
     return entry
 
 
