@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from .atomic import atomic_outputs
-from .errors import ConfigError, VirNucFlowError
+from .errors import ConfigError
 
 
 log = logging.getLogger("virnucflow")
@@ -173,13 +174,24 @@ def _checked(kind: str, spec: str, allow_download: bool) -> dict:
         return hit["entry"]
     entry = describe_model(kind, spec, allow_download)
     known[key] = {**stamp, "entry": entry}
+    _remember(cache, known)
+    return entry
+
+
+def _remember(cache: Path, known: dict) -> None:
+    """Write the cache of checks through a temporary file of this process's own (several checks run at
+    once; the last one's file wins, and a lost entry only means a check is made again). A cache that
+    cannot be written (a read-only home) is no error: the checks are then always made."""
+    import tempfile
+
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_outputs([cache]) as (tmp,):
-            Path(tmp).write_text(json.dumps(known, sort_keys=True))
-    except (OSError, VirNucFlowError):  # a read-only home: checks are then always made
-        pass
-    return entry
+        with tempfile.NamedTemporaryFile("w", dir=cache.parent, prefix=".model_checks.", delete=False) as f:
+            f.write(json.dumps(known, sort_keys=True))
+        os.replace(f.name, cache)
+    except OSError:
+        with contextlib.suppress(OSError, NameError):
+            os.unlink(f.name)
 
 
 def combine_manifests(paths: Iterable[str | os.PathLike], out: str | os.PathLike) -> dict:
