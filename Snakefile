@@ -20,6 +20,7 @@ include: "workflow/rules/embed.smk"
 include: "workflow/rules/qc.smk"
 include: "workflow/rules/predict.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/selftest.smk"
 
 
 rule all:

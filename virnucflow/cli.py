@@ -102,6 +102,27 @@ def _install_profile(a: argparse.Namespace) -> None:
     print(f"installed the {a.name} profile in {install_profile(a.name, force=a.force)}: snakemake --profile {a.name}")
 
 
+def _selftest(a: argparse.Namespace) -> None:
+    import tempfile
+
+    from .checks import classifier_chunk_length
+    from .config import load_config
+    from .gpu import use_compile_cache
+    from .models.acquire import check_models
+    from .selftest import check_verdict, lines, selftest
+
+    config = load_config(a.configfile)
+    models = config["models"]
+    classifier_chunk_length(models["classifier"], models.get("classifier_chunk_length"), config["chunk_length"])
+    use_compile_cache(config["compile_cache"])
+    with tempfile.TemporaryDirectory(prefix="virnucflow-selftest-") as tmp:
+        manifest = f"{tmp}/models.json"
+        check_models(models, manifest)
+        table = selftest(config, manifest, a.out, reference=a.reference, threads=a.threads)
+    print("\n".join(lines(table)), flush=True)
+    check_verdict(table, a.out)
+
+
 def _token_budget(text: str) -> int | str:
     return text if text == "auto" else int(text)
 
@@ -211,6 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--classifier", required=True)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_build_demo_models)
+
+    s = sub.add_parser("selftest", help="this installation with your models against the original VirNucPro's outputs")
+    s.add_argument("--configfile", default="config/config.yaml", help="the config a run takes (its models, "
+                   "chunk_length, embedding and selftest sections)")
+    s.add_argument("--reference", help="a directory in the original's layout (default: selftest.reference, "
+                   "the bundled one)")
+    s.add_argument("--out", default="results/selftest/selftest.tsv", help="the table of checks")
+    s.add_argument("--threads", type=int, default=4, help="CPU threads (when the models run on the CPU)")
+    s.set_defaults(func=_selftest)
 
     s = sub.add_parser("install-profile", help="install the project's SLURM profile as your `snakemake --profile slurm`")
     s.add_argument("name", choices=["slurm"])

@@ -47,6 +47,29 @@ ENV_PRECISION = "VIRNUCFLOW_PRECISION"
 ENV_DISABLE_FP16 = "VIRNUCPRO_DISABLE_FP16"
 
 
+def load_config(path: str | os.PathLike) -> dict:
+    """A config file as the workflow sees it: read, validated against the schema, defaults filled in
+    (Snakemake's own validation, so a key means the same here and in a run)."""
+    from snakemake.utils import validate
+
+    from .checks import config_error
+
+    p = Path(path)
+    try:
+        config = yaml.safe_load(p.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the config file ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not a YAML file ({' '.join(str(exc).split())})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{p}: a config file is a YAML mapping of keys (samples, chunk_length, models, ...)")
+    try:
+        validate(config, str(SCHEMA), set_default=True)
+    except Exception as exc:  # snakemake's WorkflowError wrapping jsonschema's ValidationError
+        raise ConfigError(f"{p}: {config_error(exc, schema())}") from None
+    return config
+
+
 def model_sections() -> tuple[str, ...]:
     """The models with their own subsection of ``embedding`` (``embedding.esm2``, ...)."""
     return tuple(k for k, v in schema()["properties"]["embedding"]["properties"].items() if "$ref" in v)

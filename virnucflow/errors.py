@@ -43,3 +43,7 @@ def short(exc: BaseException, limit: int = 240) -> str:
 
 class OutputError(VirNucFlowError):
     """An output that cannot be written (disk full, read-only or unwritable folder)."""
+
+
+class CheckFailed(VirNucFlowError):
+    """An installation check (``virnucflow selftest``) found results that differ from the reference."""

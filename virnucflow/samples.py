@@ -23,6 +23,8 @@ RESERVED_NAMES = {
     "models": "results/models/",
     "batches": "results/batches/ and logs/batches/",
     "run": "results/run/",
+    "selftest": "results/selftest/",
+    "selftest.log": "logs/selftest.log",
     "models.json": "results/models.json",
     "benchmarks": "logs/benchmarks/",
     "build_demo_models.log": "logs/build_demo_models.log",
