@@ -96,7 +96,9 @@ def test_truncated_gzip(tmp_path):
     p.write_bytes(data[: len(data) // 2])
     res, out = _preprocess(tmp_path, p)
     assert res.returncode == 1
-    assert res.stderr.strip().splitlines()[-1].startswith(f"virnucflow: error: {p}: cannot read file past line ")
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"virnucflow: error: {p}: truncated compressed file: cannot read past line ")
+    assert last.endswith("(the compressed data stops mid-stream); check the file (gzip -t) or fetch it again")
     assert not out.exists() or list(out.iterdir()) == []
 
 
@@ -153,7 +155,7 @@ def test_corrupt_gzip(tmp_path):
     p = _write(tmp_path, "corrupt.fa.gz", bytes(data))
     res, out = _preprocess(tmp_path, p)
     _assert_fails(res, out, f"{p}: corrupt gzip file: cannot read past line 41 (Error -3 while decompressing data: "
-                            "invalid distance too far back)")
+                            "invalid distance too far back); check the file (gzip -t) or fetch it again")
 
 
 @contextlib.contextmanager

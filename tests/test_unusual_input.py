@@ -131,8 +131,11 @@ def test_sample_name_not_a_plain_file_name(tmp_path, name):
                               "'_', '.' and '-', starting with a letter or digit")
 
 
-@pytest.mark.parametrize("name,what", [("models.json", "results/models.json"), ("models", "results/models/"),
-                                       ("benchmarks", "logs/benchmarks/")])
+@pytest.mark.parametrize("name,what", [("models.json", "results/models.json"),
+                                       ("models", "results/models/ and logs/models/"),
+                                       ("benchmarks", "logs/benchmarks/"), ("report_run.log", "logs/report_run.log"),
+                                       ("report_run.tsv", "logs/benchmarks/report_run.tsv"),
+                                       ("models_manifest.tsv", "logs/benchmarks/models_manifest.tsv")])
 def test_sample_name_reserved(tmp_path, name, what):
     (tmp_path / "x.fa").write_text(">r\nACGT\n")
     sheet, message = sample_sheet_error(tmp_path, name, tmp_path / "x.fa")

@@ -87,6 +87,16 @@ def check_renamed_rules(resources: Mapping, overrides: Mapping[str, Iterable[str
                 raise ConfigError(f"{option} {old}: there is no rule {old} ({why}): use {option} {new}{form}")
 
 
+def unknown_key(path: str, key: str, known: Iterable[str]) -> str:
+    """One line for a config key the schema does not know, with the nearest known one."""
+    import difflib
+
+    known = list(known)
+    near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"did you mean {near[0]}? " if near else ""
+    return f"config key {path}: unknown key; {hint}(known here: {', '.join(known)})"
+
+
 def config_error(exc: BaseException, schema: Mapping | None = None) -> str:
     """One line for a JSON-schema validation error: the config key, the value and what is allowed."""
     err = exc
@@ -95,6 +105,11 @@ def config_error(exc: BaseException, schema: Mapping | None = None) -> str:
     if err is None:
         return " ".join(str(exc).split())
     key = ".".join(map(str, err.absolute_path)) or "(top level)"
+    if getattr(err, "validator", None) == "additionalProperties" and isinstance(err.instance, Mapping):
+        known = list((err.schema.get("properties") or {}) if isinstance(err.schema, Mapping) else [])
+        unknown = [k for k in err.instance if k not in known]
+        if unknown:
+            return unknown_key(".".join(map(str, [*err.absolute_path, unknown[0]])), str(unknown[0]), known)
     desc = err.schema.get("description") if isinstance(err.schema, Mapping) else None
     if desc is None and schema is not None:  # the key's own description
         node: object = schema
@@ -202,3 +217,43 @@ def combine_manifests(paths: Iterable[str | os.PathLike], out: str | os.PathLike
     with atomic_outputs([out]) as (tmp,):
         Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
+
+
+def _resolved(node: Mapping, schema: Mapping) -> Mapping:
+    """A schema node with its ``$ref`` (a ``#/$defs/...`` of this schema) merged in."""
+    ref = node.get("$ref")
+    if not ref:
+        return node
+    base = schema["$defs"][ref.rsplit("/", 1)[-1]]
+    return {**base, **node, "properties": {**(base.get("properties") or {}), **(node.get("properties") or {})}}
+
+
+def _integer_only(node: Mapping) -> bool:
+    alternatives = node.get("oneOf") or node.get("anyOf") or [node]
+    types = {t for alt in alternatives for t in ([alt["type"]] if isinstance(alt.get("type"), str) else alt.get("type") or [])}
+    return "integer" in types and "number" not in types
+
+
+def check_config_values(config: Mapping, schema: Mapping, node: Mapping | None = None, path: str = "") -> None:
+    """What JSON schema lets through but the workflow must not: a whole number written as a float
+    (``500.0``: JSON schema counts it as an integer) and, in the mappings that pass extra keys on
+    (a rule's resources), a key that looks like a misspelt known one (``mem_mbb``)."""
+    node = _resolved(schema if node is None else node, schema)
+    props = node.get("properties") or {}
+    for key, value in config.items():
+        where = f"{path}.{key}" if path else str(key)
+        sub = props.get(key)
+        if sub is None:
+            import difflib
+
+            near = difflib.get_close_matches(str(key), list(props), n=1, cutoff=0.75)
+            if near and node.get("additionalProperties") not in (False, None):
+                raise ConfigError(f"config key {where}: unknown key; did you mean {near[0]}? (keys other than "
+                                  f"{', '.join(props)} are passed to the executor as resources)")
+            continue
+        sub = _resolved(sub, schema)
+        if isinstance(value, Mapping):
+            check_config_values(value, schema, sub, where)
+        elif isinstance(value, float) and _integer_only(sub):
+            whole = f"; write {int(value)}" if value.is_integer() else ""
+            raise ConfigError(f"config key {where}: {value!r} is not a whole number{whole}")

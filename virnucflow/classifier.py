@@ -48,9 +48,11 @@ class MLPClassifier(nn.Module):
         return self.output_layer(self.dropout(x))
 
 
-# Globals a whole-module pickle of the original classifier contains.
+# Globals a whole-module pickle of the original classifier contains (its class is __main__'s, as
+# train.py ran as a script), or of ours (``torch.save(model)`` of this module's class).
 _PICKLED_CLASSES = [
     (MLPClassifier, "__main__.MLPClassifier"),
+    MLPClassifier,
     nn.Linear,
     nn.BatchNorm1d,
     nn.Dropout,
@@ -104,6 +106,12 @@ def load_classifier(path: str | os.PathLike) -> tuple[MLPClassifier, dict]:
     missing = [k for k in _REQUIRED if k not in state]
     if missing:
         raise ModelFileError(f"{p}: not a VirNucPro classifier: missing {', '.join(missing)}")
+    for key, value in state.items():
+        if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
+            bad = int((~torch.isfinite(value)).sum())
+            kinds = "+".join(k for k, f in (("NaN", torch.isnan), ("Inf", torch.isinf)) if f(value).any())
+            raise ModelFileError(f"{p}: the classifier's {key} holds {bad} non-finite value(s) ({kinds}): it would "
+                                 "score every frame NaN; the file is damaged or was saved from a diverged training run")
     hidden, input_dim = state["hidden_layer.weight"].shape
     num_class = state["output_layer.weight"].shape[0]
     if num_class != 2:

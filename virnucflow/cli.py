@@ -90,10 +90,18 @@ def _build_demo_models(a: argparse.Namespace) -> None:
 
 
 def _status(a: argparse.Namespace) -> None:
-    from .status import run_status
+    from .status import run_status, status_json
 
-    for sample in run_status(a.dir):
+    samples, record = run_status(a.dir)
+    if a.json:
+        import json
+
+        print(json.dumps(status_json(samples, record), indent=1))
+        return
+    for sample in samples:
         print(sample.line())
+    for line in record.lines():
+        print(line)
 
 
 def _install_profile(a: argparse.Namespace) -> None:
@@ -224,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="per sample: steps done, frames embedded per model, ETA")
     s.add_argument("dir", nargs="?", default=".", help="working directory (default: the current one)")
+    s.add_argument("--json", action="store_true", help="the same as JSON (per sample and the last run's record)")
     s.set_defaults(func=_status)
 
     s = sub.add_parser("build-demo-models", help="write tiny random demo models in the real file formats")

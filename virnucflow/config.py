@@ -52,7 +52,7 @@ def load_config(path: str | os.PathLike) -> dict:
     (Snakemake's own validation, so a key means the same here and in a run)."""
     from snakemake.utils import validate
 
-    from .checks import config_error
+    from .checks import check_config_values, config_error
 
     p = Path(path)
     try:
@@ -67,6 +67,10 @@ def load_config(path: str | os.PathLike) -> dict:
         validate(config, str(SCHEMA), set_default=True)
     except Exception as exc:  # snakemake's WorkflowError wrapping jsonschema's ValidationError
         raise ConfigError(f"{p}: {config_error(exc, schema())}") from None
+    try:
+        check_config_values(config, schema())
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
     return config
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,10 @@ _ALLOWED = IUPAC_NUCLEOTIDES + IUPAC_NUCLEOTIDES.lower()
 # Biopython drops these anywhere inside sequence lines.
 _DROPPED = b" \t\r\n"
 _GZIP_MAGIC = b"\x1f\x8b"
+#: UTF-8 byte order mark (Excel and Windows editors write it): skipped at the start of a file.
+BOM = b"\xef\xbb\xbf"
+# Bytes a header may not hold: control characters other than tab (HDF5 cannot store NUL in an ID).
+_CONTROL = bytes(c for c in range(32) if c not in (9, 10, 13)) + b"\x7f"
 
 
 @dataclass(frozen=True)
@@ -40,27 +45,84 @@ class FastaRecord:
     line: int  # 1-based line number of the header
 
 
-def open_maybe_gzip(path: str | os.PathLike) -> BinaryIO:
-    """Open ``path`` for binary reading, transparently gunzipping it.
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
 
-    Raises :class:`InputError` for a missing, unreadable or non-regular file.
+
+def open_maybe_gzip(path: str | os.PathLike) -> BinaryIO:
+    """Open ``path`` for binary reading, transparently gunzipping it, past a UTF-8 byte order mark.
+
+    Raises :class:`InputError` for a missing, unreadable or non-regular file (a pipe or a device:
+    the workflow reads each input more than once).
     """
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: file not found")
-    if p.is_dir():
-        raise InputError(f"{p}: is a directory, not a FASTA file")
     try:
-        handle = open(p, "rb")
-        magic = handle.peek(2)[:2]
-    except PermissionError:
-        raise InputError(f"{p}: file is not readable (permission denied)") from None
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise InputError(f"{p}: file not found") from None
     except OSError as exc:
         raise InputError(f"{p}: cannot read file ({exc.strerror or exc})") from None
-    if magic == _GZIP_MAGIC:
-        handle.close()
-        return gzip.open(p, "rb")  # type: ignore[return-value]
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{p}: is a directory, not a FASTA file")
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{p}: is {_kind(mode)}, not a regular file: the workflow reads each input more than "
+                         "once (to plan the jobs, then to preprocess); save it to a file first")
+    try:
+        handle = open(p, "rb")
+        if handle.peek(2)[:2] == _GZIP_MAGIC:
+            handle.close()
+            handle = gzip.open(p, "rb")  # type: ignore[assignment]
+        if handle.peek(3)[:3] == BOM:
+            handle.read(3)
+    except PermissionError:
+        raise InputError(f"{p}: file is not readable (permission denied)") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise read_error(p, exc) from None
     return handle
+
+
+def starts_with_bom(path: str | os.PathLike) -> bool:
+    """Whether the (decompressed) file starts with a UTF-8 byte order mark (which the readers skip)."""
+    p = Path(path)
+    with open(p, "rb") as f:
+        opened = gzip.open(p, "rb") if f.peek(2)[:2] == _GZIP_MAGIC else None
+        try:
+            return (opened or f).read(3) == BOM
+        except (OSError, EOFError, zlib.error):
+            return False
+        finally:
+            if opened is not None:
+                opened.close()
+
+
+def read_error(path: Path, exc: BaseException, lineno: int | None = None) -> InputError:
+    """The one-line error for a file that cannot be read on (decompression, I/O)."""
+    where = f" past line {lineno}" if lineno else ""
+    if isinstance(exc, (zlib.error, gzip.BadGzipFile)):
+        return InputError(f"{path}: corrupt gzip file: cannot read{where} ({' '.join(str(exc).split())}); "
+                          "check the file (gzip -t) or fetch it again")
+    if isinstance(exc, EOFError):
+        return InputError(f"{path}: truncated compressed file: cannot read{where} (the compressed data stops "
+                          "mid-stream); check the file (gzip -t) or fetch it again")
+    return InputError(f"{path}: cannot read file{where} ({getattr(exc, 'strerror', None) or exc})")
+
+
+def check_header(path: Path, header: bytes, line: int) -> None:
+    """Refuse classic-Mac (CR-only) line ends and control characters in a header line."""
+    text = header.rstrip(b"\r\n")
+    if b"\r" in text:
+        raise InputError(f"{path}: line {line}: carriage returns without line feeds (old Mac line ends, "
+                         "CR only); convert the file, e.g. tr '\\r' '\\n' < in.fa > out.fa")
+    if len(text.translate(None, _CONTROL)) != len(text):
+        bad = next(bytes([c]) for c in text if c in _CONTROL)
+        raise InputError(f"{path}: line {line}: the header holds control character {bad!r}; sequence IDs "
+                         "and descriptions must be printable text")
 
 
 def read_fasta(path: str | os.PathLike, check_duplicates: bool = True) -> Iterator[FastaRecord]:
@@ -80,6 +142,7 @@ def read_fasta(path: str | os.PathLike, check_duplicates: bool = True) -> Iterat
         try:
             for lineno, raw in enumerate(handle, start=1):
                 if raw[:1] == b">":
+                    check_header(p, raw, lineno)
                     if header is not None:
                         n_records += 1
                         yield _make_record(p, header, header_line, parts, seen, check_duplicates)
@@ -97,10 +160,8 @@ def read_fasta(path: str | os.PathLike, check_duplicates: bool = True) -> Iterat
                 if bad:
                     raise bad_character(p, header, header_line, lineno, bad)
                 parts.append(line)
-        except (zlib.error, gzip.BadGzipFile) as exc:
-            raise InputError(f"{p}: corrupt gzip file: cannot read past line {lineno} ({exc})") from None
-        except (OSError, EOFError) as exc:
-            raise InputError(f"{p}: cannot read file past line {lineno} ({exc})") from None
+        except (zlib.error, OSError, EOFError) as exc:
+            raise read_error(p, exc, lineno) from None
     if header is not None:
         n_records += 1
         yield _make_record(p, header, header_line, parts, seen, check_duplicates)

@@ -29,7 +29,7 @@ import numpy as np
 
 from . import __version__
 from .atomic import atomic_outputs
-from .errors import InputError, MergeError, NumericalError
+from .errors import InputError, MergeError, NumericalError, short
 
 log = logging.getLogger("virnucflow")
 #: Embedding settings that must be the same across a model's shards (recorded by the engine).
@@ -102,14 +102,19 @@ def read_h5(path: str | os.PathLike, dataset: str = "embeddings", mmap: bool = F
             vectors = _mapped(p, h5[dataset]) if mmap else None
             if vectors is None:
                 vectors = np.asarray(h5[dataset][()], dtype=np.float32)
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
+            attrs = _attrs(h5)
     except FileNotFoundError:
         raise InputError(f"{p}: file not found") from None
     except (OSError, KeyError) as exc:
-        raise InputError(f"{p}: not a VirNucFlow {dataset} file ({exc})") from None
+        raise InputError(f"{p}: truncated, damaged or not a VirNucFlow {dataset} file ({short(exc, 200)}); "
+                         "delete it and rerun") from None
     if vectors.ndim != 2:
         vectors = vectors.reshape(len(ids), -1)
     return Embeddings(ids, index, vectors, attrs)
+
+
+def _attrs(h5: h5py.File) -> dict[str, Any]:
+    return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
 
 
 def _mapped(path: Path, dset: h5py.Dataset) -> np.ndarray | None:
@@ -299,9 +304,12 @@ def write_embedding_info(files: dict[str, str | os.PathLike], out: str | os.Path
     What the NaN/Inf gate and the run report read, also once the embedding files are removed."""
     info: dict[str, Any] = {"models": {}}
     for model, path in files.items():
-        with h5py.File(path, "r") as h5:
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
-            frames = int(h5["ids"].shape[0])
+        try:
+            with h5py.File(path, "r") as h5:
+                attrs, frames = _attrs(h5), int(h5["ids"].shape[0])
+        except (OSError, KeyError) as exc:
+            raise InputError(f"{path}: truncated, damaged or not a VirNucFlow embeddings file ({short(exc, 200)}); "
+                             "delete it and rerun") from None
         entry: dict[str, Any] = {k: attrs[k] for k in INFO_ATTRS if k in attrs}
         stats = attrs.get("stats")
         entry["stats"] = json.loads(stats) if isinstance(stats, str) else {}

@@ -233,6 +233,7 @@ def gather_sample(
                 pred_f.write(text)
                 predictions = pd.read_csv(io.StringIO(_PRED_HEADER + text), sep="\t", keep_default_na=False,
                                           quoting=csv.QUOTE_NONE, dtype={"Sequence_ID": str, "Prediction": str})
+                _check_scores(sample, predictions)
                 windows = highest_scores(predictions)
                 summary = summarise(block, predictions, windows, min_viral_fraction, min_windows)
                 summ_f.write(_csv(summary, first, na_rep="NA", quoting=csv.QUOTE_NONE))
@@ -288,6 +289,20 @@ def gather_sample(
         log.warning("%d input sequences with fewer than %d scored windows (calling.min_windows): called too-short in %s",
                     counts["few"], min_windows, summary_out)
     return counts
+
+
+def _check_scores(sample: str, predictions: pd.DataFrame) -> None:
+    """No call from a missing or non-finite score: refuse the sample's outputs naming the first such frame."""
+    from .errors import NumericalError
+
+    scores = predictions[["score1", "score2"]].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    bad = ~np.isfinite(scores).all(axis=1)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise NumericalError(
+            f"sample {sample!r}: frame {predictions['Sequence_ID'].iloc[k]} has no finite score "
+            f"({predictions['score1'].iloc[k]}, {predictions['score2'].iloc[k]}; {int(bad.sum())} such frames): no "
+            "calls are written; check the classifier file and the embeddings (virnucflow status, the nan_gate)")
 
 
 def _spill(runs: list[list[str]], folder: str, k: int) -> str:

@@ -316,6 +316,11 @@ def preprocess(
                 source["mate2"] = {"path": str(mate2), **file_fingerprint(mate2)}
             tmps[-1].write_text(json.dumps(source, indent=2) + "\n")
     name = f"{fasta} + {mate2} (mates)" if mate2 else str(fasta)
+    from .fasta import starts_with_bom
+
+    for path in [fasta] + ([mate2] if mate2 else []):
+        if starts_with_bom(path):
+            log.warning("%s: starts with a UTF-8 byte order mark (written by some Windows editors): skipped", path)
     if stats.rna_records:
         log.warning("%s: %d of %d records contain U (RNA): read as T", name, stats.rna_records, stats.records)
     dt = time.perf_counter() - t0

@@ -18,8 +18,8 @@ and the record of a window is recovered with ``rsplit('_chunk_', 1)``.
 
 from __future__ import annotations
 
-import gzip
 import os
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -30,9 +30,11 @@ from .fasta import (
     FastaRecord,
     header_id,
     bad_character,
+    check_header,
     check_unique,
     make_record,
     open_maybe_gzip,
+    read_error,
     read_fasta,
 )
 
@@ -51,8 +53,8 @@ def detect_format(path: str | os.PathLike) -> str:
                     if first == b"@":
                         return "fastq"
                     return "fasta"  # '>' or not FASTA at all: read_fasta says which
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            raise InputError(f"{p}: cannot read file ({exc})") from None
+        except (OSError, EOFError, zlib.error) as exc:
+            raise read_error(p, exc) from None
     return "fasta"  # empty: read_fasta reports it
 
 
@@ -88,6 +90,7 @@ def read_fastq(path: str | os.PathLike, check_duplicates: bool = True) -> Iterat
                         f"{p}: not a FASTQ record at line {lineno}: expected a '@' header, "
                         f"found {header[:20]!r}"
                     )
+                check_header(p, header, start)
                 rid = header_id(p, header, start)
                 seq = next(lines, None)
                 plus = next(lines, None) if seq is not None else None
@@ -116,8 +119,8 @@ def read_fastq(path: str | os.PathLike, check_duplicates: bool = True) -> Iterat
                     check_unique(p, rid, start, seen)
                 n += 1
                 yield make_record(p, rid, header, start, seq)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            raise InputError(f"{p}: cannot read file past line {lineno} ({exc})") from None
+        except (OSError, EOFError, zlib.error) as exc:
+            raise read_error(p, exc, lineno) from None
     if n == 0:
         raise InputError(f"{p}: empty file: no FASTQ records")
 
@@ -144,6 +147,10 @@ def read_pairs(mate1: str | os.PathLike, mate2: str | os.PathLike) -> Iterator[F
         if r1 is None or r2 is None:
             short, other = (mate1, mate2) if r1 is None else (mate2, mate1)
             raise InputError(f"{short}: ends after {n - 1} reads, but its mate file {other} has more")
+        if n == 1 and (r1.id.endswith("/2") or r2.id.endswith("/1")):
+            which, path, rid = (1, mate1, r1.id) if r1.id.endswith("/2") else (2, mate2, r2.id)
+            raise InputError(f"{path}: read 1 is '{rid}', named as mate {3 - which}, but the file is given as mate "
+                             f"{which}; swap fasta and mate2 in the sample sheet (or give the right files)")
         p1, p2 = pair_id(r1.id), pair_id(r2.id)
         if p1 != p2:
             raise InputError(

@@ -20,14 +20,20 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: Sample names that would collide with the workflow's own files and folders
 #: (``results/{sample}/`` and ``logs/{sample}/`` sit beside them).
 RESERVED_NAMES = {
-    "models": "results/models/",
+    "models": "results/models/ and logs/models/",
+    "models.json": "results/models.json",
     "batches": "results/batches/ and logs/batches/",
     "run": "results/run/",
     "selftest": "results/selftest/",
-    "selftest.log": "logs/selftest.log",
-    "models.json": "results/models.json",
+    "report.html": "results/report.html",
     "benchmarks": "logs/benchmarks/",
     "build_demo_models.log": "logs/build_demo_models.log",
+    "report_run.log": "logs/report_run.log",
+    "selftest.log": "logs/selftest.log",
+    "build_demo_models.tsv": "logs/benchmarks/build_demo_models.tsv",
+    "models_manifest.tsv": "logs/benchmarks/models_manifest.tsv",
+    "report_run.tsv": "logs/benchmarks/report_run.tsv",
+    "selftest.tsv": "logs/benchmarks/selftest.tsv",
 }
 
 
@@ -51,10 +57,17 @@ class Sample:
 
 def read_sample_sheet(path: str | os.PathLike, check_files: bool = True) -> list[Sample]:
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise InputError(f"{p}: sample sheet not found")
-    with open(p, newline="") as f:
-        rows = [r for r in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if r and not (len(r) == 1 and not r[0].strip())]
+    if not p.is_file():
+        raise InputError(f"{p}: sample sheet is not a regular file (a directory, pipe or device)")
+    try:
+        with open(p, newline="", encoding="utf-8-sig") as f:  # -sig: a byte order mark (Excel) is skipped
+            rows = [r for r in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if r and not (len(r) == 1 and not r[0].strip())]
+    except UnicodeDecodeError:
+        raise InputError(f"{p}: sample sheet is not UTF-8 text; save it as UTF-8 tab-separated text") from None
+    except csv.Error as exc:
+        raise InputError(f"{p}: not a tab-separated sample sheet ({exc})") from None
     if not rows or rows[0][0].startswith("#") and len(rows) == 1:
         raise InputError(f"{p}: sample sheet is empty")
     header = [h.strip() for h in rows[0]]
@@ -86,10 +99,17 @@ def read_sample_sheet(path: str | os.PathLike, check_files: bool = True) -> list
                 fp = Path(path)
                 if fp.is_dir():
                     raise InputError(f"{p}: line {lineno}: sample {name!r}: {what} {path} is a directory, not a file")
-                if not fp.is_file():
+                if not fp.exists():
                     raise InputError(f"{p}: line {lineno}: sample {name!r}: {what} {path} not found")
+                if not fp.is_file():
+                    raise InputError(f"{p}: line {lineno}: sample {name!r}: {what} {path} is not a regular file "
+                                     "(a pipe or a device: the workflow reads each input more than once); save "
+                                     "it to a file first")
                 if not os.access(fp, os.R_OK):
                     raise InputError(f"{p}: line {lineno}: sample {name!r}: {what} {path} is not readable")
+            if mate2 and Path(mate2).resolve() == Path(fasta).resolve():
+                raise InputError(f"{p}: line {lineno}: sample {name!r}: fasta and mate2 are the same file "
+                                 f"({fasta}); give the mate 2 (R2) file as mate2")
         samples.append(Sample(name, fasta, lineno, mate2))
     if not samples:
         raise InputError(f"{p}: sample sheet lists no samples")

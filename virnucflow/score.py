@@ -102,6 +102,12 @@ def score_shard(nucleotide_h5: str | os.PathLike, protein_h5: str | os.PathLike,
                 rows[:, :d_nt] = nt.vectors[a:b]
                 rows[:, d_nt:] = aa.vectors[a:b]
                 scores = classify(model, torch.from_numpy(rows)).numpy()
+                finite = np.isfinite(scores).all(axis=1)
+                if not finite.all():
+                    k = int(np.argmin(finite))
+                    raise NumericalError(f"{scores_out}: frame {nt.ids[a + k]} of sample {sample!r} scores "
+                                         f"{scores[k].tolist()} (not finite): no scores written; the classifier "
+                                         f"({path}) or this frame's embedding is broken")
                 for k, (s1, s2) in enumerate(scores):
                     # torch.max semantics: the first maximum wins, so a tie is "others".
                     call = "virus" if s2 > s1 else "others"

@@ -16,7 +16,12 @@ Snakemake call, so it works while Snakemake holds its lock):
   progress line in the job's log (:mod:`virnucflow.progress`);
 - ETA: the longest ETA among the running embedding jobs' last progress lines;
 - a step whose output is missing and whose log ends with the one-line error
-  (``virnucflow: error: ...``) is shown as failed, with that line and the log.
+  (``virnucflow: error: ...``) is shown as failed, with that line and the log;
+- the run's own record, Snakemake's newest ``.snakemake/log/*.snakemake.log``:
+  every ``Error in rule`` of the last run marks the samples of its log file
+  (``logs/<sample>/...``, or a batch's samples for ``logs/batches/<batch>/...``)
+  FAILED, also where the job left no error line (killed, out of memory); a
+  failed job of no sample (a model check, the run report) gets a ``run:`` line.
   Samples are those with a ``results/<sample>/preprocess`` folder or a
   ``logs/<sample>/preprocess.log`` (a sample that failed in preprocessing has
   only its log).
@@ -26,7 +31,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .progress import parse_progress
@@ -54,6 +60,12 @@ class SampleStatus:
     eta_seconds: float | None = None
     running: list[str] = field(default_factory=list)
     failed: tuple[str, str, str] | None = None  # step, its error line, its log
+
+    @property
+    def state(self) -> str:
+        if self.failed is not None:
+            return "failed"
+        return "finished" if self.steps_done == self.steps_total and self.shards_known else "running"
 
     def line(self) -> str:
         total = f"{self.steps_total}" if self.shards_known else f"{self.steps_total}+"
@@ -171,8 +183,72 @@ def sample_status(workdir: Path, sample: str) -> SampleStatus:
     return st
 
 
-def run_status(workdir: str | os.PathLike = ".") -> list[SampleStatus]:
-    """Status of every sample with a folder in ``DIR/results`` or a preprocessing log (sorted by name)."""
+@dataclass
+class RunRecord:
+    """The last run, from Snakemake's own log: finished, failed, running, stopped (no lock, no end) or none."""
+
+    log: str | None = None
+    state: str = "none"
+    failures: list[dict] = field(default_factory=list)  # {"rule", "logs"} per failed job
+
+    def lines(self) -> list[str]:
+        out = [f"run: FAILED in {f['rule']} ({', '.join(f['logs']) or 'no log'}): {f['error']}"
+               for f in self.failures if not f.get("samples")]
+        if self.state == "failed" and not self.failures:
+            out.append(f"run: FAILED ({self.log}): see the end of that log")
+        if self.state == "stopped":
+            out.append(f"run: stopped before it finished ({self.log}, no Snakemake lock held): run the same command "
+                       "again with --rerun-incomplete")
+        return out
+
+
+_ERROR_BLOCK = re.compile(r"^Error in rule (\S+):\n((?:[ \t]+.*\n?)*)", re.M)
+
+
+def last_run(workdir: str | os.PathLike) -> RunRecord:
+    """What Snakemake's newest log in ``DIR/.snakemake/log`` says of the run it records."""
+    wd = Path(workdir)
+    logs = sorted((wd / ".snakemake" / "log").glob("*.snakemake.log"))  # named by start time
+    if not logs:
+        return RunRecord()
+    text = _read_log(logs[-1])
+    record = RunRecord(log=str(logs[-1].relative_to(wd)))
+    for m in _ERROR_BLOCK.finditer(text):
+        files: list[str] = []
+        for line in m.group(2).splitlines():
+            line = line.strip()
+            if line.startswith("log: "):
+                files = [f.strip() for f in line[5:].split(" (check log")[0].split(",") if f.strip()]
+        error = next((e for f in files if (e := _error_line(_read_log(wd / f)))), None)
+        record.failures.append({"rule": m.group(1), "logs": files,
+                                "error": error or "the job left no error line in its log (killed? out of memory or "
+                                                  "time? see the scheduler's record of the job)"})
+    locked = any((wd / ".snakemake" / "locks").glob("*")) if (wd / ".snakemake" / "locks").is_dir() else False
+    if record.failures or "Exiting because a job execution failed" in text:
+        record.state = "failed"
+    elif re.search(r"\b(\d+) of \1 steps \(100%\) done", text) or "Nothing to be done" in text:
+        record.state = "finished"
+    else:
+        record.state = "running" if locked else "stopped"
+    return record
+
+
+def _samples_of(workdir: Path, log_file: str, samples: list[str]) -> list[str]:
+    """The samples a failed job's log belongs to: logs/<sample>/..., or the samples of logs/batches/<batch>/..."""
+    parts = Path(log_file).parts
+    if len(parts) > 2 and parts[0] == "logs" and parts[1] in samples:
+        return [parts[1]]
+    if len(parts) > 3 and parts[:2] == ("logs", "batches"):
+        plan = workdir / "results" / "batches" / parts[2] / "shards.tsv"
+        if plan.exists():
+            return sorted({s for shard in _plan(plan).values() for s in shard})
+        return [parts[2]] if parts[2] in samples else []
+    return []
+
+
+def run_status(workdir: str | os.PathLike = ".") -> tuple[list[SampleStatus], RunRecord]:
+    """Status of every sample with a folder in ``DIR/results`` or a preprocessing log (sorted by name),
+    and the last run's record."""
     wd = Path(workdir)
     results = wd / "results"
     if not results.is_dir():
@@ -182,5 +258,19 @@ def run_status(workdir: str | os.PathLike = ".") -> list[SampleStatus]:
     samples = {p.name for p in results.iterdir() if (p / "preprocess").is_dir() and p.name != "batches"}
     if (wd / "logs").is_dir():
         samples |= {p.name for p in (wd / "logs").iterdir() if (p / "preprocess.log").is_file()}
-    samples = sorted(samples)
-    return [sample_status(wd, s) for s in samples]
+    names = sorted(samples)
+    statuses = {s: sample_status(wd, s) for s in names}
+    record = last_run(wd)
+    for failure in record.failures:
+        failure["samples"] = sorted({s for f in failure["logs"] for s in _samples_of(wd, f, names)})
+        for s in failure["samples"]:
+            if statuses[s].failed is None:
+                statuses[s].failed = (failure["rule"], failure["error"], ", ".join(failure["logs"]))
+    return list(statuses.values()), record
+
+
+def status_json(samples: list[SampleStatus], record: RunRecord) -> dict:
+    """What ``virnucflow status --json`` prints."""
+    return {"run": asdict(record),
+            "samples": [{**asdict(s), "state": s.state,
+                         "failed": dict(zip(("step", "error", "log"), s.failed)) if s.failed else None} for s in samples]}

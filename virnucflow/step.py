@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -42,7 +43,13 @@ def one_line(exc: BaseException) -> str:
 
 @contextlib.contextmanager
 def cli_step(log_file: str | Path | None = None) -> Iterator[None]:
-    """Run the body as a step; a user error ends the process with one line and status 1."""
+    """Run the body as a step: the one error boundary of every command and rule script.
+
+    A :class:`VirNucFlowError` (what a user can cause: bad input, models, config, resources)
+    ends the process with its one line and status 1. Any other exception is a bug: one line
+    saying so and where its traceback is (the step's log file; without one, a file in the
+    temporary folder), status 1; the traceback never reaches the terminal.
+    """
     setup_logging(log_file)
     try:
         yield
@@ -50,6 +57,25 @@ def cli_step(log_file: str | Path | None = None) -> Iterator[None]:
         _fail(one_line(exc), log_file)
     except MemoryError:
         _fail("virnucflow: error: out of host memory", log_file)
+    except BrokenPipeError:  # the reader of our output went away (``| head``)
+        sys.stderr.close()
+        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - the boundary: a bug, reported in one line
+        import traceback
+
+        where = Path(log_file) if log_file else _crash_file()
+        with open(where, "a") as f:
+            f.write(traceback.format_exc())
+        what = " ".join(str(exc).split())[:200]
+        _fail(f"virnucflow: error: unexpected {type(exc).__name__}{': ' + what if what else ''}; this is a bug: "
+              f"please report it with {where} (it holds the traceback)", log_file)
+
+
+def _crash_file() -> Path:
+    import tempfile
+    import time
+
+    return Path(tempfile.gettempdir()) / f"virnucflow-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
 
 
 def rule_step(snakemake) -> contextlib.AbstractContextManager[None]:  # noqa: ANN001 (Snakemake's object)
@@ -58,7 +84,6 @@ def rule_step(snakemake) -> contextlib.AbstractContextManager[None]:  # noqa: AN
 
 
 def _fail(line: str, log_file: str | Path | None) -> None:
-    log.debug("failed", exc_info=True)
     print(line, file=sys.stderr)
     if log_file:
         with open(log_file, "a") as f:

@@ -8,8 +8,10 @@ from snakemake.utils import validate
 
 # The workflow's own package (virnucflow/) lives beside this Snakefile.
 sys.path.insert(0, workflow.basedir)
-from virnucflow.checks import check_renamed_rules, classifier_chunk_length, config_error  # noqa: E402
+from virnucflow.checks import check_config_values, check_renamed_rules, classifier_chunk_length, config_error  # noqa: E402
 from virnucflow.config import ENV_DISABLE_FP16, ENV_PRECISION, model_options  # noqa: E402
+from virnucflow.config import schema as config_schema  # noqa: E402
+from virnucflow.step import one_line  # noqa: E402
 from virnucflow.errors import VirNucFlowError  # noqa: E402
 from virnucflow.batches import plan_batches  # noqa: E402
 from virnucflow.inputs import input_info  # noqa: E402
@@ -25,21 +27,17 @@ try:
         "--set-threads": workflow.resource_settings.overwrite_threads,
     })
     validate(config, schema="../schemas/config.schema.yaml")
-except VirNucFlowError as exc:
-    raise WorkflowError(str(exc)) from None
-except WorkflowError as exc:  # one line naming the key, not the schema dump
-    raise WorkflowError(config_error(exc)) from None
-
-try:
+    check_config_values(config, config_schema())
     SAMPLES = {s.name: s for s in read_sample_sheet(config["samples"])}
     classifier_chunk_length(
         config["models"]["classifier"], config["models"]["classifier_chunk_length"], config["chunk_length"]
     )
-except VirNucFlowError as exc:
-    raise WorkflowError(str(exc)) from None
-
-for s in SAMPLES.values():
-    validate({"sample": s.name, "fasta": s.fasta, **({"mate2": s.mate2} if s.mate2 else {})}, schema="../schemas/samples.schema.yaml")
+    for s in SAMPLES.values():
+        validate({"sample": s.name, "fasta": s.fasta, **({"mate2": s.mate2} if s.mate2 else {})}, schema="../schemas/samples.schema.yaml")
+except VirNucFlowError as exc:  # one line, exit status 1, no traceback
+    raise SystemExit(one_line(exc))
+except WorkflowError as exc:  # one line naming the key, not the schema dump
+    raise SystemExit("virnucflow: error: " + config_error(exc, config_schema()))
 
 # Size, content hash and frame count (up to the limit) of every input, cached in
 # .snakemake/virnucflow/inputs.json; then the batches: which samples share
@@ -135,7 +133,7 @@ def embedding_options(model):
     try:
         options = model_options(config["embedding"], model)
     except VirNucFlowError as exc:
-        raise WorkflowError(str(exc)) from None
+        raise SystemExit(one_line(exc))
     shared = config["embedding"]["precision"]
     if options["precision"] != (config["embedding"].get(model) or {}).get("precision", shared):
         logger.warning(f"{model}: precision {options['precision']} from the environment ({ENV_PRECISION}/{ENV_DISABLE_FP16})")
