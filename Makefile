@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 CORES  ?= 2
 BIN     = $(VENV)/bin
 
-.PHONY: env demo test lint report clean-demo
+.PHONY: env demo test test-long lint report clean-demo
 
 env: $(VENV)/.installed
 
@@ -26,6 +26,10 @@ demo: env
 
 test: env
 	$(BIN)/python -m pytest -q
+
+# the long cases (fault injection: the workflow killed at 11 points), ~10 min on 2 cores
+test-long: env
+	$(BIN)/python -m pytest -q -m long
 
 lint: env
 	$(BIN)/snakemake --lint --configfile config/demo.yaml

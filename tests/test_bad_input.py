@@ -97,7 +97,7 @@ def test_truncated_gzip(tmp_path):
     res, out = _preprocess(tmp_path, p)
     assert res.returncode == 1
     last = res.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"virnucflow: error: {p}: truncated compressed file: cannot read past line ")
+    assert last.startswith(f"virnucflow: error: {p}: truncated gzip file: cannot read")
     assert last.endswith("(the compressed data stops mid-stream); check the file (gzip -t) or fetch it again")
     assert not out.exists() or list(out.iterdir()) == []
 
@@ -154,8 +154,12 @@ def test_corrupt_gzip(tmp_path):
     data[200:210] = b"\xff" * 10  # damage the deflate stream (zlib.error, not a truncation)
     p = _write(tmp_path, "corrupt.fa.gz", bytes(data))
     res, out = _preprocess(tmp_path, p)
-    _assert_fails(res, out, f"{p}: corrupt gzip file: cannot read past line 41 (Error -3 while decompressing data: "
-                            "invalid distance too far back); check the file (gzip -t) or fetch it again")
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    # the decompressor (ISA-L, on a thread ahead of the parser) says what is wrong, not at which line
+    assert last.startswith(f"virnucflow: error: {p}: corrupt gzip file: cannot read (")
+    assert last.endswith("); check the file (gzip -t) or fetch it again")
+    assert not out.exists() or list(out.iterdir()) == []
 
 
 @contextlib.contextmanager

@@ -266,9 +266,11 @@ def test_an_unexpected_exception_is_one_line_with_its_traceback_in_the_log(tmp_p
             "    {}['missing']\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 1
-    assert res.stderr.splitlines() == [f"virnucflow: error: unexpected KeyError: 'missing'; this is a bug: please "
-                                       f"report it with {log} (it holds the traceback)"]
-    text = log.read_text()
+    line = (f"virnucflow: error: unexpected KeyError: 'missing'; this is a bug: please report it with {log}.traceback "
+            "(it holds the traceback)")
+    assert res.stderr.splitlines() == [line]
+    assert log.read_text().splitlines() == [line]  # what Snakemake shows of a failed job: the one line
+    text = Path(f"{log}.traceback").read_text()
     assert "Traceback (most recent call last)" in text and "KeyError: 'missing'" in text
 
 

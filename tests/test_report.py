@@ -89,7 +89,7 @@ def test_report_has_every_section(report):
     inputs = {r["sample"]: r for r in _tsv(report / "results" / "run" / "inputs.tsv")}
     assert list(_tsv(report / "results" / "run" / "inputs.tsv")[0]) == [
         "sample", "input", "format", "size_bytes", "records", "bases", "read_pairs", "windows", "frames", "batch",
-        "dnabert_s_unique_frames", "dnabert_s_dedup_saving", "esm2_unique_frames", "esm2_dedup_saving"]
+        "dnabert_s_unique_frames", "dnabert_s_dedup_saving", "esm2_unique_frames", "esm2_dedup_saving", "note"]
     lam, pairs = inputs["lam"], inputs["pairs"]
     assert (lam["format"], lam["records"], lam["bases"], lam["read_pairs"]) == (
         "FASTA", "6", str(2400 + 900 + 4000 + 2777 + 1300 + 3502), "NA")

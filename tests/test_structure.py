@@ -247,3 +247,16 @@ def test_the_schemas_model_sections_are_the_embedding_models():
     from virnucflow.config import model_sections
 
     assert sorted(model_sections()) == sorted(interface.embedding_models())
+
+
+def test_every_run_level_file_name_is_a_reserved_sample_name():
+    """results/{sample}/, logs/{sample}/ and logs/benchmarks/{sample}/ sit beside the run's own files
+    and folders: every such name the rules (or the Makefile's report) write is refused as a sample name."""
+    from virnucflow.samples import RESERVED_NAMES
+
+    found = set()
+    for path in sorted((REPO / "workflow" / "rules").glob("*.smk")) + [REPO / "Makefile"]:
+        found |= {m.group(2) for m in re.finditer(r'(results|logs)/(?:benchmarks/)?([^"/{\s]+)', path.read_text())}
+    found = {n for n in found if "*" not in n and not n.startswith("demo_")}  # the demo's own samples (Makefile)
+    assert found, "no run-level paths found"
+    assert sorted(found - set(RESERVED_NAMES)) == []

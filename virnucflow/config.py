@@ -59,6 +59,8 @@ def load_config(path: str | os.PathLike) -> dict:
         config = yaml.safe_load(p.read_text())
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read the config file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: the config file is not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not a YAML file ({' '.join(str(exc).split())})") from None
     if not isinstance(config, dict):

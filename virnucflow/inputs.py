@@ -55,7 +55,7 @@ def count_frames(path: str | os.PathLike, chunk_length: int, limit: int,
     from .preprocess import chunk_bounds, preprocess_records
     from .reads import read_sequences
 
-    frames = windows = 0
+    frames = windows = sampled_frames = sampled_windows = 0
     try:
         for record in read_sequences(path, check_duplicates=False):
             if windows >= exact_windows:

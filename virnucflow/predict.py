@@ -200,11 +200,9 @@ def gather_sample(
     import logging
     import tempfile
 
-    from .atomic import atomic_outputs
     from .calling import MIN_RECORD_LENGTH
     from .errors import MergeError
-    from .tables import DEMO_BANNER
-    from .tracks import bed_table, window_table
+    from .tracks import TSV_COLUMNS, bed_table, window_table
 
     log = logging.getLogger("virnucflow")
     frames = _sample_frames(sample, score_files)
@@ -261,8 +259,6 @@ def gather_sample(
             if first:  # no records (preprocessing refuses an empty input today): the headers alone
                 summ_f.write("\t".join(SUMMARY_COLUMNS) + "\n")
                 if bed_out:
-                    from .tracks import TSV_COLUMNS
-
                     handles[4].write("\t".join(TSV_COLUMNS) + "\n")
             high_f.write("Modified_ID\tIs_Virus\n")
             opened = [open(f) for f in files]

@@ -31,7 +31,7 @@ from typing import Iterable, Iterator
 
 from .atomic import atomic_outputs
 from .errors import InputError
-from .reads import pair_id, read_pairs, read_sequences
+from .reads import pair_id, paired_input, read_pairs, read_sequences
 
 log = logging.getLogger("virnucflow")
 
@@ -291,10 +291,11 @@ def preprocess(
         tmp_of = dict(zip(written, tmps))
         handles = [open(tmp_of[o], "w", buffering=1 << 20) if o else None for o in outs]
         try:
+            paired = bool(mate2) or paired_input(fasta)  # two mate files, or both mates in one BAM
             if records_out:
-                handles[3].write("record_id\tlength\tchunks\tframes" + ("\tpair\n" if mate2 else "\n"))
+                handles[3].write("record_id\tlength\tchunks\tframes" + ("\tpair\n" if paired else "\n"))
             records = read_pairs(fasta, mate2) if mate2 else read_sequences(fasta)
-            work = functools.partial(preprocess_records, chunk_length=chunk_length, paired=bool(mate2),
+            work = functools.partial(preprocess_records, chunk_length=chunk_length, paired=paired,
                                      windows=bool(chunked_out))
             for *texts, batch_stats in _in_order(_batches(records, BATCH_BASES), work, threads):
                 for handle, text in zip(handles, texts):
@@ -316,11 +317,13 @@ def preprocess(
                 source["mate2"] = {"path": str(mate2), **file_fingerprint(mate2)}
             tmps[-1].write_text(json.dumps(source, indent=2) + "\n")
     name = f"{fasta} + {mate2} (mates)" if mate2 else str(fasta)
-    from .fasta import starts_with_bom
+    from .opening import starts_with_bom
 
     for path in [fasta] + ([mate2] if mate2 else []):
         if starts_with_bom(path):
             log.warning("%s: starts with a UTF-8 byte order mark (written by some Windows editors): skipped", path)
+    if not stats.records:
+        log.warning("%s: no sequences (an empty input): this sample's outputs will hold headers only", name)
     if stats.rna_records:
         log.warning("%s: %d of %d records contain U (RNA): read as T", name, stats.rna_records, stats.records)
     dt = time.perf_counter() - t0

@@ -19,7 +19,6 @@ and the record of a window is recovered with ``rsplit('_chunk_', 1)``.
 from __future__ import annotations
 
 import os
-import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -33,19 +32,24 @@ from .fasta import (
     check_header,
     check_unique,
     make_record,
-    open_maybe_gzip,
-    read_error,
     read_fasta,
 )
+from .opening import DECOMPRESSION_ERRORS, open_input, read_error
 
 MATE_SUFFIXES = ("/1", "/2")
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """``"fasta"`` or ``"fastq"`` from the first non-blank byte of the (decompressed) file."""
+    """``fasta``, ``fastq``, ``sam``, ``bam`` or ``cram`` from the (decompressed) file's first bytes:
+    an alignment file's magic or header, else the first non-blank byte (``@``: FASTQ)."""
+    from .alignments import alignment_format
+
     p = Path(path)
-    with open_maybe_gzip(p) as handle:
+    with open_input(p, ahead=False) as handle:
         try:
+            aligned = alignment_format(p, handle.peek(4)[:4])
+            if aligned:
+                return aligned
             for raw in handle:
                 stripped = raw.strip()
                 if stripped:
@@ -53,15 +57,28 @@ def detect_format(path: str | os.PathLike) -> str:
                     if first == b"@":
                         return "fastq"
                     return "fasta"  # '>' or not FASTA at all: read_fasta says which
-        except (OSError, EOFError, zlib.error) as exc:
+        except DECOMPRESSION_ERRORS as exc:
             raise read_error(p, exc) from None
-    return "fasta"  # empty: read_fasta reports it
+    return "fasta"  # no records: read_fasta yields none
+
+
+def paired_input(path: str | os.PathLike) -> bool:
+    """Whether one file holds both mates of paired reads (SAM/BAM/CRAM with paired flags)."""
+    from .alignments import is_paired
+
+    fmt = detect_format(path)
+    return fmt in ("sam", "bam", "cram") and is_paired(path, fmt)
 
 
 def read_sequences(path: str | os.PathLike, check_duplicates: bool = True) -> Iterator[FastaRecord]:
-    """Records of a FASTA or FASTQ file (plain or gzip), validated as they stream."""
-    if detect_format(path) == "fastq":
+    """Records of a FASTA, FASTQ, SAM, BAM or CRAM file (plain or compressed), validated as they stream."""
+    fmt = detect_format(path)
+    if fmt == "fastq":
         return read_fastq(path, check_duplicates)
+    if fmt in ("sam", "bam", "cram"):
+        from .alignments import read_alignments
+
+        return read_alignments(path, fmt, check_duplicates)
     return read_fasta(path, check_duplicates)
 
 
@@ -75,9 +92,8 @@ def read_fastq(path: str | os.PathLike, check_duplicates: bool = True) -> Iterat
     """
     p = Path(path)
     seen: dict[str, int] = {}
-    n = 0
     lineno = 0
-    with open_maybe_gzip(p) as handle:
+    with open_input(p) as handle:
         try:
             lines = iter(handle)
             for header in lines:
@@ -117,12 +133,9 @@ def read_fastq(path: str | os.PathLike, check_duplicates: bool = True) -> Iterat
                     raise bad_character(p, header, start, start + 1, bad)
                 if check_duplicates:
                     check_unique(p, rid, start, seen)
-                n += 1
                 yield make_record(p, rid, header, start, seq)
-        except (OSError, EOFError, zlib.error) as exc:
+        except DECOMPRESSION_ERRORS as exc:
             raise read_error(p, exc, lineno) from None
-    if n == 0:
-        raise InputError(f"{p}: empty file: no FASTQ records")
 
 
 def pair_id(read_id: str) -> str:

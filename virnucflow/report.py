@@ -126,14 +126,15 @@ def embedding_jobs(info_files: Sequence[str | os.PathLike], benchmark_dir: str |
 
 
 def _file_format(path: str | os.PathLike) -> str:
-    """``FASTA``/``FASTQ``, with ``.gz`` when gzip, from the content (``?`` if unreadable now)."""
-    from .fasta import _GZIP_MAGIC
+    """``FASTA``/``FASTQ``/``SAM``/``BAM``/``CRAM``, with ``.gz``, ``.bz2``, ``.xz`` or ``.zst`` when
+    compressed, from the content (``?`` if unreadable now)."""
+    from .opening import compression
     from .reads import detect_format
 
     try:
-        with open(path, "rb") as f:
-            gz = f.read(2) == _GZIP_MAGIC
-        return detect_format(path).upper() + (".gz" if gz else "")
+        fmt = detect_format(path)
+        packed = compression(path)
+        return fmt.upper() + (f".{packed}" if packed and fmt != "bam" else "")
     except Exception:  # the report describes, it does not validate: the run has read the file already
         return "?"
 
@@ -146,7 +147,8 @@ def input_table(
     batches: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Per sample: input files and format, records, bases, read pairs, windows, frames, its batch, dedup per model
-    (``NA`` for a sample pooled with others: its batch's jobs deduplicated their frames together).
+    (``NA`` for a sample pooled with others: its batch's jobs deduplicated their frames together), and a
+    note (``no sequences`` for an empty input).
 
     ``inputs``: sample -> its input files (FASTA/FASTQ, then mate 2 if paired);
     ``records_tsvs`` / ``sources``: its ``preprocess/records.tsv`` and
@@ -184,6 +186,7 @@ def input_table(
             no_dedup = pd.to_numeric(mine.get("tokens_if_no_dedup"), errors="coerce") if len(mine) else None
             row[f"{model}_dedup_saving"] = (round(1 - tokens.sum() / no_dedup.sum(), 4)
                                             if no_dedup is not None and no_dedup.sum() > 0 else 0.0)
+        row["note"] = "no sequences: outputs hold headers only" if not len(rec) else ""
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -138,6 +138,7 @@ def plan_shards(samples: Sequence[str], files: Mapping[str, tuple[str, str]], n:
     starts = [cuts[i] for i in chosen]
     rows, counts = [], []
     offsets = np.cumsum([0] + frames)  # each sample's first frame in the batch
+    cut_at = {(c.sample, c.first): c for c in cuts}
     global_pos = [int(offsets[c.sample] + c.first) for c in starts] + [int(offsets[-1])]
     for k, name in enumerate(shard_names(n)):
         a, b = global_pos[k], global_pos[k + 1]
@@ -148,8 +149,7 @@ def plan_shards(samples: Sequence[str], files: Mapping[str, tuple[str, str]], n:
             if hi <= lo:
                 continue
             first, stop = int(lo - offsets[s]), int(hi - offsets[s])
-            start_cut = next(c for c in cuts if c.sample == s and c.first == first)
-            stop_cut = next(c for c in cuts if c.sample == s and c.first == stop)
+            start_cut, stop_cut = cut_at[s, first], cut_at[s, stop]
             rows.append({"shard": name, "sample": sample, "first": first, "stop": stop,
                          "nucleotide_offset": start_cut.nucleotide_offset, "protein_offset": start_cut.protein_offset,
                          "esm2_tokens": stop_cut.esm2 - start_cut.esm2,

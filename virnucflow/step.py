@@ -47,8 +47,9 @@ def cli_step(log_file: str | Path | None = None) -> Iterator[None]:
 
     A :class:`VirNucFlowError` (what a user can cause: bad input, models, config, resources)
     ends the process with its one line and status 1. Any other exception is a bug: one line
-    saying so and where its traceback is (the step's log file; without one, a file in the
-    temporary folder), status 1; the traceback never reaches the terminal.
+    saying so and where its traceback is (``<the step's log>.traceback``, beside the log that
+    Snakemake shows for a failed job; without a log, a file in the temporary folder), status 1;
+    the traceback never reaches the terminal.
     """
     setup_logging(log_file)
     try:
@@ -63,7 +64,8 @@ def cli_step(log_file: str | Path | None = None) -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001 - the boundary: a bug, reported in one line
         import traceback
 
-        where = Path(log_file) if log_file else _crash_file()
+        # beside the job's log, not in it: Snakemake shows a failed job's log on the terminal
+        where = Path(f"{log_file}.traceback") if log_file else _crash_file()
         with open(where, "a") as f:
             f.write(traceback.format_exc())
         what = " ".join(str(exc).split())[:200]
