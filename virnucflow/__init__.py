@@ -1,3 +1,3 @@
 """VirNucFlow: VirNucPro's viral short-sequence identification as a Snakemake workflow."""
 
-__version__ = "0.1.0"
+__version__ = "0.9.0"

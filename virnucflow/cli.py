@@ -131,6 +131,33 @@ def _selftest(a: argparse.Namespace) -> None:
     check_verdict(table, a.out)
 
 
+def _snakefile(a: argparse.Namespace) -> None:
+    from .layout import snakefile
+
+    print(snakefile())
+
+
+def _init_demo(a: argparse.Namespace) -> None:
+    """The demo's config, sample sheet, inputs and workflow profile, copied into a working directory."""
+    import shutil
+    from pathlib import Path
+
+    from .errors import OutputError
+    from .layout import share
+
+    root, dest = share(), Path(a.dir)
+    files = ["config/demo.yaml", "config/demo_samples.tsv", "profiles/default/profile.yaml",
+             *(str(p.relative_to(root)) for p in sorted((root / "resources" / "demo").iterdir()) if p.name.endswith((".fa", ".fa.gz")))]
+    clash = [f for f in files if (dest / f).exists()]
+    if clash and not a.force:
+        raise OutputError(f"{dest / clash[0]}: exists; give --force to overwrite the demo's files")
+    for f in files:
+        (dest / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / f, dest / f)
+    print(f"demo in {dest}: cd {dest} && snakemake -s {share() / 'workflow' / 'Snakefile'} "
+          "--configfile config/demo.yaml --cores 2")
+
+
 def _token_budget(text: str) -> int | str:
     return text if text == "auto" else int(text)
 
@@ -250,6 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="results/selftest/selftest.tsv", help="the table of checks")
     s.add_argument("--threads", type=int, default=4, help="CPU threads (when the models run on the CPU)")
     s.set_defaults(func=_selftest)
+
+    s = sub.add_parser("snakefile", help="print the path of the installed workflow's Snakefile (snakemake -s ...)")
+    s.set_defaults(func=_snakefile)
+
+    s = sub.add_parser("init-demo", help="copy the demo's config, samples, inputs and profile into a directory")
+    s.add_argument("dir", nargs="?", default=".")
+    s.add_argument("--force", action="store_true", help="overwrite the demo's files there")
+    s.set_defaults(func=_init_demo)
 
     s = sub.add_parser("install-profile", help="install the project's SLURM profile as your `snakemake --profile slurm`")
     s.add_argument("name", choices=["slurm"])

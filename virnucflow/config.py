@@ -15,8 +15,9 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import ConfigError
+from .layout import share
 
-SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = share() / "workflow" / "schemas" / "config.schema.yaml"
 
 
 @functools.lru_cache(maxsize=None)

@@ -88,7 +88,9 @@ def demo_dna_corpus(seed: int) -> list[str]:
     """DNA to train the demo tokenizer on: the bundled lambda contigs plus random sequence."""
     rng = np.random.default_rng(seed)
     corpus = ["".join(rng.choice(list("ACGT"), 2000)) for _ in range(20)]
-    lam = Path(__file__).resolve().parents[1] / "resources" / "demo" / "lambda_contigs.fa"
+    from .layout import share
+
+    lam = share() / "resources" / "demo" / "lambda_contigs.fa"
     if lam.is_file():
         corpus += [line.strip() for line in lam.read_text().splitlines() if line and not line.startswith(">")]
     return corpus

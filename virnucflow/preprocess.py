@@ -311,8 +311,10 @@ def preprocess(
 
             from .inputs import file_fingerprint
 
+            from . import __version__
+
             source = {"fasta": str(fasta), **file_fingerprint(fasta), "records": stats.records, "bases": stats.bases,
-                      "rna_records": stats.rna_records, "chunk_length": chunk_length}
+                      "rna_records": stats.rna_records, "chunk_length": chunk_length, "workflow_version": __version__}
             if mate2:
                 source["mate2"] = {"path": str(mate2), **file_fingerprint(mate2)}
             tmps[-1].write_text(json.dumps(source, indent=2) + "\n")

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from .atomic import atomic_outputs
 from .errors import VirNucFlowError
+from .layout import share
 
-PROFILES = Path(__file__).resolve().parents[1] / "profiles"
+PROFILES = share() / "profiles"
 INSTALLABLE = ("slurm",)
 
 

@@ -30,6 +30,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from . import __version__
 from .atomic import atomic_outputs
 from .errors import MergeError, NumericalError
 from .features import Embeddings, _listed, _nonfinite_rows, read_h5
@@ -115,7 +116,7 @@ def score_shard(nucleotide_h5: str | os.PathLike, protein_h5: str | os.PathLike,
         info: dict[str, Any] = {
             "frames": len(nt.ids), "samples": [list(p) for p in parts],
             "demo": bool(meta["demo_model"] or nt.attrs.get("demo_model") or aa.attrs.get("demo_model")),
-            "classifier": path,
+            "classifier": path, "workflow_version": __version__,
         }
         with open(tmp_info, "w") as f:
             json.dump(info, f, indent=1, sort_keys=True, default=str)

@@ -1,15 +1,22 @@
 # Helpers for the rules: configuration, sample sheet, model inputs, targets.
 import re
-import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-# The workflow's own package (virnucflow/) lives beside this Snakefile.
-sys.path.insert(0, workflow.basedir)
-from virnucflow.checks import check_config_values, check_renamed_rules, classifier_chunk_length, config_error  # noqa: E402
-from virnucflow.config import ENV_DISABLE_FP16, ENV_PRECISION, model_options  # noqa: E402
+# The rules call the installed virnucflow package (pip install virnucflow, or -e . in a checkout).
+from virnucflow.checks import (
+    check_config_values,
+    check_renamed_rules,
+    classifier_chunk_length,
+    config_error,
+)  # noqa: E402
+from virnucflow.config import (
+    ENV_DISABLE_FP16,
+    ENV_PRECISION,
+    model_options,
+)  # noqa: E402
 from virnucflow.config import schema as config_schema  # noqa: E402
 from virnucflow.step import one_line  # noqa: E402
 from virnucflow.errors import VirNucFlowError  # noqa: E402
@@ -22,39 +29,70 @@ from virnucflow.samples import read_sample_sheet  # noqa: E402
 from virnucflow.shard import CLASSIFIER_BATCH, shard_names  # noqa: E402
 
 try:
-    check_renamed_rules(config.get("resources"), {
-        "--set-resources": workflow.resource_settings.overwrite_resources,
-        "--set-threads": workflow.resource_settings.overwrite_threads,
-    })
+    check_renamed_rules(
+        config.get("resources"),
+        {
+            "--set-resources": workflow.resource_settings.overwrite_resources,
+            "--set-threads": workflow.resource_settings.overwrite_threads,
+        },
+    )
     validate(config, schema="../schemas/config.schema.yaml")
     check_config_values(config, config_schema())
     SAMPLES = {s.name: s for s in read_sample_sheet(config["samples"])}
     classifier_chunk_length(
-        config["models"]["classifier"], config["models"]["classifier_chunk_length"], config["chunk_length"]
+        config["models"]["classifier"],
+        config["models"]["classifier_chunk_length"],
+        config["chunk_length"],
     )
     for s in SAMPLES.values():
-        validate({"sample": s.name, "fasta": s.fasta, **({"mate2": s.mate2} if s.mate2 else {})}, schema="../schemas/samples.schema.yaml")
+        validate(
+            {
+                "sample": s.name,
+                "fasta": s.fasta,
+                **({"mate2": s.mate2} if s.mate2 else {}),
+            },
+            schema="../schemas/samples.schema.yaml",
+        )
 except VirNucFlowError as exc:  # one line, exit status 1, no traceback
     raise SystemExit(one_line(exc))
 except WorkflowError as exc:  # one line naming the key, not the schema dump
-    raise SystemExit("virnucflow: error: " + config_error(exc, config_schema()))
+    raise SystemExit(f"virnucflow: error: {config_error(exc, config_schema())}")
 
 # Size, content hash and frame count (up to the limit) of every input, cached in
 # .snakemake/virnucflow/inputs.json; then the batches: which samples share
 # embedding jobs, and how many shards each batch has (virnucflow.batches).
 _SHARDS = workflow.resource_settings.overwrite_scatter.get("embed", config["shards"])
-_limit = config["shard_frames"] * config["max_shards"] if _SHARDS == "auto" else int(_SHARDS) * CLASSIFIER_BATCH
-INPUTS = {name: input_info(s.fasta, config["chunk_length"], limit=_limit) for name, s in SAMPLES.items()}
-MATES = {name: input_info(s.mate2, config["chunk_length"], limit=_limit) for name, s in SAMPLES.items() if s.mate2}
+_limit = (
+    config["shard_frames"] * config["max_shards"]
+    if _SHARDS == "auto"
+    else int(_SHARDS) * CLASSIFIER_BATCH
+)
+INPUTS = {
+    name: input_info(s.fasta, config["chunk_length"], limit=_limit)
+    for name, s in SAMPLES.items()
+}
+MATES = {
+    name: input_info(s.mate2, config["chunk_length"], limit=_limit)
+    for name, s in SAMPLES.items()
+    if s.mate2
+}
 
 
 def _frames(name):
     """Frames of a sample (both mates of paired reads); None when a file is unreadable."""
-    counts = [i and i["frames"] for i in [INPUTS[name]] + ([MATES[name]] if name in MATES else [])]
+    counts = [
+        i and i["frames"]
+        for i in [INPUTS[name]] + ([MATES[name]] if name in MATES else [])
+    ]
     return None if None in counts else sum(counts)
 
 
-BATCHES = plan_batches({name: _frames(name) for name in SAMPLES}, _SHARDS, config["shard_frames"], config["max_shards"])
+BATCHES = plan_batches(
+    {name: _frames(name) for name in SAMPLES},
+    _SHARDS,
+    config["shard_frames"],
+    config["max_shards"],
+)
 BATCH_OF = {sample: b.name for b in BATCHES.values() for sample in b.samples}
 for _b in BATCHES.values():
     if _SHARDS != "auto" and _b.shards < int(_SHARDS):
@@ -72,7 +110,10 @@ wildcard_constraints:
 
 
 ENV = "../../envs/virnucflow.yaml"
-EMBEDDING_MODELS = {"dnabert_s": "DNABERT-S", "esm2": "ESM-2"}  # in this order in rule embed; results/*/embeddings/<key>/
+EMBEDDING_MODELS = {
+    "dnabert_s": "DNABERT-S",
+    "esm2": "ESM-2",
+}  # in this order in rule embed; results/*/embeddings/<key>/
 DEMO_MODELS = {
     "esm2": "resources/demo_models/esm2_demo.pt",
     "dnabert_s": "resources/demo_models/dnabert_s_demo",
@@ -91,7 +132,9 @@ def model_file(wildcards):
     """The configured model path if it exists or the demo rule builds it (known names
     are resolved, fetched and validated by check_model itself)."""
     spec = config["models"][wildcards.model]
-    if known_kind(str(spec)) or not (spec == DEMO_MODELS[wildcards.model] or Path(spec).exists()):
+    if known_kind(str(spec)) or not (
+        spec == DEMO_MODELS[wildcards.model] or Path(spec).exists()
+    ):
         return {}
     return {"model": spec}
 
@@ -112,7 +155,9 @@ def fasta_fingerprint(wildcards):
     preprocessing even if older."""
 
     def fingerprint(info):
-        return f"{info['size']} bytes, blake2b {info['blake2b']}" if info else "unreadable"
+        return (
+            f"{info['size']} bytes, blake2b {info['blake2b']}" if info else "unreadable"
+        )
 
     text = fingerprint(INPUTS[wildcards.sample])
     if wildcards.sample in MATES:
@@ -135,8 +180,12 @@ def embedding_options(model):
     except VirNucFlowError as exc:
         raise SystemExit(one_line(exc))
     shared = config["embedding"]["precision"]
-    if options["precision"] != (config["embedding"].get(model) or {}).get("precision", shared):
-        logger.warning(f"{model}: precision {options['precision']} from the environment ({ENV_PRECISION}/{ENV_DISABLE_FP16})")
+    if options["precision"] != (config["embedding"].get(model) or {}).get(
+        "precision", shared
+    ):
+        logger.warning(
+            f"{model}: precision {options['precision']} from the environment ({ENV_PRECISION}/{ENV_DISABLE_FP16})"
+        )
     return options
 
 
@@ -147,8 +196,14 @@ def batch_shards(batch):
 def batch_files(wildcards):
     """The identified files of the batch's samples, the embedding jobs' frames."""
     return {
-        "nucleotide": [f"results/{s}/preprocess/identified_nucleotide.fa" for s in BATCHES[wildcards.batch].samples],
-        "protein": [f"results/{s}/preprocess/identified_protein.faa" for s in BATCHES[wildcards.batch].samples],
+        "nucleotide": [
+            f"results/{s}/preprocess/identified_nucleotide.fa"
+            for s in BATCHES[wildcards.batch].samples
+        ],
+        "protein": [
+            f"results/{s}/preprocess/identified_protein.faa"
+            for s in BATCHES[wildcards.batch].samples
+        ],
     }
 
 
@@ -164,14 +219,20 @@ def embedding_output(model):
 
 
 def all_embedding_infos():
-    return [f"results/batches/{b}/embed/{shard}.json" for b in BATCHES for shard in batch_shards(b)]
+    return [
+        f"results/batches/{b}/embed/{shard}.json"
+        for b in BATCHES
+        for shard in batch_shards(b)
+    ]
 
 
 def batch_outputs(pattern, key="batch"):
     """``pattern`` ({batch}, {shard}, {model}) for every shard of a batch, model by model: an input function."""
 
     def files(wildcards):
-        batch = getattr(wildcards, key) if key == "batch" else BATCH_OF[wildcards.sample]
+        batch = (
+            getattr(wildcards, key) if key == "batch" else BATCH_OF[wildcards.sample]
+        )
         return [
             pattern.format(batch=batch, shard=shard, model=model)
             for model in (EMBEDDING_MODELS if "{model}" in pattern else [None])

@@ -11,27 +11,30 @@
 rule embed:
     input:
         unpack(batch_files),
-        plan=rules.plan_shards.output.plan,
         **{f"{m}_model": f"results/models/{m}.json" for m in EMBEDDING_MODELS},
+        plan=rules.plan_shards.output.plan,
     output:
         **{f"{m}_h5": embedding_output(m) for m in EMBEDDING_MODELS},
-        **{f"{m}_nonfinite": f"results/batches/{{batch}}/nonfinite/{m}/{{shard}}.tsv" for m in EMBEDDING_MODELS},
+        **{
+            f"{m}_nonfinite": f"results/batches/{{batch}}/nonfinite/{m}/{{shard}}.tsv"
+            for m in EMBEDDING_MODELS
+        },
         info="results/batches/{batch}/embed/{shard}.json",
     log:
         "logs/batches/{batch}/embed/{shard}.log",
     benchmark:
         "logs/benchmarks/batches/{batch}/embed/{shard}.tsv"
+    priority: 100
+    conda:
+        ENV
+    threads: rule_threads(config, "embed")
+    resources:
+        **rule_resources(config, "embed"),
     params:
         models=list(EMBEDDING_MODELS),
         samples=lambda wildcards: BATCHES[wildcards.batch].samples,
         options={m: embedding_options(m) for m in EMBEDDING_MODELS},
         compile_cache=config["compile_cache"],
-    threads: rule_threads(config, "embed")
-    resources:
-        **rule_resources(config, "embed"),
-    priority: 100
-    conda:
-        ENV
     message:
         f"batch {{wildcards.batch}} {{wildcards.shard}}: {' and '.join(EMBEDDING_MODELS.values())} embeddings"
     script:
@@ -40,7 +43,10 @@ rule embed:
 
 rule score:
     input:
-        **{m: f"results/batches/{{batch}}/embeddings/{m}/{{shard}}.h5" for m in EMBEDDING_MODELS},
+        **{
+            m: f"results/batches/{{batch}}/embeddings/{m}/{{shard}}.h5"
+            for m in EMBEDDING_MODELS
+        },
         classifier="results/models/classifier.json",
     output:
         scores="results/batches/{batch}/scores/{shard}.tsv",
@@ -49,12 +55,12 @@ rule score:
         "logs/batches/{batch}/score/{shard}.log",
     benchmark:
         "logs/benchmarks/batches/{batch}/score/{shard}.tsv"
-    threads: rule_threads(config, "score")
-    resources:
-        **rule_resources(config, "score"),
     priority: 50
     conda:
         ENV
+    threads: rule_threads(config, "score")
+    resources:
+        **rule_resources(config, "score"),
     message:
         "batch {wildcards.batch} {wildcards.shard}: scoring frames with the VirNucPro classifier"
     script:

@@ -14,11 +14,11 @@ rule build_demo_models:
         "logs/build_demo_models.log",
     benchmark:
         "logs/benchmarks/build_demo_models.tsv"
-    params:
-        seed=0,
     localrule: True
     conda:
         ENV
+    params:
+        seed=0,
     message:
         "Building tiny random demo models (their predictions mean nothing)"
     script:
@@ -35,15 +35,15 @@ rule check_model:
         "logs/models/{model}.log",
     benchmark:
         "logs/benchmarks/models/{model}.tsv"
+    wildcard_constraints:
+        model="|".join(MODEL_KINDS),
+    priority: 80
+    localrule: True
+    conda:
+        ENV
     params:
         spec=model_spec,
         download=config["models"]["download"],
-    wildcard_constraints:
-        model="|".join(MODEL_KINDS),
-    localrule: True
-    priority: 80
-    conda:
-        ENV
     message:
         "Resolving and validating the {wildcards.model} model"
     script:

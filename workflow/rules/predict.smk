@@ -26,15 +26,15 @@ rule predict:
         "logs/{sample}/predict.log",
     benchmark:
         "logs/benchmarks/{sample}/predict.tsv"
-    params:
-        calling=calling_params,
-        chunk_length=config["chunk_length"],
-    threads: rule_threads(config, "predict")
-    resources:
-        **rule_resources(config, "predict"),
     priority: 10
     conda:
         ENV
+    threads: rule_threads(config, "predict")
+    resources:
+        **rule_resources(config, "predict"),
+    params:
+        calling=calling_params,
+        chunk_length=config["chunk_length"],
     message:
         "{wildcards.sample}: calls, summary and window tracks"
     script:
@@ -43,7 +43,9 @@ rule predict:
 
 rule merge:
     input:
-        dnabert_s=sample_batch_outputs("results/batches/{batch}/embeddings/dnabert_s/{shard}.h5"),
+        dnabert_s=sample_batch_outputs(
+            "results/batches/{batch}/embeddings/dnabert_s/{shard}.h5"
+        ),
         esm2=sample_batch_outputs("results/batches/{batch}/embeddings/esm2/{shard}.h5"),
         gate=lambda wildcards: f"results/batches/{BATCH_OF[wildcards.sample]}/nan_gate.tsv",
     output:
@@ -52,13 +54,13 @@ rule merge:
         "logs/{sample}/merge.log",
     benchmark:
         "logs/benchmarks/{sample}/merge.tsv"
-    params:
-        chunk_length=config["chunk_length"],
+    conda:
+        ENV
     threads: rule_threads(config, "merge")
     resources:
         **rule_resources(config, "merge"),
-    conda:
-        ENV
+    params:
+        chunk_length=config["chunk_length"],
     script:
         "../scripts/merge.py"
 
@@ -72,10 +74,10 @@ rule export_merged_pt:
         "logs/{sample}/export_merged_pt.log",
     benchmark:
         "logs/benchmarks/{sample}/export_merged_pt.tsv"
+    conda:
+        ENV
     threads: rule_threads(config, "export_merged_pt")
     resources:
         **rule_resources(config, "export_merged_pt"),
-    conda:
-        ENV
     script:
         "../scripts/export_merged_pt.py"

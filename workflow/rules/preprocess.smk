@@ -8,7 +8,11 @@ rule preprocess:
         fasta=sample_fasta,
         mate2=sample_mate2,
     output:
-        **({"chunked": "results/{sample}/preprocess/chunked.fa"} if config["output"]["chunked"] else {}),
+        **(
+            {"chunked": "results/{sample}/preprocess/chunked.fa"}
+            if config["output"]["chunked"]
+            else {}
+        ),
         nucleotide="results/{sample}/preprocess/identified_nucleotide.fa",
         protein="results/{sample}/preprocess/identified_protein.faa",
         records="results/{sample}/preprocess/records.tsv",
@@ -17,15 +21,15 @@ rule preprocess:
         "logs/{sample}/preprocess.log",
     benchmark:
         "logs/benchmarks/{sample}/preprocess.tsv"
-    params:
-        chunk_length=config["chunk_length"],
-        fasta=fasta_fingerprint,
-    threads: rule_threads(config, "preprocess")
-    resources:
-        **rule_resources(config, "preprocess"),
     priority: 80
     conda:
         ENV
+    threads: rule_threads(config, "preprocess")
+    resources:
+        **rule_resources(config, "preprocess"),
+    params:
+        chunk_length=config["chunk_length"],
+        fasta=fasta_fingerprint,
     message:
         "{wildcards.sample}: cutting {params.chunk_length} bp windows and keeping stop-free frames"
     script:
@@ -41,15 +45,15 @@ rule plan_shards:
         "logs/batches/{batch}/plan_shards.log",
     benchmark:
         "logs/benchmarks/batches/{batch}/plan_shards.tsv"
-    params:
-        samples=lambda wildcards: BATCHES[wildcards.batch].samples,
-        shards=lambda wildcards: BATCHES[wildcards.batch].shards,
-    threads: rule_threads(config, "plan_shards")
-    resources:
-        **rule_resources(config, "plan_shards"),
     priority: 90
     conda:
         ENV
+    threads: rule_threads(config, "plan_shards")
+    resources:
+        **rule_resources(config, "plan_shards"),
+    params:
+        samples=lambda wildcards: BATCHES[wildcards.batch].samples,
+        shards=lambda wildcards: BATCHES[wildcards.batch].shards,
     message:
         "batch {wildcards.batch}: {params.shards} token-balanced shards over {params.samples}"
     script:

@@ -17,14 +17,14 @@ rule nan_gate:
         "logs/batches/{batch}/nan_gate.log",
     benchmark:
         "logs/benchmarks/batches/{batch}/nan_gate.tsv"
-    params:
-        models=list(EMBEDDING_MODELS),
-        max_fraction=config["qc"]["max_fp32_recompute_fraction"],
+    conda:
+        ENV
     threads: rule_threads(config, "nan_gate")
     resources:
         **rule_resources(config, "nan_gate"),
-    conda:
-        ENV
+    params:
+        models=list(EMBEDDING_MODELS),
+        max_fraction=config["qc"]["max_fp32_recompute_fraction"],
     script:
         "../scripts/nan_gate.py"
 
@@ -65,15 +65,15 @@ rule fp32_compare_sample:
         "logs/{sample}/fp32_compare.log",
     benchmark:
         "logs/benchmarks/{sample}/fp32_compare_sample.tsv"
+    conda:
+        ENV
+    threads: rule_threads(config, "fp32_compare_sample")
+    resources:
+        **rule_resources(config, "fp32_compare_sample"),
     params:
         embedding={model: embedding_options(model) for model in EMBEDDING_MODELS},
         settings=config["fp32_compare"],
         compile_cache=config["compile_cache"],
-    threads: rule_threads(config, "fp32_compare_sample")
-    resources:
-        **rule_resources(config, "fp32_compare_sample"),
-    conda:
-        ENV
     message:
         "{wildcards.sample}: the production embedding path against FP32 (fp32_compare)"
     script:

@@ -16,11 +16,11 @@ rule report_sample:
         "logs/{sample}/report_sample.log",
     benchmark:
         "logs/benchmarks/{sample}/report_sample.tsv"
+    conda:
+        ENV
     threads: rule_threads(config, "report_sample")
     resources:
         **rule_resources(config, "report_sample"),
-    conda:
-        ENV
     script:
         "../scripts/report_sample.py"
 
@@ -60,14 +60,17 @@ rule report_run:
         "logs/report_run.log",
     benchmark:
         "logs/benchmarks/report_run.tsv"
-    params:
-        benchmarks="logs/benchmarks",
-        inputs={name: [s.fasta] + ([s.mate2] if s.mate2 else []) for name, s in SAMPLES.items()},
-        batches=BATCH_OF,
+    conda:
+        ENV
     threads: rule_threads(config, "report_run")
     resources:
         **rule_resources(config, "report_run"),
-    conda:
-        ENV
+    params:
+        benchmarks="logs/benchmarks",
+        inputs={
+            name: [s.fasta] + ([s.mate2] if s.mate2 else [])
+            for name, s in SAMPLES.items()
+        },
+        batches=BATCH_OF,
     script:
         "../scripts/report_run.py"
