@@ -39,8 +39,6 @@ def _write(tmp_path, name, content: bytes):
 GOOD = b">seq1 first\nATGGCTAGCAAAGGT\n"
 
 CASES = {
-    "empty_file": (b"", "{p}: empty file: no FASTA records"),
-    "blank_lines_only": (b"\n\n   \n", "{p}: empty file: no FASTA records"),
     # FASTQ is read (tests/test_reads.py); text that is neither is refused
     "neither_fasta_nor_fastq": (
         b"read1\tACGT\n",
@@ -100,6 +98,18 @@ def test_truncated_gzip(tmp_path):
     assert last.startswith(f"virnucflow: error: {p}: truncated gzip file: cannot read")
     assert last.endswith("(the compressed data stops mid-stream); check the file (gzip -t) or fetch it again")
     assert not out.exists() or list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n   \n"], ids=["empty_file", "blank_lines_only"])
+def test_an_input_without_records_is_not_an_error(tmp_path, content):
+    """No records (an empty split of a larger run): header-only outputs and a warning, exit 0
+    (tests/test_input_formats.py runs it through the whole workflow)."""
+    p = _write(tmp_path, "none.fa", content)
+    res, out = _preprocess(tmp_path, p)
+    assert res.returncode == 0, res.stderr
+    assert f"WARNING {p}: no sequences (an empty input): this sample's outputs will hold headers only" in res.stderr
+    assert (out / "records.tsv").read_text() == "record_id\tlength\tchunks\tframes\n"
+    assert (out / "nt.fa").read_text() == (out / "aa.faa").read_text() == (out / "chunked.fa").read_text() == ""
 
 
 def test_missing_file(tmp_path):

@@ -189,7 +189,7 @@ class RunRecord:
 
     log: str | None = None
     state: str = "none"
-    failures: list[dict] = field(default_factory=list)  # {"rule", "logs"} per failed job
+    failures: list[dict] = field(default_factory=list)  # per failed job: rule, logs, error line, samples
 
     def lines(self) -> list[str]:
         out = [f"run: FAILED in {f['rule']} ({', '.join(f['logs']) or 'no log'}): {f['error']}"
