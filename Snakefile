@@ -1,10 +1,7 @@
 # The workflow is workflow/Snakefile (the layout the Snakemake Workflow Catalog reads); this file lets
-# `snakemake` run from the checkout's top folder. An included file's default target does not count,
-# so this file names it again.
+# `snakemake` run from the checkout's top folder.
 include: "workflow/Snakefile"
 
 
-rule default:
-    default_target: True
-    input:
-        rules.all.input,
+# Snakemake's include: resets the default target the included file set: set it again.
+workflow.default_target = "all"

@@ -147,8 +147,8 @@ def _fails_at_start(tmp_path, line, config=(), configfiles=()):
     res = snakemake(tmp_path, "-n", config=["samples=s.tsv", *config], configfiles=list(configfiles))
     assert res.returncode != 0
     out = res.stdout + res.stderr
-    assert line in out.splitlines(), out[-2000:]
-    assert "Traceback" not in out
+    assert f"virnucflow: error: {line}" in out.splitlines(), out[-2000:]  # the one line, nothing else
+    assert "Traceback" not in out and "WorkflowError" not in out
     assert not (tmp_path / "results").exists()
 
 
