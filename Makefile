@@ -27,7 +27,8 @@ demo: env
 test: env
 	$(BIN)/python -m pytest -q
 
-# the long cases (fault injection: the workflow killed at 11 points), ~10 min on 2 cores
+# the long cases (the workflow killed at 11 points and resumed; a plain pip install running the demo; the
+# workflow used as a module from another directory), ~20 min on 2 cores
 test-long: env
 	$(BIN)/python -m pytest -q -m long
 

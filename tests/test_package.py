@@ -66,7 +66,7 @@ def _same_outputs(a: Path, b: Path) -> None:
                 (sample, name)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_used_as_a_module_from_another_directory_the_demo_gives_the_plain_runs_outputs(tmp_path):
     plain = _demo_dir(tmp_path / "plain")
     res = subprocess.run([sys.executable, "-m", "snakemake", "-s", REPO / "workflow" / "Snakefile", "--cores", "2",

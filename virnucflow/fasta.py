@@ -5,10 +5,11 @@ which is what the original VirNucPro used: the ID is the first word of the
 header, the description the whole header without '>', and spaces, tabs and
 carriage returns inside sequence lines are dropped. Unlike Biopython, every
 problem a user can make is reported as one :class:`InputError` naming the file
-and the record or line: a missing or unreadable file, an empty file, text that
-is not FASTA, a record with an empty header or no sequence, a duplicate ID, or
-a character outside the IUPAC nucleotide codes. A file without records (empty,
-blank lines only) yields none: the workflow writes header-only outputs for it. Lowercase is kept here (the
+and the record or line: a missing or unreadable file, text that is not FASTA, a
+header with CR-only line ends or control characters, a record with an empty
+header or no sequence, a duplicate ID, or a character outside the IUPAC
+nucleotide codes. A file without records (empty, blank lines only) yields none:
+the workflow writes header-only outputs for it. Lowercase is kept here (the
 original writes its chunked FASTA in the input's case); callers uppercase.
 
 Memory is bounded by the longest record, not by the file.
