@@ -16,7 +16,7 @@ if sys.argv[1] == "setup":
     import numpy as np
     from virnucflow.demo import random_dnabert, save_dnabert_dir, train_dna_tokenizer
     from virnucflow.models.dnabert_s import DNABERTConfig
-    from virnucflow.checks import check_model
+    from virnucflow.models.manifest import check_model
     from virnucflow.shard import SHARD_HEADER
     rng = np.random.default_rng(0)
     tok = train_dna_tokenizer(["".join(rng.choice(list("ACGT"), 5000)) for _ in range(200)], vocab_size=4096)

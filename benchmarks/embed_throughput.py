@@ -428,7 +428,7 @@ def bench_job(args, sampler, tok) -> None:
     """``virnucflow embed`` on a >= 100,000-frame shard, files written and read as in the workflow."""
     from virnucflow.demo import random_dnabert, random_esm2, save_dnabert_dir, save_fair_esm
     from virnucflow.engine import embed_shard
-    from virnucflow.models.acquire import check_models
+    from virnucflow.models.manifest import check_models
     from virnucflow.shard import SHARD_HEADER
 
     work = Path(args.workdir)

@@ -132,10 +132,10 @@ def test_cross_sequence_attention_is_caught(esm, esm_tokens, monkeypatch):
 
 def test_dedup_embeds_each_sequence_once(tmp_path, monkeypatch):
     from virnucflow.demo import build_demo_models
-    from virnucflow.models.acquire import check_models
+    from virnucflow.models.manifest import check_models
     from virnucflow.shard import SHARD_HEADER
 
-    build_demo_models(tmp_path / "e.pt", tmp_path / "d", tmp_path / "c.pth")
+    build_demo_models({"esm2": tmp_path / "e.pt", "dnabert_s": tmp_path / "d", "classifier": tmp_path / "c.pth"})
     check_models({"esm2": tmp_path / "e.pt", "dnabert_s": tmp_path / "d", "classifier": tmp_path / "c.pth", "download": False},
                  tmp_path / "m.json")
     nts, aas = mixed_frames(10, seed=5, high=120)
@@ -160,10 +160,10 @@ def test_one_job_embeds_both_models_as_two_jobs_would(tmp_path):
     model, exactly what embed_shard alone writes: vectors, ids and the non-finite table, bit for bit;
     and each model keeps its own options (here dnabert_s padded, esm2 packed)."""
     from virnucflow.demo import build_demo_models
-    from virnucflow.models.acquire import check_models
+    from virnucflow.models.manifest import check_models
     from virnucflow.shard import SHARD_HEADER
 
-    build_demo_models(tmp_path / "e.pt", tmp_path / "d", tmp_path / "c.pth")
+    build_demo_models({"esm2": tmp_path / "e.pt", "dnabert_s": tmp_path / "d", "classifier": tmp_path / "c.pth"})
     check_models({"esm2": tmp_path / "e.pt", "dnabert_s": tmp_path / "d", "classifier": tmp_path / "c.pth", "download": False},
                  tmp_path / "m.json")
     nts, aas = mixed_frames(12, seed=9, high=150)
@@ -255,10 +255,10 @@ def test_progress_lines_count_finished_sequences(tmp_path, monkeypatch, caplog):
 
     import virnucflow.progress as progress
     from virnucflow.demo import build_demo_models
-    from virnucflow.models.acquire import check_models
+    from virnucflow.models.manifest import check_models
     from virnucflow.shard import SHARD_HEADER
 
-    build_demo_models(tmp_path / "e.pt", tmp_path / "d", tmp_path / "c.pth")
+    build_demo_models({"esm2": tmp_path / "e.pt", "dnabert_s": tmp_path / "d", "classifier": tmp_path / "c.pth"})
     check_models({"esm2": tmp_path / "e.pt", "dnabert_s": tmp_path / "d", "classifier": tmp_path / "c.pth", "download": False},
                  tmp_path / "m.json")
     nts, aas = mixed_frames(40, seed=6, high=200)

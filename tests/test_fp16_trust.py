@@ -25,7 +25,7 @@ from virnucflow.config import model_options
 from virnucflow.engine import EmbedOptions, Embedder, embed_shard
 from virnucflow.errors import ConfigError, MergeError, NumericalError
 from virnucflow.features import Embeddings, merge_features, write_h5
-from virnucflow.models.acquire import check_models
+from virnucflow.models.manifest import check_models
 from virnucflow.models.esm2 import ALPHABET, tokenize
 from virnucflow.models.interface import load_model
 from virnucflow.nan_gate import nan_gate
@@ -38,7 +38,7 @@ W = ALPHABET.index("W")
 
 
 def _models(d, scale: float | None):
-    build_demo_models(d / "e.pt", d / "dnabert", d / "c.pth")
+    build_demo_models({"esm2": d / "e.pt", "dnabert_s": d / "dnabert", "classifier": d / "c.pth"})
     m = random_esm2(DEMO_ESM, 0)  # the demo ESM-2 (build_demo_models uses seed 0)
     with torch.no_grad():
         if scale is None:
@@ -126,7 +126,7 @@ def test_merge_refuses_shards_embedded_with_different_settings(tmp_path):
     aa = [shard("aa1.h5", ["a_chunk_1F1"], "fp16", 3), shard("aa2.h5", ["b_chunk_1F1"], "fp32", 3)]
     with pytest.raises(MergeError, match=r"^shards of one model were embedded with different settings \(.*aa1\.h5: "
                                          r"precision fp16, attention varlen, packing True; .*aa2\.h5: precision fp32"):
-        merge_features(nt, aa, tmp_path / "f.h5")
+        merge_features({"dnabert_s": nt, "esm2": aa}, tmp_path / "f.h5")
     assert not (tmp_path / "f.h5").exists()
 
 
@@ -244,7 +244,7 @@ def test_fp32_compare_loads_each_model_twice(tmp_path, monkeypatch):
     from virnucflow.config import schema_defaults
     from virnucflow.preprocess import preprocess
 
-    build_demo_models(tmp_path / "e.pt", tmp_path / "d", tmp_path / "c.pth")
+    build_demo_models({"esm2": tmp_path / "e.pt", "dnabert_s": tmp_path / "d", "classifier": tmp_path / "c.pth"})
     check_models({"esm2": tmp_path / "e.pt", "dnabert_s": tmp_path / "d", "classifier": tmp_path / "c.pth",
                   "download": False}, tmp_path / "m.json")
     preprocess(REPO / "resources" / "demo" / "lambda_contigs.fa", 500, tmp_path / "c.fa", tmp_path / "n.fa", tmp_path / "p.faa")

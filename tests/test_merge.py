@@ -47,7 +47,7 @@ def test_merge_reproduces_original_merged_pt(tmp_path):
     nt, aa = _reference_tables()
     nt_files = _write_shards(tmp_path, "nt", nt, [[2, 0], [3], [1]])
     aa_files = _write_shards(tmp_path, "aa", aa, [[1], [0, 3, 2]])
-    merged = merge_features(nt_files, aa_files, tmp_path / "features.h5")
+    merged = merge_features({"dnabert_s": nt_files, "esm2": aa_files}, tmp_path / "features.h5")
     export_merged_pt(merged, tmp_path / "merged.pt")
     expected = torch.load(REFERENCE / f"{NAME}_output_1_merged.pt", weights_only=True)
     assert merged.ids == expected["ids"]
@@ -65,7 +65,7 @@ def test_missing_ids_are_named(tmp_path):
     nt_files = _write_shards(tmp_path, "nt", nt, [[0, 1, 2, 3]])
     aa_files = _write_shards(tmp_path, "aa", aa, [[0, 1, 3]])  # drops aa.ids[2]
     with pytest.raises(MergeError) as err:
-        merge_features(nt_files, aa_files, tmp_path / "features.h5")
+        merge_features({"dnabert_s": nt_files, "esm2": aa_files}, tmp_path / "features.h5")
     assert str(err.value) == f"1 IDs have no ESM-2 embedding: '{aa.ids[2]}'"
     assert not (tmp_path / "features.h5").exists()
 
@@ -76,10 +76,10 @@ def test_extra_and_duplicate_ids_are_named(tmp_path):
     nt_files = _write_shards(tmp_path, "nt", nt, [[0, 1, 2, 3]])
     aa_files = _write_shards(tmp_path, "aa", extra, [[0, 1, 2, 3, 4]])
     with pytest.raises(MergeError, match=r"^1 IDs have no DNABERT-S embedding: 'ghost_chunk_1F1'$"):
-        merge_features(nt_files, aa_files, tmp_path / "f.h5")
+        merge_features({"dnabert_s": nt_files, "esm2": aa_files}, tmp_path / "f.h5")
     dup_files = _write_shards(tmp_path, "dup", nt, [[0, 1], [1, 2, 3]])
     with pytest.raises(MergeError, match=rf"^DNABERT-S embeddings list these IDs more than once: '{nt.ids[1]}'$"):
-        merge_features(dup_files, aa_files, tmp_path / "f.h5")
+        merge_features({"dnabert_s": dup_files, "esm2": aa_files}, tmp_path / "f.h5")
 
 
 def test_shifted_positions_are_refused(tmp_path):
@@ -87,7 +87,7 @@ def test_shifted_positions_are_refused(tmp_path):
     nt, aa = _reference_tables()
     shifted = Embeddings(aa.ids, np.roll(aa.index, 1), aa.vectors)
     with pytest.raises(MergeError, match="IDs at different input positions"):
-        merge_features(_write_shards(tmp_path, "nt", nt, [[0, 1, 2, 3]]), _write_shards(tmp_path, "aa", shifted, [[0, 1, 2, 3]]), tmp_path / "f.h5")
+        merge_features({"dnabert_s": _write_shards(tmp_path, "nt", nt, [[0, 1, 2, 3]]), "esm2": _write_shards(tmp_path, "aa", shifted, [[0, 1, 2, 3]])}, tmp_path / "f.h5")
 
 
 def test_non_finite_vectors_are_refused(tmp_path):
@@ -109,7 +109,7 @@ def test_empty_shards_merge_to_empty_features(tmp_path):
     empty = lambda t: Embeddings([], np.zeros(0, np.int64), np.zeros((0, t.dim), np.float32))
     write_h5(tmp_path / "nt.h5", empty(nt))
     write_h5(tmp_path / "aa.h5", empty(aa))
-    table = merge_features([tmp_path / "nt.h5"], [tmp_path / "aa.h5"], tmp_path / "f.h5")
+    table = merge_features({"dnabert_s": [tmp_path / "nt.h5"], "esm2": [tmp_path / "aa.h5"]}, tmp_path / "f.h5")
     assert table.vectors.shape == (0, 768 + 2560)
 
 
@@ -160,8 +160,7 @@ def test_scores_gathered_batch_by_batch_are_those_of_the_whole_table(tmp_path):
     nt = Embeddings(ids, np.arange(n), rng.standard_normal((n, 768), dtype=np.float32))
     aa = Embeddings(ids, np.arange(n), rng.standard_normal((n, 2560), dtype=np.float32))
     perm = rng.permutation(n)
-    features = read_features(_write_shards(tmp_path, "nt", nt, [perm[: n // 3], perm[n // 3:]]),
-                             _write_shards(tmp_path, "aa", aa, [perm[::-1]]))
+    features = read_features({"dnabert_s": _write_shards(tmp_path, "nt", nt, [perm[: n // 3], perm[n // 3:]]), "esm2": _write_shards(tmp_path, "aa", aa, [perm[::-1]])})
     table = features.table()
     assert table.ids == ids and np.array_equal(table.vectors, np.concatenate([nt.vectors, aa.vectors], axis=1))
     model = random_classifier(768 + 2560, 512, 0)

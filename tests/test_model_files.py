@@ -14,6 +14,7 @@ import torch
 from virnucflow.demo import build_demo_models, random_esm2, save_fair_esm
 from virnucflow.errors import ModelFileError
 from virnucflow.models import acquire
+from virnucflow.models.manifest import check_models
 from virnucflow.models.checkpoints import load_dnabert_s, load_esm2
 from virnucflow.models.esm2 import ESM2Config
 
@@ -23,7 +24,7 @@ from .conftest import run_cli
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     d = tmp_path_factory.mktemp("models")
-    build_demo_models(d / "esm2.pt", d / "dnabert", d / "clf.pth", seed=0)
+    build_demo_models({"esm2": d / "esm2.pt", "dnabert_s": d / "dnabert", "classifier": d / "clf.pth"}, seed=0)
     return d
 
 
@@ -46,7 +47,7 @@ def caches(tmp_path, monkeypatch):
 def _check(demo, **override):
     args = dict(esm2=str(demo / "esm2.pt"), dnabert_s=str(demo / "dnabert"), classifier=str(demo / "clf.pth"))
     args.update(override)
-    return acquire.check_models({**args, "download": False}, None)
+    return check_models({**args, "download": False}, None)
 
 
 def test_demo_models_validate(demo):

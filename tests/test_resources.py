@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 from virnucflow.config import schema_defaults
-from virnucflow.resources import (THROUGHPUT, embed_runtime, frame_tokens, rule_resources, shard_tokens)
+from virnucflow.models.registry import names
+from virnucflow.resources import (embed_runtime, frame_tokens, rule_resources, shard_tokens)
 from virnucflow.shard import frame_cost
 
 from .conftest import REPO
@@ -84,7 +85,7 @@ def test_a_configured_runtime_wins():
 def test_runtime_auto_only_where_it_is_derived():
     with pytest.raises(ValueError, match="resources.merge.runtime: auto is only for embed; give minutes"):
         rule_resources(_config(merge={"runtime": "auto"}), "merge")
-    assert set(THROUGHPUT) == {"esm2", "dnabert_s"}
+    assert set(names()) == {"esm2", "dnabert_s"}
 
 
 @pytest.mark.parametrize("overlay, expected", [

@@ -133,7 +133,7 @@ def test_scores_and_outputs_do_not_depend_on_the_shard_layout_or_the_batch(tmp_p
     from virnucflow.score import score_shard
 
     models = tmp_path / "models"
-    build_demo_models(models / "esm2.pt", models / "dnabert_s", models / "clf.pth", seed=0)
+    build_demo_models({"esm2": models / "esm2.pt", "dnabert_s": models / "dnabert_s", "classifier": models / "clf.pth"}, seed=0)
     sizes = {"a": 9_500, "b": 40, "c": 4_200}
     files = {s: _identified(tmp_path, s, n, k) for k, (s, n) in enumerate(sizes.items())}
     records = {s: _records(tmp_path, s, n) for s, n in sizes.items()}
@@ -147,7 +147,7 @@ def test_scores_and_outputs_do_not_depend_on_the_shard_layout_or_the_batch(tmp_p
         scores = []
         for k, paths in enumerate(_split_embeddings(tmp_path, tag, files, plan, whole, {"demo_model": True})):
             scores.append(tmp_path / f"{tag}_{k}.scores.tsv")
-            score_shard(paths["dnabert_s"], paths["esm2"], models / "clf.pth", scores[-1], tmp_path / f"{tag}_{k}.json")
+            score_shard({"dnabert_s": paths["dnabert_s"], "esm2": paths["esm2"]}, models / "clf.pth", scores[-1], tmp_path / f"{tag}_{k}.json")
         if tag == "alone4":  # small blocks, many sorted runs in temporary files
             monkeypatch.setattr(predict_mod, "BLOCK_RECORDS", 97)
             monkeypatch.setattr(predict_mod, "RUN_WINDOWS", 300)
@@ -169,7 +169,7 @@ def test_scores_and_outputs_do_not_depend_on_the_shard_layout_or_the_batch(tmp_p
     manifest.write_text('{"classifier": {"path": "%s"}}' % (models / "clf.pth"))
     ref = tmp_path / "ref"
     ref.mkdir()
-    predict_sample([nt], [aa], manifest, records["a"], *(ref / f for f in OUTPUTS[:3]))
+    predict_sample({"dnabert_s": [nt], "esm2": [aa]}, manifest, records["a"], *(ref / f for f in OUTPUTS[:3]))
     for f in OUTPUTS[:3]:
         assert (ref / f).read_bytes() == outputs["alone1"][f], f
     lines = outputs["alone1"]["prediction_results.txt"].decode().splitlines()
@@ -252,13 +252,13 @@ def test_an_unchanged_model_is_not_checked_again(tmp_path, monkeypatch, caplog):
     import json
     import logging
 
-    from virnucflow.checks import check_model
+    from virnucflow.models.manifest import check_model
     from virnucflow.demo import build_demo_models
     from virnucflow.errors import ModelFileError
 
     monkeypatch.setenv("VIRNUCFLOW_CACHE", str(tmp_path / "cache"))
     models = tmp_path / "m"
-    build_demo_models(models / "esm2.pt", models / "dnabert_s", models / "clf.pth", seed=0)
+    build_demo_models({"esm2": models / "esm2.pt", "dnabert_s": models / "dnabert_s", "classifier": models / "clf.pth"}, seed=0)
     caplog.set_level(logging.INFO, logger="virnucflow")
     first = check_model("esm2", str(models / "esm2.pt"), tmp_path / "a.json", allow_download=False)
     assert "unchanged since its last check" not in caplog.text

@@ -34,7 +34,7 @@ def demo(tmp_path_factory):
     """Demo models, a reference made from them, and a config naming them (absolute paths)."""
     root = tmp_path_factory.mktemp("selftest")
     paths = {k: root / "models" / v for k, v in MODELS.items()}
-    build_demo_models(paths["esm2"], paths["dnabert_s"], paths["classifier"])
+    build_demo_models({"esm2": paths["esm2"], "dnabert_s": paths["dnabert_s"], "classifier": paths["classifier"]})
     build_reference(paths, root / "reference")
     (root / "samples.tsv").write_text(f"sample\tfasta\ns1\t{REPO / 'resources' / 'demo' / 'lambda_contigs.fa'}\n")
     config = root / "config.yaml"
@@ -45,7 +45,7 @@ def demo(tmp_path_factory):
 
 
 def _manifest(root: Path) -> Path:
-    from virnucflow.models.acquire import check_models
+    from virnucflow.models.manifest import check_models
 
     out = root / "models.json"
     if not out.exists():

@@ -12,13 +12,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from torch import nn
 
 from virnucflow.cli import build_parser
 from virnucflow.config import schema_defaults
 from virnucflow.engine import EmbedOptions, embed_shard
-from virnucflow.models import interface
-from virnucflow.models.packing import PackedBatch
+from virnucflow.models.registry import names
 from virnucflow.shard import SHARD_HEADER
 
 from .conftest import REPO
@@ -68,50 +66,12 @@ def test_engine_does_not_branch_on_the_model():
 # --------------------------------------------------------------------------- a third model
 
 
-class ToyTokenizer:
-    pad_id = 0
-
-    def encode_batch(self, seqs):
-        return [np.array([1] + [2 + "ACGT".index(c) for c in s] + [1], dtype=np.int64) for s in seqs]
-
-
-class ToyCounter(nn.Module):
-    """A model of one module: embeds each nucleotide token, mean-pools. Enough to run the engine."""
-
-    name = "toy"
-    reads = "nucleotide"
-    alibi = False
-    max_token_budget = 1024
-    pooling = "toy: mean over all tokens"
-    fp8 = False
-
-    def __init__(self):
-        super().__init__()
-        self.table = nn.Embedding(6, 3)
-        with torch.no_grad():
-            self.table.weight.copy_(torch.arange(18, dtype=torch.float32).view(6, 3))
-        self.tokenizer = ToyTokenizer()
-
-    @property
-    def output_dim(self) -> int:
-        return 3
-
-    def prepare(self, device, dtype):
-        return self.to(device=device, dtype=dtype).eval()
-
-    def embed(self, batch, backend):
-        assert isinstance(batch, PackedBatch)
-        total = batch.num_tokens
-        states = self.table(batch.tokens[:total]).float()
-        return batch.segment_sum(states) / batch.seqlens()[:, None].float()
-
-    def activation_bytes_per_token(self, dtype):
-        return 64
-
-
-def test_a_third_model_is_one_module(tmp_path, monkeypatch):
-    monkeypatch.setitem(interface.LOADERS, "toy", lambda path: (ToyCounter(), {"format": "none"}))
-    (tmp_path / "m.json").write_text(json.dumps({"toy": {"spec": "toy", "path": "toy", "dim": 3, "description": "toy"}}))
+def test_a_third_model_runs_in_the_engine(tmp_path, monkeypatch):
+    """The engine runs a registered model it knows nothing of (tests/toy_plugin/toy_model.py)."""
+    toy = _toy_module(monkeypatch)
+    torch.save(torch.arange(18, dtype=torch.float32).view(6, 3), tmp_path / "toy.pt")
+    (tmp_path / "m.json").write_text(json.dumps({"toy": {"spec": "toy", "path": str(tmp_path / "toy.pt"), "dim": 3,
+                                                         "description": "toy"}}))
     rows = [(0, "a_chunk_1F1", "ACGT", "TR"), (1, "b_chunk_1F1", "GG", "G"), (2, "c_chunk_1F1", "ACGT", "TR")]
     (tmp_path / "s.tsv").write_text(SHARD_HEADER + "".join("\t".join(map(str, r)) + "\n" for r in rows))
     embed_shard("toy", tmp_path / "m.json", tmp_path / "s.tsv", tmp_path / "toy.h5", EmbedOptions.defaults(device="cpu"))
@@ -121,7 +81,19 @@ def test_a_third_model_is_one_module(tmp_path, monkeypatch):
     expected_a = table[[1, 2, 3, 4, 5, 1]].mean(0)  # [CLS]-like 1, A C G T, 1
     expected_b = table[[1, 4, 4, 1]].mean(0)
     np.testing.assert_allclose(vectors, [expected_a, expected_b, expected_a], rtol=1e-6)
-    assert attrs["model_kind"] == "toy" and attrs["pooling"] == "toy: mean over all tokens"
+    assert attrs["model_kind"] == "toy" and attrs["pooling"] == toy.ToyCounter.pooling
+
+
+def _toy_module(monkeypatch):
+    """tests/toy_plugin/toy_model.py imported and its SPEC registered after the built-in models."""
+    import importlib
+
+    from virnucflow.models import registry
+
+    monkeypatch.syspath_prepend(str(REPO / "tests" / "toy_plugin"))
+    toy = importlib.import_module("toy_model")
+    monkeypatch.setattr(registry, "embedding_models", lambda: (*registry.BUILT_IN, toy.SPEC))
+    return toy
 
 
 def test_config_readme_documents_every_key_with_the_schemas_default():
@@ -208,8 +180,8 @@ def test_a_model_check_imports_no_torch_dynamo(tmp_path):
 
     from virnucflow.demo import build_demo_models
 
-    build_demo_models(tmp_path / "e.pt", tmp_path / "d", tmp_path / "c.pth")
-    code = ("import sys; from pathlib import Path; from virnucflow.checks import check_model\n"
+    build_demo_models({"esm2": tmp_path / "e.pt", "dnabert_s": tmp_path / "d", "classifier": tmp_path / "c.pth"})
+    code = ("import sys; from pathlib import Path; from virnucflow.models.manifest import check_model\n"
             f"for kind, path in [('esm2', {str(tmp_path / 'e.pt')!r}), ('dnabert_s', {str(tmp_path / 'd')!r}), "
             f"('classifier', {str(tmp_path / 'c.pth')!r})]:\n"
             "    check_model(kind, path, None, allow_download=False)\n"
@@ -227,9 +199,9 @@ def test_a_cpu_embedding_imports_no_torch_dynamo(tmp_path):
 
     from virnucflow.demo import build_demo_models
 
-    build_demo_models(tmp_path / "e.pt", tmp_path / "d", tmp_path / "c.pth")
+    build_demo_models({"esm2": tmp_path / "e.pt", "dnabert_s": tmp_path / "d", "classifier": tmp_path / "c.pth"})
     code = ("import sys; from virnucflow.engine import Embedder, EmbedOptions; "
-            "from virnucflow.models.interface import load_model\n"
+            "from virnucflow.models.registry import load_model\n"
             f"for kind, path in [('esm2', {str(tmp_path / 'e.pt')!r}), ('dnabert_s', {str(tmp_path / 'd')!r})]:\n"
             "    for attention in ('auto', 'flex'):\n"
             "        e = Embedder.create(load_model(kind, path)[0], EmbedOptions.defaults(device='cpu', attention=attention))\n"
@@ -246,7 +218,7 @@ def test_the_schemas_model_sections_are_the_embedding_models():
     Snakefile); the engine runs the models of the interface: both lists must be the same."""
     from virnucflow.config import model_sections
 
-    assert sorted(model_sections()) == sorted(interface.embedding_models())
+    assert sorted(model_sections()) == sorted(names())
 
 
 def test_every_run_level_file_name_is_a_reserved_sample_name():

@@ -13,6 +13,7 @@ from typing import Sequence
 
 from . import __version__
 from .config import schema_defaults
+from .models.registry import embedding_models, model_kinds, names
 from .step import cli_step
 
 
@@ -37,19 +38,19 @@ def _plan_shards(a: argparse.Namespace) -> None:
 def _score(a: argparse.Namespace) -> None:
     from .score import score_shard
 
-    score_shard(a.dnabert_s, a.esm2, a.classifier, a.scores, a.info)
+    score_shard(_per_model(a), a.classifier, a.scores, a.info)
 
 
 def _check_models(a: argparse.Namespace) -> None:
-    from .models.acquire import check_models
+    from .models.manifest import check_models
 
-    check_models({"esm2": a.esm2, "dnabert_s": a.dnabert_s, "classifier": a.classifier, "download": a.download}, a.out)
+    check_models({**_per_model(a), "classifier": a.classifier, "download": a.download}, a.out)
 
 
 def _check_model(a: argparse.Namespace) -> None:
-    from .checks import check_model
+    from .models.manifest import check_model
 
-    others = {"esm2": a.esm2_json, "dnabert_s": a.dnabert_s_json} if a.esm2_json else None
+    others = {m: p for m, p in _per_model(a, "_json").items() if p} or None
     check_model(a.kind, a.spec, a.out, allow_download=a.download, others=others)
 
 
@@ -65,7 +66,7 @@ def _merge(a: argparse.Namespace) -> None:
     from .features import merge_features
 
     attrs = {k: v for k, v in (("chunk_length", a.chunk_length), ("sample", a.sample)) if v is not None}
-    merge_features(a.dnabert_s, a.esm2, a.out, attrs=attrs)
+    merge_features(_per_model(a), a.out, attrs=attrs)
 
 
 def _predict(a: argparse.Namespace) -> None:
@@ -74,7 +75,7 @@ def _predict(a: argparse.Namespace) -> None:
 
     calling = resolve_calling({"preset": a.preset, "min_viral_fraction": a.min_viral_fraction,
                                "min_windows": a.min_windows})
-    predict_sample(a.dnabert_s, a.esm2, a.models_json, a.records, a.predictions, a.highest, a.summary, **calling)
+    predict_sample(_per_model(a), a.models_json, a.records, a.predictions, a.highest, a.summary, **calling)
 
 
 def _export_merged_pt(a: argparse.Namespace) -> None:
@@ -86,7 +87,7 @@ def _export_merged_pt(a: argparse.Namespace) -> None:
 def _build_demo_models(a: argparse.Namespace) -> None:
     from .demo import build_demo_models
 
-    build_demo_models(a.esm2, a.dnabert_s, a.classifier, seed=a.seed)
+    build_demo_models({**_per_model(a), "classifier": a.classifier}, seed=a.seed)
 
 
 def _status(a: argparse.Namespace) -> None:
@@ -116,7 +117,7 @@ def _selftest(a: argparse.Namespace) -> None:
     from .checks import classifier_chunk_length
     from .config import load_config
     from .gpu import use_compile_cache
-    from .models.acquire import check_models
+    from .models.manifest import check_models
     from .selftest import check_verdict, lines, selftest
 
     config = load_config(a.configfile)
@@ -158,6 +159,20 @@ def _init_demo(a: argparse.Namespace) -> None:
           "--configfile config/demo.yaml --cores 2")
 
 
+def _per_model(a: argparse.Namespace, suffix: str = "") -> dict:
+    """The per-model options (``--esm2``, ``--dnabert-s``, ...) as model name -> value, in feature order."""
+    return {m: getattr(a, m + suffix.replace("-", "_")) for m in names()}
+
+
+def _model_options(s: argparse.ArgumentParser, help: str, suffix: str = "", defaults: dict | None = None,
+                   **kwargs) -> None:
+    """One option per embedding model (``--esm2``, ``--dnabert-s``, ...; virnucflow.models.registry)."""
+    for spec in embedding_models():
+        if defaults is not None:
+            kwargs["default"] = defaults.get(spec.name)
+        s.add_argument(f"--{spec.name.replace('_', '-')}{suffix}", help=help.format(label=spec.label), **kwargs)
+
+
 def _token_budget(text: str) -> int | str:
     return text if text == "auto" else int(text)
 
@@ -191,32 +206,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_plan_shards)
 
     s = sub.add_parser("score", help="score one shard's embedding files with the VirNucPro classifier")
-    s.add_argument("--dnabert-s", required=True)
-    s.add_argument("--esm2", required=True)
+    _model_options(s, "{label} embedding file of the shard", required=True)
     s.add_argument("--classifier", required=True, help="classifier .pth or its manifest (JSON)")
     s.add_argument("--scores", required=True)
     s.add_argument("--info", required=True)
     s.set_defaults(func=_score)
 
     s = sub.add_parser("check-models", help="resolve, fetch and validate the three model files")
-    s.add_argument("--esm2", default=models["esm2"])
-    s.add_argument("--dnabert-s", default=models["dnabert_s"])
+    _model_options(s, "{label}: a path or a published name", defaults=models)
     s.add_argument("--classifier", default=models["classifier"])
     s.add_argument("--download", action=argparse.BooleanOptionalAction, default=models["download"])
     s.add_argument("--out", required=True, help="JSON manifest of resolved model paths")
     s.set_defaults(func=_check_models)
 
     s = sub.add_parser("check-model", help="resolve, fetch and validate one model file")
-    s.add_argument("--kind", choices=["esm2", "dnabert_s", "classifier"], required=True)
+    s.add_argument("--kind", choices=model_kinds(), required=True)
     s.add_argument("--spec", required=True)
     s.add_argument("--download", action=argparse.BooleanOptionalAction, default=models["download"])
-    s.add_argument("--esm2-json", help="classifier only: the ESM-2 manifest, to check the feature width")
-    s.add_argument("--dnabert-s-json", help="classifier only: the DNABERT-S manifest")
+    _model_options(s, "classifier only: the {label} manifest, to check the feature width", suffix="-json")
     s.add_argument("--out", required=True, help="JSON manifest of the resolved model")
     s.set_defaults(func=_check_model)
 
     s = sub.add_parser("embed", help="embed one shard with one model of the manifest")
-    s.add_argument("--model", required=True, help="esm2 or dnabert_s")
+    s.add_argument("--model", required=True, choices=names())
     s.add_argument("--models-json", required=True)
     s.add_argument("--shard", required=True)
     s.add_argument("--out", required=True)
@@ -232,16 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_embed)
 
     s = sub.add_parser("merge", help="join per-shard embeddings into features.h5")
-    s.add_argument("--dnabert-s", nargs="+", required=True)
-    s.add_argument("--esm2", nargs="+", required=True)
+    _model_options(s, "the sample's {label} embedding files (all shards)", nargs="+", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--chunk-length", type=int)
     s.add_argument("--sample")
     s.set_defaults(func=_merge)
 
     s = sub.add_parser("predict", help="score a sample's embeddings with the VirNucPro classifier")
-    s.add_argument("--dnabert-s", nargs="+", required=True, help="the sample's DNABERT-S embedding files (all shards)")
-    s.add_argument("--esm2", nargs="+", required=True, help="the sample's ESM-2 embedding files (all shards)")
+    _model_options(s, "the sample's {label} embedding files (all shards)", nargs="+", required=True)
     s.add_argument("--models-json", required=True)
     s.add_argument("--records", required=True)
     s.add_argument("--predictions", required=True)
@@ -263,8 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_status)
 
     s = sub.add_parser("build-demo-models", help="write tiny random demo models in the real file formats")
-    s.add_argument("--esm2", required=True)
-    s.add_argument("--dnabert-s", required=True)
+    _model_options(s, "where to write the demo {label}", required=True)
     s.add_argument("--classifier", required=True)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_build_demo_models)

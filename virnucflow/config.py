@@ -22,7 +22,39 @@ SCHEMA = share() / "workflow" / "schemas" / "config.schema.yaml"
 
 @functools.lru_cache(maxsize=None)
 def schema() -> dict:
-    return yaml.safe_load(SCHEMA.read_text())
+    """The config schema: the workflow's file, plus ``models.<name>`` and ``embedding.<name>`` for each
+    registered embedding model the file does not list (a model added by a package, virnucflow.models.registry)."""
+    from .models.registry import embedding_models
+
+    tree = yaml.safe_load(SCHEMA.read_text())
+    props = tree["properties"]
+    for spec in embedding_models():
+        models = props["models"]
+        if spec.name not in models["properties"]:
+            entry = {"type": "string", "description": f"{spec.label}: a path" + (
+                f" or {', '.join(spec.known_names)}" if spec.known_names else "")}
+            if spec.known_names:
+                entry["default"] = spec.known_names[0]
+            else:
+                models.setdefault("required", []).append(spec.name)
+            models["properties"][spec.name] = entry
+        props["embedding"]["properties"].setdefault(
+            spec.name, {"$ref": "#/$defs/model_embedding", "description": f"{spec.label} only; overrides the shared keys above"})
+    return tree
+
+
+def schema_file() -> str:
+    """The schema's path for Snakemake's ``validate``: the workflow's file, or where models were added to it
+    (:func:`schema`), the effective schema written to ``.snakemake/virnucflow/config.schema.yaml``."""
+    tree = schema()
+    if tree == yaml.safe_load(SCHEMA.read_text()):
+        return str(SCHEMA)
+    path = Path(".snakemake", "virnucflow", "config.schema.yaml").resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(tree, sort_keys=False)
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
+    return str(path)
 
 
 def _defaults(node: dict) -> Any:
@@ -67,7 +99,7 @@ def load_config(path: str | os.PathLike) -> dict:
     if not isinstance(config, dict):
         raise ConfigError(f"{p}: a config file is a YAML mapping of keys (samples, chunk_length, models, ...)")
     try:
-        validate(config, str(SCHEMA), set_default=True)
+        validate(config, schema_file(), set_default=True)
     except Exception as exc:  # snakemake's WorkflowError wrapping jsonschema's ValidationError
         raise ConfigError(f"{p}: {config_error(exc, schema())}") from None
     try:

@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -186,14 +187,28 @@ def random_classifier(input_dim: int, hidden: int, seed: int) -> MLPClassifier:
 # --------------------------------------------------------------------------- entry points
 
 
-def build_demo_models(esm2_path: str | Path, dnabert_dir: str | Path, classifier_path: str | Path, seed: int = 0) -> None:
-    torch.manual_seed(seed)
-    save_fair_esm(random_esm2(DEMO_ESM, seed), esm2_path, demo=True, seed=seed)
+def build_demo_esm2(path: str | Path, seed: int = 0) -> int:
+    """The demo ESM-2 (a fair-esm file); returns its width."""
+    save_fair_esm(random_esm2(DEMO_ESM, seed), path, demo=True, seed=seed)
+    return DEMO_ESM.embed_dim
+
+
+def build_demo_dnabert_s(directory: str | Path, seed: int = 0) -> int:
+    """The demo DNABERT-S (a Hugging Face directory with its tokenizer); returns its width."""
     tokenizer = train_dna_tokenizer(demo_dna_corpus(seed))
     dn_cfg = DNABERTConfig(vocab_size=tokenizer.get_vocab_size(), name="virnucflow_demo_dnabert", **DEMO_DNABERT)
-    save_dnabert_dir(random_dnabert(dn_cfg, seed + 1), dnabert_dir, tokenizer, demo=True)
-    width = DEMO_DNABERT["hidden_size"] + DEMO_ESM.embed_dim
-    save_original_classifier(random_classifier(width, DEMO_CLASSIFIER_HIDDEN, seed + 2), classifier_path, demo=True)
+    save_dnabert_dir(random_dnabert(dn_cfg, seed + 1), directory, tokenizer, demo=True)
+    return DEMO_DNABERT["hidden_size"]
+
+
+def build_demo_models(paths: Mapping[str, str | Path], seed: int = 0) -> None:
+    """Every registered model's demo (``paths``: model name -> where, ``classifier`` included), then a
+    classifier as wide as their widths added up."""
+    from .models.registry import embedding_models
+
+    torch.manual_seed(seed)
+    width = sum(spec.build_demo(paths[spec.name], seed) for spec in embedding_models())
+    save_original_classifier(random_classifier(width, DEMO_CLASSIFIER_HIDDEN, seed + 2), paths["classifier"], demo=True)
 
 
 def main(argv: list[str] | None = None) -> int:

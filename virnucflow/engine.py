@@ -45,7 +45,8 @@ from .errors import ConfigError, NumericalError, ResourceError
 from .features import Embeddings, write_h5
 from .tables import write_tsv
 from .models.attention import resolve_backend
-from .models.interface import EmbeddingModel, load_model
+from .models.interface import EmbeddingModel
+from .models.registry import load_model
 from .models.packing import make_packed, make_padded, packing_efficiency, plan_packed, plan_padded
 from .models.precision import Precision, resolve_device, resolve_precision
 from .progress import Progress

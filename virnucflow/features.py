@@ -22,7 +22,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -180,16 +180,14 @@ def _duplicates(ids: Sequence[str]) -> list[str]:
 
 @dataclass
 class Features:
-    """A sample's classifier input, rows ``[DNABERT-S | ESM-2]`` in input order, gathered from the
-    two models' vectors block by block: scoring never needs the whole N x 3,328 table (1.6 GB per
-    120,000 frames) in memory, only :meth:`table` (``features.h5``) builds it."""
+    """A sample's classifier input, rows ``[DNABERT-S | ESM-2]`` (the models in feature order) in input
+    order, gathered from the models' vectors block by block: scoring never needs the whole N x 3,328 table
+    (1.6 GB per 120,000 frames) in memory, only :meth:`table` (``features.h5``) builds it."""
 
     ids: list[str]
     index: np.ndarray  # (N,) input positions
-    nucleotide: np.ndarray  # (N, D_nt) in the files' order
-    nucleotide_rows: np.ndarray  # (N,) row of ``nucleotide`` for each feature row
-    protein: np.ndarray  # (N, D_aa)
-    protein_rows: np.ndarray
+    vectors: list[np.ndarray]  # per model, (N, D_model) in its files' order
+    rows_of: list[np.ndarray]  # per model, (N,) its row for each feature row
     attrs: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -197,14 +195,16 @@ class Features:
 
     @property
     def dim(self) -> int:
-        return int(self.nucleotide.shape[1] + self.protein.shape[1])
+        return int(sum(v.shape[1] for v in self.vectors))
 
     def rows(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
         """Feature rows ``start:stop`` (float32), into ``out`` (at least that many rows) when given."""
-        n, d_nt = min(stop, len(self)) - start, self.nucleotide.shape[1]
+        n = min(stop, len(self)) - start
         block = np.empty((n, self.dim), np.float32) if out is None else out[:n]
-        block[:, :d_nt] = self.nucleotide[self.nucleotide_rows[start:start + n]]
-        block[:, d_nt:] = self.protein[self.protein_rows[start:start + n]]
+        col = 0
+        for vectors, rows in zip(self.vectors, self.rows_of):
+            block[:, col:col + vectors.shape[1]] = vectors[rows[start:start + n]]
+            col += vectors.shape[1]
         return block
 
     def table(self) -> Embeddings:
@@ -223,71 +223,81 @@ def _nonfinite_rows(vectors: np.ndarray) -> np.ndarray:
     return bad
 
 
-def join_by_id(nucleotide: Embeddings, protein: Embeddings) -> Features:
-    """Join DNABERT-S and ESM-2 vectors into features ``[nucleotide | protein]``.
+def join_by_id(tables: Mapping[str, Embeddings]) -> Features:
+    """Join the models' vectors (``tables``: model name -> its vectors, in feature order) into features
+    ``[DNABERT-S | ESM-2]``, in input order.
 
-    Every ID must be present exactly once in both tables with the same input
+    Every ID must be present exactly once in every table with the same input
     position, and every value must be finite; anything else raises
     :class:`MergeError` or :class:`NumericalError` naming the IDs (never a
     silent shift of vectors against IDs).
     """
-    for name, table in (("DNABERT-S", nucleotide), ("ESM-2", protein)):
+    from .models.registry import get
+
+    labels = {name: get(name).label for name in tables}
+    for name, table in tables.items():
         dups = _duplicates(table.ids)
         if dups:
-            raise MergeError(f"{name} embeddings list these IDs more than once: {_listed(dups)}")
-    nt_pos = {i: k for k, i in enumerate(nucleotide.ids)}
-    aa_pos = {i: k for k, i in enumerate(protein.ids)}
-    only_nt = [i for i in nucleotide.ids if i not in aa_pos]
-    only_aa = [i for i in protein.ids if i not in nt_pos]
-    if only_nt or only_aa:
-        parts = []
-        if only_nt:
-            parts.append(f"{len(only_nt)} IDs have no ESM-2 embedding: {_listed(only_nt)}")
-        if only_aa:
-            parts.append(f"{len(only_aa)} IDs have no DNABERT-S embedding: {_listed(only_aa)}")
-        raise MergeError("; ".join(parts))
-    order = np.argsort(nucleotide.index, kind="stable")
-    ids = [nucleotide.ids[k] for k in order]
-    aa_rows = np.fromiter((aa_pos[i] for i in ids), dtype=np.int64, count=len(ids))
-    moved = [i for i, a, b in zip(ids, protein.index[aa_rows], nucleotide.index[order]) if a != b]
-    if moved:
-        raise MergeError(f"IDs at different input positions in the two models' files: {_listed(moved)}")
-    bad = _nonfinite_rows(nucleotide.vectors)[order] | _nonfinite_rows(protein.vectors)[aa_rows]
+            raise MergeError(f"{labels[name]} embeddings list these IDs more than once: {_listed(dups)}")
+    (first, ref), *others = tables.items()
+    ref_pos = {i: k for k, i in enumerate(ref.ids)}
+    positions = {name: {i: k for k, i in enumerate(t.ids)} for name, t in others}
+    for name, table in others:
+        missing = [i for i in ref.ids if i not in positions[name]]
+        extra = [i for i in table.ids if i not in ref_pos]
+        parts = [f"{len(missing)} IDs have no {labels[name]} embedding: {_listed(missing)}"] if missing else []
+        parts += [f"{len(extra)} IDs have no {labels[first]} embedding: {_listed(extra)}"] if extra else []
+        if parts:
+            raise MergeError("; ".join(parts))
+    order = np.argsort(ref.index, kind="stable")
+    ids = [ref.ids[k] for k in order]
+    rows_of = [order]
+    bad = _nonfinite_rows(ref.vectors)[order]
+    for name, table in others:
+        rows = np.fromiter((positions[name][i] for i in ids), dtype=np.int64, count=len(ids))
+        moved = [i for i, a, b in zip(ids, table.index[rows], ref.index[order]) if a != b]
+        if moved:
+            raise MergeError(f"IDs at different input positions in the models' files ({labels[first]}, "
+                             f"{labels[name]}): {_listed(moved)}")
+        bad |= _nonfinite_rows(table.vectors)[rows]
+        rows_of.append(rows)
     if bad.any():
         raise NumericalError(f"non-finite feature values for {_listed([ids[k] for k in np.flatnonzero(bad)])}")
-    return Features(ids, nucleotide.index[order], nucleotide.vectors, order, protein.vectors, aa_rows)
+    return Features(ids, ref.index[order], [t.vectors for t in tables.values()], rows_of)
 
 
 def read_features(
-    nucleotide_files: Sequence[str | os.PathLike],
-    protein_files: Sequence[str | os.PathLike],
+    files: Mapping[str, Sequence[str | os.PathLike]],
     attrs: dict[str, Any] | None = None,
     sample: str | None = None,
 ) -> Features:
-    """A sample's classifier features from its per-shard DNABERT-S and ESM-2 files (``sample``: its
-    rows of a batch's files), joined by ID (:func:`join_by_id`), with the models' and settings'
-    attributes of ``features.h5``."""
-    nt = concat_h5(nucleotide_files, mmap=True, sample=sample)  # one shard's vectors: used in place
-    aa = concat_h5(protein_files, mmap=True, sample=sample)
-    features = join_by_id(nt, aa)
-    meta = {f"dnabert_s_{k}": v for k, v in nt.attrs.items() if k not in ("workflow_version", "samples")}
-    meta.update({f"esm2_{k}": v for k, v in aa.attrs.items() if k not in ("workflow_version", "samples")})
-    meta.update({"dims": [nt.dim, aa.dim], "layout": "[DNABERT-S | ESM-2] mean-pooled, float32"})
-    meta["demo_models"] = bool(nt.attrs.get("demo_model", False) or aa.attrs.get("demo_model", False))
+    """A sample's classifier features from its per-shard embedding files (``files``: model name -> files,
+    in feature order; ``sample``: its rows of a batch's files), joined by ID (:func:`join_by_id`), with the
+    models' and settings' attributes of ``features.h5``."""
+    from .models.registry import get
+
+    tables = {name: concat_h5(paths, mmap=True, sample=sample) for name, paths in files.items()}  # used in place
+    features = join_by_id(tables)
+    meta: dict[str, Any] = {}
+    for name, table in tables.items():
+        meta.update({f"{name}_{k}": v for k, v in table.attrs.items() if k not in ("workflow_version", "samples")})
+    meta.update({"dims": [t.dim for t in tables.values()],
+                 "layout": f"[{' | '.join(get(n).label for n in tables)}] mean-pooled, float32"})
+    meta["demo_models"] = any(bool(t.attrs.get("demo_model", False)) for t in tables.values())
     meta.update(attrs or {})
     features.attrs = meta
     return features
 
 
 def merge_features(
-    nucleotide_files: Sequence[str | os.PathLike],
-    protein_files: Sequence[str | os.PathLike],
+    files: Mapping[str, Sequence[str | os.PathLike]],
     out: str | os.PathLike,
     attrs: dict[str, Any] | None = None,
     sample: str | None = None,
 ) -> Embeddings:
-    """Merge per-shard embedding files of a sample (``sample``: its rows of a batch's files) into ``features.h5``."""
-    table = read_features(nucleotide_files, protein_files, attrs, sample=sample).table()
+    """Merge per-shard embedding files of a sample (``files``: model name -> files, in feature order;
+    ``sample``: its rows of a batch's files) into ``features.h5``."""
+    table = read_features(files, attrs, sample=sample).table()
     write_h5(out, table, dataset="features")
     log.info("merged %d frames into %s (%d features each)", len(table.ids), out, table.dim)
     return table

@@ -40,7 +40,8 @@ import torch
 from .config import model_options
 from .engine import Embedder, EmbedOptions
 from .errors import NumericalError
-from .models.interface import EmbeddingModel, embedding_models, load_model
+from .models.interface import EmbeddingModel
+from .models.registry import load_model, names
 from .preprocess import iter_identified
 from .tables import write_tsv
 
@@ -203,7 +204,7 @@ def fp32_compare(nucleotide_fa: str | os.PathLike, protein_faa: str | os.PathLik
     manifest = json.loads(Path(models_json).read_text())
     frames = list(iter_identified(nucleotide_fa, protein_faa))
     ids = [f.id for f in frames]
-    models = [m for m in embedding_models() if m in manifest]
+    models = [m for m in names() if m in manifest]
     perturb = float(os.environ.get(ENV_PERTURB, "0") or 0)
     if perturb:
         log.warning("%s=%g: the production path is perturbed on purpose (a test of this comparison)", ENV_PERTURB, perturb)
@@ -234,8 +235,8 @@ def fp32_compare(nucleotide_fa: str | os.PathLike, protein_faa: str | os.PathLik
                          "max_abs_diff": float(np.abs(a[row] - b[row]).max()), "row": row})
     per_sequence = pd.DataFrame(rows)
     summary = summarise(per_sequence, fast, slow, settings)
-    features_fast = np.concatenate([fast[n] for n in ("dnabert_s", "esm2") if n in fast], axis=1)
-    features_slow = np.concatenate([slow[n] for n in ("dnabert_s", "esm2") if n in slow], axis=1)
+    features_fast = np.concatenate([fast[n] for n in names() if n in fast], axis=1)
+    features_slow = np.concatenate([slow[n] for n in names() if n in slow], axis=1)
     calls, agreement = call_agreement([ids[i] for i in union], features_fast, features_slow, manifest["classifier"]["path"])
     write_tsv(outputs["per_sequence"], per_sequence.drop(columns="row").round(8))
     write_tsv(outputs["summary"], summary.round(8))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -312,8 +312,7 @@ def _spill(runs: list[list[str]], folder: str, k: int) -> str:
 
 
 def predict_sample(
-    nucleotide_files: Sequence[str | os.PathLike],
-    protein_files: Sequence[str | os.PathLike],
+    files: Mapping[str, Sequence[str | os.PathLike]],
     models_json: str | os.PathLike,
     records_tsv: str | os.PathLike,
     predictions_out: str | os.PathLike,
@@ -322,7 +321,8 @@ def predict_sample(
     min_viral_fraction: float = 0.5,
     min_windows: int = 1,
 ) -> dict[str, int]:
-    """``virnucflow predict``: score a sample's embedding files however they are split (joined by ID,
+    """``virnucflow predict``: score a sample's embedding files (``files``: model name -> its files, in
+    feature order) however they are split (joined by ID,
     :func:`virnucflow.features.read_features`) and write its three prediction outputs with
     :func:`gather_sample`. (The workflow scores shard by shard, :mod:`virnucflow.score`.)"""
     import json
@@ -333,7 +333,7 @@ def predict_sample(
     from .features import read_features
     from .score import SCORE_COLUMNS
 
-    features = read_features(nucleotide_files, protein_files)
+    features = read_features(files)
     with open(models_json) as f:
         classifier_path = json.load(f)["classifier"]["path"]
     model, meta = load_classifier(classifier_path)

@@ -24,6 +24,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from .models.registry import names
 from .atomic import atomic_outputs
 from .tables import has_demo_banner, read_tsv, write_tsv
 
@@ -175,7 +176,7 @@ def input_table(
         batch = (batches or {}).get(sample, sample)
         row["batch"] = batch
         alone = sum(b == batch for b in (batches or {sample: sample}).values()) == 1
-        for model in ("dnabert_s", "esm2"):
+        for model in names():
             if not alone:  # the batch's jobs deduplicated several samples' frames together: see embedding_jobs.tsv
                 row[f"{model}_unique_frames"] = row[f"{model}_dedup_saving"] = "NA"
                 continue

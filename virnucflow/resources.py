@@ -21,43 +21,30 @@ from __future__ import annotations
 import functools
 import math
 import os
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping
+
+from .models.registry import get, names
 
 # Resources that only mean something with a GPU: dropped when the embedding runs on CPUs.
 GPU_ONLY = ("gpu_model", "cpus_per_gpu", "gres", "tasks_per_gpu")
 
 
-@dataclass(frozen=True)
-class Throughput:
-    """How fast one model embeds on a GPU, and what it costs to start."""
-
-    tokens_per_s: float  # measured on an H100, FP16 packed (README "How the embedding is fast")
-    startup_s: float  # imports, model load (ESM-2 3B: a 5.7 GB checkpoint), kernel warm-up or compilation
-
-
-#: Per model (the shard column's tokens it reads: esm2 protein, dnabert_s nucleotide).
-THROUGHPUT = {
-    "esm2": Throughput(95_000, 180),
-    "dnabert_s": Throughput(1_500_000, 60),
-}
 EMBED_RULE = "embed"  # the one rule with runtime: auto: a shard, every model in turn
 FLOOR_MIN = 15  # never ask for less (queue, file system and start-up variance)
 SAFETY = 4  # a slower GPU (an A100 is about half an H100, older ones less), a shared node, FP32 recomputes
 
 
 def frame_tokens(model: str, nucleotide_length: int, protein_length: int) -> int:
-    """Tokens of one frame: ESM-2 residues + <cls> + <eos>; DNABERT-S BPE pieces (~4 bases each) + [CLS] + [SEP].
+    """Tokens of one frame for ``model`` (its registered count: ESM-2 residues + <cls> + <eos>; DNABERT-S BPE
+    pieces, ~4 bases each, + [CLS] + [SEP]): the shard balancing's estimate
+    (``virnucflow.shard.frame_cost`` is their sum)."""
+    from .models.registry import get
 
-    The same estimate as the shard balancing (``virnucflow.shard.frame_cost`` is their sum).
-    """
-    from .shard import dnabert_s_tokens, esm2_tokens
-
-    if model == "esm2":
-        return esm2_tokens(protein_length)
-    if model == "dnabert_s":
-        return dnabert_s_tokens(nucleotide_length)
-    raise ValueError(f"no token count for model {model!r}")
+    try:
+        spec = get(model)
+    except KeyError as exc:
+        raise ValueError(f"no token count for model {model!r}") from exc
+    return spec.tokens(nucleotide_length if spec.reads == "nucleotide" else protein_length)
 
 
 @functools.lru_cache(maxsize=256)
@@ -80,7 +67,7 @@ def embed_runtime(tokens: Mapping[str, int], attempt: int = 1) -> int:
     least the floor, times ``attempt``. (The start-ups are summed although the
     job overlaps ESM-2's checkpoint read with DNABERT-S: a margin.)
     """
-    seconds = sum(THROUGHPUT[m].startup_s + SAFETY * n / THROUGHPUT[m].tokens_per_s for m, n in tokens.items())
+    seconds = sum(get(m).start_seconds + SAFETY * n / get(m).tokens_per_second for m, n in tokens.items())
     return max(FLOOR_MIN, math.ceil(seconds / 60)) * max(1, int(attempt))
 
 
@@ -94,7 +81,7 @@ def auto_runtime() -> Callable[..., int]:
 
     def runtime(wildcards, input, attempt):
         tokens = shard_tokens(input.plan, wildcards.shard)
-        return embed_runtime({m: tokens[m] for m in THROUGHPUT}, attempt)
+        return embed_runtime({m: tokens[m] for m in names()}, attempt)
 
     runtime.__name__ = f"{EMBED_RULE}_runtime"
     return runtime

@@ -1,4 +1,4 @@
-"""Score one shard: its DNABERT-S and ESM-2 vectors through the VirNucPro classifier.
+"""Score one shard: its models' vectors (DNABERT-S and ESM-2) through the VirNucPro classifier.
 
 The classifier is an MLP over 3,328 values: a shard's frames cost
 milliseconds once their vectors exist, so each shard is scored as soon as its
@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -46,19 +46,25 @@ def _parts(table: Embeddings) -> list[tuple[str, int]]:
     return [(str(s), int(n)) for s, n in parts] if parts else [("", len(table.ids))]
 
 
-def check_rows(nucleotide: Embeddings, protein: Embeddings, names: tuple[str, str]) -> None:
-    """Both models' files of one shard hold the same frames in the same order, all finite."""
-    if _parts(nucleotide) != _parts(protein) or len(nucleotide.ids) != len(protein.ids):
-        raise MergeError(f"{names[0]} and {names[1]} do not hold the same frames "
-                         f"({len(nucleotide.ids)} vs {len(protein.ids)} rows): rerun this shard's embedding")
-    moved = [i for i, (a, b) in enumerate(zip(nucleotide.ids, protein.ids)) if a != b]
-    moved += list(np.flatnonzero(nucleotide.index != protein.index))
-    if moved:
-        raise MergeError(f"{names[0]} and {names[1]} disagree on the frames at rows {sorted(set(moved))[:10]} "
-                         f"(e.g. {nucleotide.ids[moved[0]]!r}): rerun this shard's embedding")
-    bad = _nonfinite_rows(nucleotide.vectors) | _nonfinite_rows(protein.vectors)
+def check_rows(tables: Mapping[str, Embeddings]) -> None:
+    """The models' files of one shard (``tables``: file name -> vectors) hold the same frames in the same
+    order, all finite."""
+    (first, ref), *others = tables.items()
+    for name, table in others:
+        names = (first, name)
+        if _parts(ref) != _parts(table) or len(ref.ids) != len(table.ids):
+            raise MergeError(f"{names[0]} and {names[1]} do not hold the same frames "
+                             f"({len(ref.ids)} vs {len(table.ids)} rows): rerun this shard's embedding")
+        moved = [i for i, (a, b) in enumerate(zip(ref.ids, table.ids)) if a != b]
+        moved += list(np.flatnonzero(ref.index != table.index))
+        if moved:
+            raise MergeError(f"{names[0]} and {names[1]} disagree on the frames at rows {sorted(set(moved))[:10]} "
+                             f"(e.g. {ref.ids[moved[0]]!r}): rerun this shard's embedding")
+    bad = np.zeros(len(ref.ids), dtype=bool)
+    for table in tables.values():
+        bad |= _nonfinite_rows(table.vectors)
     if bad.any():
-        raise NumericalError(f"non-finite feature values for {_listed([nucleotide.ids[k] for k in np.flatnonzero(bad)])}")
+        raise NumericalError(f"non-finite feature values for {_listed([ref.ids[k] for k in np.flatnonzero(bad)])}")
 
 
 def batches(index: np.ndarray, parts: list[tuple[str, int]], size: int) -> Iterator[tuple[str, int, int]]:
@@ -75,51 +81,53 @@ def batches(index: np.ndarray, parts: list[tuple[str, int]], size: int) -> Itera
         start += n
 
 
-def score_shard(nucleotide_h5: str | os.PathLike, protein_h5: str | os.PathLike, classifier: str | os.PathLike,
+def score_shard(embeddings: Mapping[str, str | os.PathLike], classifier: str | os.PathLike,
                 scores_out: str | os.PathLike, info_out: str | os.PathLike) -> int:
-    """Score one shard's frames (``classifier``: the classifier's manifest or ``.pth``); returns the frames."""
+    """Score one shard's frames (``embeddings``: model name -> its embedding file, in feature order;
+    ``classifier``: the classifier's manifest or ``.pth``); returns the frames."""
     import torch
 
     from .classifier import BATCH, classify, load_classifier
 
-    nt = read_h5(nucleotide_h5, mmap=True)
-    aa = read_h5(protein_h5, mmap=True)
-    check_rows(nt, aa, (str(nucleotide_h5), str(protein_h5)))
+    tables = [read_h5(path, mmap=True) for path in embeddings.values()]
+    check_rows({str(path): t for path, t in zip(embeddings.values(), tables)})
+    ref = tables[0]
     path = str(classifier)
     if path.endswith(".json"):
         with open(path) as f:
             path = json.load(f)["classifier"]["path"]
     model, meta = load_classifier(path)
-    parts = _parts(nt)
-    d_nt, d_aa = nt.vectors.shape[1], aa.vectors.shape[1]
-    if not nt.ids:  # no frames: the widths are still checked
-        classify(model, torch.zeros((0, d_nt + d_aa)))
-    block = np.empty((min(BATCH, max(len(nt.ids), 1)), d_nt + d_aa), np.float32)
+    parts = _parts(ref)
+    dims = [t.vectors.shape[1] for t in tables]
+    if not ref.ids:  # no frames: the widths are still checked
+        classify(model, torch.zeros((0, sum(dims))))
+    block = np.empty((min(BATCH, max(len(ref.ids), 1)), sum(dims)), np.float32)
+    columns = np.cumsum([0] + dims)
     with atomic_outputs([scores_out, info_out]) as (tmp_scores, tmp_info):
         with open(tmp_scores, "w") as out:
             out.write("\t".join(SCORE_COLUMNS) + "\n")
-            for sample, a, b in batches(nt.index, parts, BATCH):
+            for sample, a, b in batches(ref.index, parts, BATCH):
                 rows = block[: b - a]
-                rows[:, :d_nt] = nt.vectors[a:b]
-                rows[:, d_nt:] = aa.vectors[a:b]
+                for t, lo, hi in zip(tables, columns, columns[1:]):
+                    rows[:, lo:hi] = t.vectors[a:b]
                 scores = classify(model, torch.from_numpy(rows)).numpy()
                 finite = np.isfinite(scores).all(axis=1)
                 if not finite.all():
                     k = int(np.argmin(finite))
-                    raise NumericalError(f"{scores_out}: frame {nt.ids[a + k]} of sample {sample!r} scores "
+                    raise NumericalError(f"{scores_out}: frame {ref.ids[a + k]} of sample {sample!r} scores "
                                          f"{scores[k].tolist()} (not finite): no scores written; the classifier "
                                          f"({path}) or this frame's embedding is broken")
                 for k, (s1, s2) in enumerate(scores):
                     # torch.max semantics: the first maximum wins, so a tie is "others".
                     call = "virus" if s2 > s1 else "others"
-                    out.write(f"{sample}\t{nt.index[a + k]}\t{nt.ids[a + k]}\t{call}\t{str(s1)}\t{str(s2)}\n")
+                    out.write(f"{sample}\t{ref.index[a + k]}\t{ref.ids[a + k]}\t{call}\t{str(s1)}\t{str(s2)}\n")
         info: dict[str, Any] = {
-            "frames": len(nt.ids), "samples": [list(p) for p in parts],
-            "demo": bool(meta["demo_model"] or nt.attrs.get("demo_model") or aa.attrs.get("demo_model")),
+            "frames": len(ref.ids), "samples": [list(p) for p in parts],
+            "demo": bool(meta["demo_model"] or any(t.attrs.get("demo_model") for t in tables)),
             "classifier": path, "workflow_version": __version__,
         }
         with open(tmp_info, "w") as f:
             json.dump(info, f, indent=1, sort_keys=True, default=str)
             f.write("\n")
-    log.info("%s: %d frames scored", scores_out, len(nt.ids))
-    return len(nt.ids)
+    log.info("%s: %d frames scored", scores_out, len(ref.ids))
+    return len(ref.ids)

@@ -46,22 +46,23 @@ import pandas as pd
 import yaml
 
 from .errors import InputError, short
+from .models.registry import embedding_models, names
 
 log = logging.getLogger("virnucflow")
 
 BUNDLED = Path(__file__).resolve().parent / "data" / "selftest"
 COLUMNS = ["case", "check", "path", "result", "measured", "tolerance", "detail"]
+#: The original's per-model files (virnucflow.models.registry): their file names, the ID list's key and,
+#: for a dict per frame, the key of its vector (else each frame's vector is a tensor).
+PT_LAYOUT = {spec.name: spec.original_pt for spec in embedding_models() if spec.original_pt}
 CASE_FILES = {
     "nucleotide": "{case}_identified_nucleotide.fa",
     "protein": "{case}_identified_protein.faa",
-    "dnabert_s": "{case}_output_1_DNABERT_S.pt",
-    "esm2": "{case}_output_1_ESM.pt",
+    **{name: pattern for name, (pattern, _, _) in PT_LAYOUT.items()},
     "predictions": "{case}_prediction_results.txt",
     "highest": "{case}_prediction_results_highestscore.csv",
 }
 WINDOWS = re.compile(r"^(?P<case>.+)_chunked(?P<length>[0-9]+)\.fa$")
-#: The original's per-model files: the ID list's key and how a vector is stored in ``data``.
-PT_LAYOUT = {"dnabert_s": ("nucleotide", "a dict with mean_representation"), "esm2": ("proteins", "a tensor")}
 
 
 @dataclass
@@ -104,7 +105,8 @@ def read_reference_vectors(path: str | os.PathLike, kind: str) -> dict[str, np.n
     loaded weights-only (dicts, lists, strings, numbers and tensors; nothing that runs code)."""
     import torch
 
-    key, holds = PT_LAYOUT[kind]
+    _, key, field_name = PT_LAYOUT[kind]
+    holds = f"a dict with {field_name}" if field_name else "a tensor"
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -114,8 +116,8 @@ def read_reference_vectors(path: str | os.PathLike, kind: str) -> dict[str, np.n
         raise InputError(f"{path}: truncated or not a PyTorch file ({short(exc, 200)})") from None
     try:
         ids, data = obj[key], obj["data"]
-        if kind == "dnabert_s":
-            vectors = [np.asarray(d["mean_representation"], dtype=np.float32).ravel() for d in data]
+        if field_name:
+            vectors = [np.asarray(d[field_name], dtype=np.float32).ravel() for d in data]
         else:
             vectors = [t.detach().float().numpy().ravel() for t in data]
         if len(ids) != len(vectors) or not all(isinstance(i, str) for i in ids) or len({v.shape for v in vectors}) > 1:
@@ -267,7 +269,7 @@ def run_path(cases: list[Case], work: Path, name: str, models_json: Path, option
     outs = {k: d / f"{k}.h5" for k in options}
     embed_shard_models({k: models_json for k in options}, shard, outs, dict(options),
                        {k: d / f"{k}.nonfinite.tsv" for k in options})
-    score_shard(outs["dnabert_s"], outs["esm2"], models_json, d / "scores.tsv", d / "scores.json")
+    score_shard({k: outs[k] for k in names()}, models_json, d / "scores.tsv", d / "scores.json")
     for c in cases:
         gather_sample(c.name, work / c.name / "records.tsv", [d / "scores.tsv"], chunk_length,
                       d / f"{c.name}_prediction_results.txt", d / f"{c.name}_prediction_results_highestscore.csv",

@@ -4,9 +4,9 @@ A batch is one sample, or several small samples pooled so that one GPU job
 serves them all (:mod:`virnucflow.batches`). Its frames are the samples'
 identified files one after another; a shard is a contiguous run of them.
 
-- Cost of a frame = ESM-2 tokens (residues + <cls> + <eos>) + an estimate of
-  its DNABERT-S tokens (BPE pieces average about 4-5 bases; we count
-  ``ceil(len/4) + 2`` with [CLS]/[SEP]).
+- Cost of a frame = its tokens in every embedding model, added up (each
+  model's registered count: ESM-2 residues + <cls> + <eos>; DNABERT-S BPE
+  pieces, about 4-5 bases each: ``ceil(len/4) + 2`` with [CLS]/[SEP]).
 - Cuts are placed where the cumulative cost crosses ``k * total / n``, moved to
   the nearest position a cut may take: a sample's start or a multiple of the
   classifier's batch (:data:`CLASSIFIER_BATCH`, 4,096 frames) from
@@ -36,27 +36,27 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .errors import InputError
+from .models.registry import embedding_models, names
 
 log = logging.getLogger("virnucflow")
 #: Rows per forward pass of the classifier (``classifier.BATCH``), and so the step at which shards are
 #: cut. Here, not in ``classifier``, because the DAG is planned without importing torch.
 CLASSIFIER_BATCH = 4096
-PLAN_COLUMNS = ["shard", "sample", "first", "stop", "nucleotide_offset", "protein_offset", "esm2_tokens",
-                "dnabert_s_tokens"]
+#: One tokens column per embedding model (``esm2_tokens``, ...; virnucflow.models.registry).
+TOKEN_COLUMNS = [f"{m}_tokens" for m in names()]
+PLAN_COLUMNS = ["shard", "sample", "first", "stop", "nucleotide_offset", "protein_offset", *TOKEN_COLUMNS]
 #: The shard TSV of ``virnucflow embed --shard`` (and of tests): one frame a line.
 SHARD_HEADER = "index\tid\tnucleotide\tprotein\n"
 
 
-def esm2_tokens(protein_length: int) -> int:
-    return protein_length + 2
-
-
-def dnabert_s_tokens(nucleotide_length: int) -> int:
-    return -(-nucleotide_length // 4) + 2
+def model_tokens(nucleotide_length: int, protein_length: int) -> list[int]:
+    """A frame's tokens for each embedding model (its registered count of what it reads), in model order."""
+    return [spec.tokens(nucleotide_length if spec.reads == "nucleotide" else protein_length)
+            for spec in embedding_models()]
 
 
 def frame_cost(nucleotide_length: int, protein_length: int) -> int:
-    return esm2_tokens(protein_length) + dnabert_s_tokens(nucleotide_length)
+    return sum(model_tokens(nucleotide_length, protein_length))
 
 
 def shard_names(n: int) -> list[str]:
@@ -84,15 +84,14 @@ class _Cut:
     nucleotide_offset: int
     protein_offset: int
     cost: int
-    esm2: int
-    dnabert_s: int
+    tokens: np.ndarray  # per model (virnucflow.models.registry order)
 
 
 def _candidates(samples: Sequence[str], files: Mapping[str, tuple[str, str]], step: int) -> tuple[list[_Cut], list[int]]:
     """Every position a cut may take (a sample's start, every ``step`` frames from it) and each sample's frames."""
     cuts: list[_Cut] = []
     frames: list[int] = []
-    cost = esm = dna = 0
+    cost, tokens = 0, np.zeros(len(TOKEN_COLUMNS), dtype=np.int64)
     for s, name in enumerate(samples):
         nt_path, aa_path = files[name]
         n = 0
@@ -109,14 +108,14 @@ def _candidates(samples: Sequence[str], files: Mapping[str, tuple[str, str]], st
                     raise InputError(f"{nt_path} and {aa_path}: record {n + 1} does not match "
                                      f"({nh.strip()!r} vs {ph.strip()!r})")
                 if n % step == 0:
-                    cuts.append(_Cut(s, n, nt_off, aa_off, cost, esm, dna))
-                e, d = esm2_tokens(len(ps) - 1), dnabert_s_tokens(len(ns) - 1)
-                cost, esm, dna = cost + e + d, esm + e, dna + d
+                    cuts.append(_Cut(s, n, nt_off, aa_off, cost, tokens.copy()))
+                counts = model_tokens(len(ns) - 1, len(ps) - 1)
+                cost, tokens = cost + sum(counts), tokens + counts
                 nt_off += len(nh) + len(ns)
                 aa_off += len(ph) + len(ps)
                 n += 1
         frames.append(n)
-        cuts.append(_Cut(s, n, nt_off, aa_off, cost, esm, dna))  # its end (the next sample's start) too
+        cuts.append(_Cut(s, n, nt_off, aa_off, cost, tokens.copy()))  # its end (the next sample's start) too
     return cuts, frames
 
 
@@ -152,12 +151,11 @@ def plan_shards(samples: Sequence[str], files: Mapping[str, tuple[str, str]], n:
             start_cut, stop_cut = cut_at[s, first], cut_at[s, stop]
             rows.append({"shard": name, "sample": sample, "first": first, "stop": stop,
                          "nucleotide_offset": start_cut.nucleotide_offset, "protein_offset": start_cut.protein_offset,
-                         "esm2_tokens": stop_cut.esm2 - start_cut.esm2,
-                         "dnabert_s_tokens": stop_cut.dnabert_s - start_cut.dnabert_s})
+                         **dict(zip(TOKEN_COLUMNS, (stop_cut.tokens - start_cut.tokens).tolist()))})
             parts += 1
         if not parts:
             rows.append({"shard": name, "sample": "", "first": 0, "stop": 0, "nucleotide_offset": 0,
-                         "protein_offset": 0, "esm2_tokens": 0, "dnabert_s_tokens": 0})
+                         "protein_offset": 0, **dict.fromkeys(TOKEN_COLUMNS, 0)})
     import pandas as pd
 
     from .tables import write_tsv
@@ -181,7 +179,7 @@ def planned_tokens(plan_tsv: str | os.PathLike, shard: str) -> dict[str, int]:
     """Tokens per model of one shard of a plan."""
     plan = read_plan(plan_tsv)
     mine = plan[plan["shard"] == shard]
-    return {"esm2": int(mine["esm2_tokens"].sum()), "dnabert_s": int(mine["dnabert_s_tokens"].sum())}
+    return {m: int(mine[f"{m}_tokens"].sum()) for m in names()}
 
 
 def read_planned_shard(plan_tsv: str | os.PathLike, shard: str, files: Mapping[str, tuple[str, str]],

@@ -35,9 +35,10 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .models.registry import names
 from .progress import parse_progress
 
-MODELS = ("dnabert_s", "esm2")
+MODELS = names()  # the embedding models (virnucflow.models.registry)
 # (step, output) of the sample's own jobs and of its batch's: {res} is results/{sample}, {batch} results/batches/{batch}
 SINGLE_STEPS = [
     ("preprocess", "{res}/preprocess/records.tsv", "{logs}/preprocess.log"),

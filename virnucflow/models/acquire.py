@@ -23,7 +23,6 @@ manifest the embedding and prediction jobs read.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import urllib.error
@@ -34,18 +33,13 @@ from typing import Mapping
 
 from ..atomic import atomic_outputs
 from ..errors import ModelFileError
+from .registry import CLASSIFIER_URL, CLASSIFIERS, embedding_models, get, known_kind
 
 log = logging.getLogger("virnucflow")
 
-FAIR_ESM_URL = "https://dl.fbaipublicfiles.com/fair-esm/models/{name}.pt"
-CLASSIFIER_URL = "https://github.com/Li-Jing-1997/VirNucPro/raw/main/{file}"
-DNABERT_FILES = ["config.json", "pytorch_model.bin", "model.safetensors", "tokenizer.json",
-                 "tokenizer_config.json", "special_tokens_map.json"]
-ESM_NAMES = ["esm2_t6_8M_UR50D", "esm2_t12_35M_UR50D", "esm2_t30_150M_UR50D",
-             "esm2_t33_650M_UR50D", "esm2_t36_3B_UR50D", "esm2_t48_15B_UR50D"]
-DNABERT_NAMES = ["zhihan1996/DNABERT-S"]
-CLASSIFIER_NAMES = {"virnucpro-500": "500_model.pth", "virnucpro-300": "300_model.pth"}
-KIND_LABEL = {"esm2": "models.esm2", "dnabert_s": "models.dnabert_s", "classifier": "models.classifier"}
+
+def _label(kind: str) -> str:
+    return f"models.{kind}"
 
 
 def torch_hub_checkpoints() -> Path:
@@ -56,16 +50,6 @@ def torch_hub_checkpoints() -> Path:
 
 def resources_dir() -> Path:
     return Path(os.environ.get("VIRNUCFLOW_RESOURCES", "resources")) / "models"
-
-
-def known_kind(spec: str) -> str | None:
-    if spec in ESM_NAMES:
-        return "esm2"
-    if spec in DNABERT_NAMES:
-        return "dnabert_s"
-    if spec in CLASSIFIER_NAMES:
-        return "classifier"
-    return None
 
 
 @dataclass
@@ -86,30 +70,32 @@ def _download(url: str, dest: Path) -> None:
 
 
 def _fetch_hint(kind: str, spec: str, path: Path) -> str:
-    if kind == "esm2":
-        return f"wget -P {path.parent} {FAIR_ESM_URL.format(name=spec)}"
-    if kind == "dnabert_s":
+    if kind == "classifier":
+        return f"wget -O {path} {CLASSIFIER_URL.format(file=CLASSIFIERS[spec].file)}"
+    if get(kind).source == "huggingface":
         return f"hf download {spec}  (huggingface_hub >= 0.34; older: huggingface-cli download {spec})"
-    return f"wget -O {path} {CLASSIFIER_URL.format(file=CLASSIFIER_NAMES[spec])}"
+    return f"wget -P {path.parent} {get(kind).url.format(name=spec)}"
 
 
 def resolve(kind: str, spec: str, allow_download: bool = True) -> Resolved:
     """Local path of the model ``spec`` (a known name or a path), fetching it if allowed."""
-    label = KIND_LABEL[kind]
+    label = _label(kind)
     named = known_kind(spec)
     if named is not None and named != kind:
-        raise ModelFileError(f"{label}: {spec!r} is a {KIND_LABEL[named]} model, not a {label} one")
+        raise ModelFileError(f"{label}: {spec!r} is a {_label(named)} model, not a {label} one")
     if named is None:
         path = Path(spec).expanduser()
         if not path.exists():
             raise ModelFileError(f"{path}: model file not found ({label}); give a local path or one of the known names "
                                  f"({', '.join(_names(kind))})")
         return Resolved(kind, spec, path.resolve(), known=False)
-    if kind == "dnabert_s":
-        return Resolved(kind, spec, _resolve_hf(spec, allow_download), known=True)
-    path = torch_hub_checkpoints() / f"{spec}.pt" if kind == "esm2" else resources_dir() / CLASSIFIER_NAMES[spec]
+    if kind != "classifier" and get(kind).source == "huggingface":
+        return Resolved(kind, spec, _resolve_hf(kind, spec, allow_download), known=True)
+    if kind == "classifier":
+        path, url = resources_dir() / CLASSIFIERS[spec].file, CLASSIFIER_URL.format(file=CLASSIFIERS[spec].file)
+    else:
+        path, url = torch_hub_checkpoints() / f"{spec}.pt", get(kind).url.format(name=spec)
     if not path.is_file():
-        url = FAIR_ESM_URL.format(name=spec) if kind == "esm2" else CLASSIFIER_URL.format(file=CLASSIFIER_NAMES[spec])
         if not allow_download:
             raise ModelFileError(f"{path}: {spec} is not downloaded and models.download is off; "
                                  f"put the file there or run: {_fetch_hint(kind, spec, path)}")
@@ -122,15 +108,16 @@ def resolve(kind: str, spec: str, allow_download: bool = True) -> Resolved:
 
 
 def _names(kind: str) -> list[str]:
-    return {"esm2": ESM_NAMES, "dnabert_s": DNABERT_NAMES, "classifier": list(CLASSIFIER_NAMES)}[kind]
+    return list(CLASSIFIERS) if kind == "classifier" else list(get(kind).known_names)
 
 
-def _resolve_hf(repo: str, allow_download: bool) -> Path:
+def _resolve_hf(kind: str, repo: str, allow_download: bool) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
+    files = list(get(kind).files)
     try:
-        return Path(snapshot_download(repo, allow_patterns=DNABERT_FILES, local_files_only=True))
+        return Path(snapshot_download(repo, allow_patterns=files, local_files_only=True))
     except (LocalEntryNotFoundError, OSError, ValueError):
         pass
     from huggingface_hub.constants import HF_HUB_CACHE
@@ -138,12 +125,12 @@ def _resolve_hf(repo: str, allow_download: bool) -> Path:
     where = Path(HF_HUB_CACHE) / ("models--" + repo.replace("/", "--"))
     if not allow_download:
         raise ModelFileError(f"{where}: {repo} is not in the Hugging Face cache and models.download is off; "
-                             f"run: {_fetch_hint('dnabert_s', repo, where)}")
+                             f"run: {_fetch_hint(kind, repo, where)}")
     try:
-        return Path(snapshot_download(repo, allow_patterns=DNABERT_FILES))
+        return Path(snapshot_download(repo, allow_patterns=files))
     except Exception as exc:  # huggingface_hub raises many network error types
         raise ModelFileError(f"{where}: {repo} is missing and could not be downloaded ({type(exc).__name__}); on a "
-                             f"machine with internet run: {_fetch_hint('dnabert_s', repo, where)}") from None
+                             f"machine with internet run: {_fetch_hint(kind, repo, where)}") from None
 
 
 def describe_esm2(path: Path) -> dict:
@@ -180,30 +167,17 @@ def describe_classifier(path: Path) -> dict:
 
 def describe_model(kind: str, spec: object, allow_download: bool) -> dict:
     """One model's manifest entry: its spec, the resolved path and what the file holds."""
-    describe = {"esm2": describe_esm2, "dnabert_s": describe_dnabert_s, "classifier": describe_classifier}[kind]
     r = resolve(kind, str(spec), allow_download)
-    return {"spec": r.spec, "path": str(r.path), **describe(r.path)}
+    entry = describe_classifier(r.path) if kind == "classifier" else get(kind).describe_file(r.path)
+    return {"spec": r.spec, "path": str(r.path), **entry}
 
 
-def check_classifier_width(classifier: Mapping, dnabert_s_dim: int, esm2_dim: int) -> None:
-    """The classifier's input width must be DNABERT-S's plus ESM-2's."""
-    width = dnabert_s_dim + esm2_dim
+def check_classifier_width(classifier: Mapping, dims: Mapping[str, int]) -> None:
+    """The classifier's input width must be the embedding models' widths added up (``dims``: name -> width)."""
+    width = sum(dims[s.name] for s in embedding_models())
     if classifier["dim"] != width:
+        parts = " + ".join(f"{s.label} ({dims[s.name]})" for s in embedding_models())
         raise ModelFileError(
-            f"{classifier['path']}: the classifier takes {classifier['dim']} features but DNABERT-S ({dnabert_s_dim}) "
-            f"+ ESM-2 ({esm2_dim}) give {width}; VirNucPro's classifiers need the published DNABERT-S (768) "
-            "and ESM-2 3B (2560)"
+            f"{classifier['path']}: the classifier takes {classifier['dim']} features but {parts} give {width}; "
+            "VirNucPro's classifiers need the published DNABERT-S (768) and ESM-2 3B (2560)"
         )
-
-
-def check_models(models: Mapping[str, object], out: str | os.PathLike | None) -> dict:
-    """Resolve and validate the three models of the config's ``models`` section; write the manifest to ``out``."""
-    allow_download = bool(models.get("download", True))
-    manifest = {kind: describe_model(kind, models[kind], allow_download) for kind in ("esm2", "dnabert_s", "classifier")}
-    check_classifier_width(manifest["classifier"], manifest["dnabert_s"]["dim"], manifest["esm2"]["dim"])
-    if out is not None:
-        with atomic_outputs([out]) as (tmp,):
-            Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    for kind, entry in manifest.items():
-        log.info("%s: %s (%s)", kind, entry["path"], entry["description"])
-    return manifest

@@ -4,15 +4,14 @@ An embedding model (ESM-2, DNABERT-S, or a model added later) is a
 ``torch.nn.Module`` that also says what it reads, how it tokenises, what its
 attention needs and how it pools; the engine (``virnucflow.engine``) batches,
 places and runs it knowing nothing else. A loader turns a model path into a
-ready model with its tokenizer attached; :data:`LOADERS` maps the models'
-config names (``models.<name>`` in the config, the manifest's keys) to loaders.
-Adding a model is writing one module with a class that satisfies
-:class:`EmbeddingModel` and a loader, then :func:`register` it.
+ready model with its tokenizer attached. Adding a model is writing one module
+with a class that satisfies :class:`EmbeddingModel` and a loader, then
+registering it (:mod:`virnucflow.models.registry`).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Protocol, Sequence, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -31,7 +30,7 @@ class Tokenizer(Protocol):
 
 @runtime_checkable
 class EmbeddingModel(Protocol):
-    name: str  # config and manifest key: "esm2", "dnabert_s"
+    name: str  # config and manifest key (models.<name>), e.g. "esm2"
     reads: Literal["protein", "nucleotide"]  # which sequence of a frame it embeds
     alibi: bool  # attention adds ALiBi biases (only backends that support them can run it)
     max_token_budget: int  # cap of automatic token budgets: larger batches only cost memory
@@ -57,36 +56,3 @@ class EmbeddingModel(Protocol):
     def activation_bytes_per_token(self, dtype: torch.dtype) -> int:
         """Rough peak activation memory per token, for token budgets from free memory."""
         ...
-
-
-Loader = Callable[[str], "tuple[EmbeddingModel, dict]"]
-
-
-def _esm2(path: str):
-    from .checkpoints import load_esm2
-
-    return load_esm2(path)
-
-
-def _dnabert_s(path: str):
-    from .checkpoints import load_dnabert_s
-
-    return load_dnabert_s(path)
-
-
-#: config name -> loader(path) -> (model with tokenizer, metadata)
-LOADERS: dict[str, Loader] = {"esm2": _esm2, "dnabert_s": _dnabert_s}
-
-
-def register(name: str, loader: Loader) -> None:
-    LOADERS[name] = loader
-
-
-def load_model(name: str, path: str) -> tuple[EmbeddingModel, dict]:
-    if name not in LOADERS:
-        raise KeyError(f"no embedding model named {name!r} (known: {', '.join(sorted(LOADERS))})")
-    return LOADERS[name](path)
-
-
-def embedding_models() -> Sequence[str]:
-    return tuple(LOADERS)

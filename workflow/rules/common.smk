@@ -11,22 +11,28 @@ from virnucflow.checks import (
     check_renamed_rules,
     classifier_chunk_length,
     config_error,
-)  # noqa: E402
+)
 from virnucflow.config import (
     ENV_DISABLE_FP16,
     ENV_PRECISION,
     model_options,
-)  # noqa: E402
-from virnucflow.config import schema as config_schema  # noqa: E402
-from virnucflow.step import one_line  # noqa: E402
-from virnucflow.errors import VirNucFlowError  # noqa: E402
-from virnucflow.batches import plan_batches  # noqa: E402
-from virnucflow.inputs import input_info  # noqa: E402
-from virnucflow.models.acquire import known_kind  # noqa: E402
-from virnucflow.calling import resolve_calling  # noqa: E402
-from virnucflow.resources import rule_resources, rule_threads  # noqa: E402
-from virnucflow.samples import read_sample_sheet  # noqa: E402
-from virnucflow.shard import CLASSIFIER_BATCH, shard_names  # noqa: E402
+)
+from virnucflow.config import schema as config_schema
+from virnucflow.config import schema_file as config_schema_file
+from virnucflow.step import one_line
+from virnucflow.errors import VirNucFlowError
+from virnucflow.batches import plan_batches
+from virnucflow.inputs import input_info
+from virnucflow.models.registry import (
+    CLASSIFIER_DEMO,
+    embedding_models,
+    known_kind,
+    model_kinds,
+)
+from virnucflow.calling import resolve_calling
+from virnucflow.resources import rule_resources, rule_threads
+from virnucflow.samples import read_sample_sheet
+from virnucflow.shard import CLASSIFIER_BATCH, shard_names
 
 try:
     check_renamed_rules(
@@ -36,7 +42,7 @@ try:
             "--set-threads": workflow.resource_settings.overwrite_threads,
         },
     )
-    validate(config, schema="../schemas/config.schema.yaml")
+    validate(config, schema=config_schema_file())
     check_config_values(config, config_schema())
     SAMPLES = {s.name: s for s in read_sample_sheet(config["samples"])}
     classifier_chunk_length(
@@ -110,22 +116,24 @@ wildcard_constraints:
 
 
 ENV = "../../envs/virnucflow.yaml"
-EMBEDDING_MODELS = {
-    "dnabert_s": "DNABERT-S",
-    "esm2": "ESM-2",
-}  # in this order in rule embed; results/*/embeddings/<key>/
+# name -> label, in the classifier's feature order (virnucflow.models.registry)
+EMBEDDING_MODELS = {spec.name: spec.label for spec in embedding_models()}
+MODEL_KINDS = model_kinds()
 DEMO_MODELS = {
-    "esm2": "resources/demo_models/esm2_demo.pt",
-    "dnabert_s": "resources/demo_models/dnabert_s_demo",
-    "classifier": "resources/demo_models/virnucpro_demo.pth",
+    **{spec.name: spec.demo for spec in embedding_models()},
+    "classifier": CLASSIFIER_DEMO,
+}
+DEMO_OUTPUTS = {
+    **{
+        spec.name: directory(spec.demo) if spec.demo_is_dir else spec.demo
+        for spec in embedding_models()
+    },
+    "classifier": CLASSIFIER_DEMO,
 }
 
 
 def sample_fasta(wildcards):
     return SAMPLES[wildcards.sample].fasta
-
-
-MODEL_KINDS = ["esm2", "dnabert_s", "classifier"]
 
 
 def model_file(wildcards):
@@ -143,7 +151,7 @@ def model_manifests(wildcards):
     """The classifier's check also reads the embedding models' widths."""
     if wildcards.model != "classifier":
         return {}
-    return {kind: f"results/models/{kind}.json" for kind in ("esm2", "dnabert_s")}
+    return {kind: f"results/models/{kind}.json" for kind in EMBEDDING_MODELS}
 
 
 def model_spec(wildcards):

@@ -1,15 +1,13 @@
 # Model files: the demo models, and the checks that resolve, fetch and
 # validate each model before any GPU job starts. One manifest per model, so
 # each embedding job depends only on its own model and changing the
-# classifier reruns only the prediction; results/models.json joins the three
-# for fp32_compare.
+# classifier reruns only the scoring; results/models.json joins them for
+# fp32_compare.
 
 
 rule build_demo_models:
     output:
-        esm2=DEMO_MODELS["esm2"],
-        dnabert_s=directory(DEMO_MODELS["dnabert_s"]),
-        classifier=DEMO_MODELS["classifier"],
+        **DEMO_OUTPUTS,
     log:
         "logs/build_demo_models.log",
     benchmark:

@@ -43,10 +43,10 @@ rule predict:
 
 rule merge:
     input:
-        dnabert_s=sample_batch_outputs(
-            "results/batches/{batch}/embeddings/dnabert_s/{shard}.h5"
-        ),
-        esm2=sample_batch_outputs("results/batches/{batch}/embeddings/esm2/{shard}.h5"),
+        **{
+            m: sample_batch_outputs(f"results/batches/{{batch}}/embeddings/{m}/{{shard}}.h5")
+            for m in EMBEDDING_MODELS
+        },
         gate=lambda wildcards: f"results/batches/{BATCH_OF[wildcards.sample]}/nan_gate.tsv",
     output:
         features="results/{sample}/features.h5",

@@ -3,5 +3,4 @@ from virnucflow.demo import build_demo_models
 from virnucflow.step import rule_step
 
 with rule_step(snakemake):
-    out = snakemake.output
-    build_demo_models(out.esm2, out.dnabert_s, out.classifier, seed=snakemake.params.seed)
+    build_demo_models(dict(snakemake.output.items()), seed=snakemake.params.seed)

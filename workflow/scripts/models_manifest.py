@@ -1,5 +1,5 @@
-"""Rule models_manifest: the three models' manifests in one file, for fp32_compare (virnucflow.checks)."""
-from virnucflow.checks import combine_manifests
+"""Rule models_manifest: the models' manifests in one file, for fp32_compare (virnucflow.models.manifest)."""
+from virnucflow.models.manifest import combine_manifests
 from virnucflow.step import rule_step
 
 with rule_step(snakemake):
