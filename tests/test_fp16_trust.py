@@ -21,13 +21,13 @@ import pytest
 import torch
 
 from virnucflow.demo import DEMO_ESM, build_demo_models, random_esm2, save_fair_esm
-from virnucflow.config import model_options
+from virnucflow.config import embedding_options, model_options
 from virnucflow.engine import EmbedOptions, Embedder, embed_shard
 from virnucflow.errors import ConfigError, MergeError, NumericalError
 from virnucflow.features import Embeddings, merge_features, write_h5
 from virnucflow.models.manifest import check_models
 from virnucflow.models.esm2 import ALPHABET, tokenize
-from virnucflow.models.interface import load_model
+from virnucflow.models.registry import load_model
 from virnucflow.nan_gate import nan_gate
 from virnucflow.features import write_embedding_info
 from virnucflow.shard import SHARD_HEADER
@@ -252,7 +252,8 @@ def test_fp32_compare_loads_each_model_twice(tmp_path, monkeypatch):
     monkeypatch.setattr(fc, "load_model", lambda name, path: loads.append(name) or load_model(name, path))
     defaults = schema_defaults()
     outputs = {k: tmp_path / f"{k}.out" for k in ("per_sequence", "summary", "calls", "agreement", "cosine_png", "scores_png")}
-    summary = fc.fp32_compare(tmp_path / "n.fa", tmp_path / "p.faa", tmp_path / "m.json",
-                              {**defaults["embedding"], "device": "cpu"}, defaults["fp32_compare"], outputs)
+    options, _ = embedding_options({**defaults["embedding"], "device": "cpu"})
+    summary = fc.fp32_compare(tmp_path / "n.fa", tmp_path / "p.faa", tmp_path / "m.json", options,
+                              defaults["fp32_compare"], outputs)
     assert sorted(loads) == ["dnabert_s", "dnabert_s", "esm2", "esm2"]
     assert summary["min_pooled_cosine"].min() > 0.99999 and summary.filter(like="pass_").all().all()

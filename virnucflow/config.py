@@ -114,6 +114,11 @@ def model_sections() -> tuple[str, ...]:
     return tuple(k for k, v in schema()["properties"]["embedding"]["properties"].items() if "$ref" in v)
 
 
+def precisions() -> list[str]:
+    """The precisions a model may run in: the schema's enum (the one list of them)."""
+    return list(schema()["properties"]["embedding"]["properties"]["precision"]["enum"])
+
+
 def model_options(embedding: Mapping, model: str, environ: Mapping[str, str] = os.environ) -> dict:
     """Options of ``model``: the shared keys, the model's own (``embedding.<model>.*``), then
     ``VIRNUCFLOW_PRECISION`` or ``VIRNUCPRO_DISABLE_FP16=1`` from the environment. (Here, not
@@ -123,9 +128,22 @@ def model_options(embedding: Mapping, model: str, environ: Mapping[str, str] = o
     options.update(embedding.get(model) or {})
     forced = environ.get(ENV_PRECISION, "").strip().lower()
     if forced:
-        if forced not in ("fp16", "bf16", "fp32"):
-            raise ConfigError(f"{ENV_PRECISION}={forced!r}: expected fp16, bf16 or fp32")
+        allowed = [p for p in precisions() if p != "fp8"]  # an emergency switch rolls back, never to FP8
+        if forced not in allowed:
+            raise ConfigError(f"{ENV_PRECISION}={forced!r}: expected {', '.join(allowed[:-1])} or {allowed[-1]}")
         options["precision"] = forced
     elif environ.get(ENV_DISABLE_FP16, "").strip() not in ("", "0") and options.get("precision") == "fp16":
         options["precision"] = "fp32"
     return options
+
+
+def embedding_options(embedding: Mapping, environ: Mapping[str, str] = os.environ) -> tuple[dict[str, dict], list[str]]:
+    """Every embedding model's options (:func:`model_options`), resolved once for the rules, ``fp32_compare``,
+    the selftest and the CLI; and one line per model whose precision the environment changed (to log)."""
+    from .models.registry import names
+
+    resolved = {m: model_options(embedding, m, environ) for m in names()}
+    notes = [f"{m}: precision {o['precision']} from the environment ({ENV_PRECISION}/{ENV_DISABLE_FP16})"
+             for m, o in resolved.items()
+             if o.get("precision") != (embedding.get(m) or {}).get("precision", embedding.get("precision"))]
+    return resolved, notes

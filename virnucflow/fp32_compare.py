@@ -37,7 +37,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import model_options
 from .engine import Embedder, EmbedOptions
 from .errors import NumericalError
 from .models.interface import EmbeddingModel
@@ -222,7 +221,7 @@ def fp32_compare(nucleotide_fa: str | os.PathLike, protein_faa: str | os.PathLik
              ", ".join(f"{n}: {len(drawn[n])}" for n in models))
     fast, slow, rows, used = {}, {}, [], {}
     for name in models:
-        options = EmbedOptions(**model_options(embedding, name), threads=threads)
+        options = EmbedOptions(**embedding[name], threads=threads)
         a, b, tmin, tmean, used[name] = compare_model(name, manifest[name]["path"], options,
                                                       [tokens[name][i] for i in union], perturb, model=loaded.pop(name))
         fast[name], slow[name] = a, b

@@ -313,7 +313,7 @@ def selftest(config: Mapping, models_json: str | os.PathLike, out: str | os.Path
              threads: int = 1) -> pd.DataFrame:
     """Run the checks of a reference directory (``None``: ``selftest.reference`` of the config; ``bundled``:
     :data:`BUNDLED`) with the config's models (``models_json``: their manifest); write the table to ``out``."""
-    from .config import model_options
+    from .config import embedding_options
     from .engine import EmbedOptions
     from .tables import write_tsv
 
@@ -336,7 +336,8 @@ def selftest(config: Mapping, models_json: str | os.PathLike, out: str | os.Path
     log.info("selftest: %d cases of %s (%s), chunk_length %d", len(runnable), where,
              "needs the published models" if meta.get("published_models") else "made with the configured models",
              chunk_length)
-    options = {k: EmbedOptions(**model_options(config["embedding"], k), threads=threads) for k in PT_LAYOUT}
+    options = {k: EmbedOptions(**o, threads=threads) for k, o in embedding_options(config["embedding"])[0].items()
+               if k in PT_LAYOUT}
     paths = {"production": options}
     if settings["fp32"]:
         paths["fp32"] = {k: o.reference() for k, o in options.items()}

@@ -12,11 +12,7 @@ from virnucflow.checks import (
     classifier_chunk_length,
     config_error,
 )
-from virnucflow.config import (
-    ENV_DISABLE_FP16,
-    ENV_PRECISION,
-    model_options,
-)
+from virnucflow.config import embedding_options
 from virnucflow.config import schema as config_schema
 from virnucflow.config import schema_file as config_schema_file
 from virnucflow.step import one_line
@@ -63,6 +59,14 @@ except VirNucFlowError as exc:  # one line, exit status 1, no traceback
     raise SystemExit(one_line(exc))
 except WorkflowError as exc:  # one line naming the key, not the schema dump
     raise SystemExit(f"virnucflow: error: {config_error(exc, config_schema())}")
+
+# Each embedding model's options (shared keys, its own, the environment's emergency override), once.
+try:
+    EMBEDDING_OPTIONS, _notes = embedding_options(config["embedding"])
+except VirNucFlowError as exc:
+    raise SystemExit(one_line(exc))
+for _note in _notes:
+    logger.warning(_note)
 
 # Size, content hash and frame count (up to the limit) of every input, cached in
 # .snakemake/virnucflow/inputs.json; then the batches: which samples share
@@ -179,22 +183,6 @@ def sample_mate2(wildcards):
 
 def calling_params(wildcards):
     return resolve_calling(config["calling"])
-
-
-def embedding_options(model):
-    """The embedding section for one model: shared keys, its own overrides, emergency env overrides."""
-    try:
-        options = model_options(config["embedding"], model)
-    except VirNucFlowError as exc:
-        raise SystemExit(one_line(exc))
-    shared = config["embedding"]["precision"]
-    if options["precision"] != (config["embedding"].get(model) or {}).get(
-        "precision", shared
-    ):
-        logger.warning(
-            f"{model}: precision {options['precision']} from the environment ({ENV_PRECISION}/{ENV_DISABLE_FP16})"
-        )
-    return options
 
 
 def batch_shards(batch):

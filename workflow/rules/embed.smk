@@ -33,7 +33,7 @@ rule embed:
     params:
         models=list(EMBEDDING_MODELS),
         samples=lambda wildcards: BATCHES[wildcards.batch].samples,
-        options={m: embedding_options(m) for m in EMBEDDING_MODELS},
+        options=EMBEDDING_OPTIONS,
         compile_cache=config["compile_cache"],
     message:
         f"batch {{wildcards.batch}} {{wildcards.shard}}: {' and '.join(EMBEDDING_MODELS.values())} embeddings"

@@ -71,7 +71,7 @@ rule fp32_compare_sample:
     resources:
         **rule_resources(config, "fp32_compare_sample"),
     params:
-        embedding={model: embedding_options(model) for model in EMBEDDING_MODELS},
+        embedding=EMBEDDING_OPTIONS,
         settings=config["fp32_compare"],
         compile_cache=config["compile_cache"],
     message:
