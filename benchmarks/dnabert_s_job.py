@@ -14,10 +14,10 @@ from pathlib import Path
 W = Path("/tmp/dj"); W.mkdir(exist_ok=True)
 if sys.argv[1] == "setup":
     import numpy as np
-    from virnucflow.demo import random_dnabert, save_dnabert_dir, train_dna_tokenizer
+    from virnucflow.steps.demo import random_dnabert, save_dnabert_dir, train_dna_tokenizer
     from virnucflow.models.dnabert_s import DNABERTConfig
     from virnucflow.models.manifest import check_model
-    from virnucflow.shard import SHARD_HEADER
+    from virnucflow.steps.shard import SHARD_HEADER
     rng = np.random.default_rng(0)
     tok = train_dna_tokenizer(["".join(rng.choice(list("ACGT"), 5000)) for _ in range(200)], vocab_size=4096)
     save_dnabert_dir(random_dnabert(DNABERTConfig(), 1), W / "dn", tok)
@@ -30,14 +30,15 @@ if sys.argv[1] == "setup":
     sys.exit()
 if sys.argv[1] == "compare":
     import numpy as np
-    from virnucflow.features import read_h5
+    from virnucflow.io.features import read_h5
     first = read_h5(W / f"{sys.argv[2]}.h5").vectors.astype(np.float64)
     for other in sys.argv[3:]:
         b = read_h5(W / f"{other}.h5").vectors.astype(np.float64)
         cos = (first * b).sum(1) / np.linalg.norm(first, axis=1) / np.linalg.norm(b, axis=1)
         print(f"{sys.argv[2]} vs {other}: pooled cosine min {cos.min():.8f}, max abs diff {np.abs(first - b).max():.4f}")
     sys.exit()
-from virnucflow.engine import EmbedOptions, embed_shard
+from virnucflow.engine import EmbedOptions
+from virnucflow.steps.embed import embed_shard
 import logging; logging.basicConfig(level=logging.INFO, format="%(message)s")
 t = time.perf_counter()
 st = embed_shard("dnabert_s", W / "m.json", W / "shard.tsv", W / f"{sys.argv[1]}.h5", EmbedOptions.defaults(attention=sys.argv[1], device="cuda"))

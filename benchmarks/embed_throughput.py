@@ -238,7 +238,7 @@ def bench_esm(name: str, proteins: list[str], args, sampler) -> None:
            attention=e.backend, budget=st.token_budget, packing_eff=round(st.packing_efficiency, 4))
     # the same, as embedding jobs run it: NaN/Inf check of the vectors and progress lines (every
     # second here, 30 times as often as in production, so that their cost shows)
-    import virnucflow.progress as progress
+    import virnucflow.planning.progress as progress
 
     every, progress.EVERY_S = progress.EVERY_S, 1.0
     sec2, busy, peak = timed(lambda: np.isfinite(e.embed_tokens(tokens, progress_label="bench")).all(), args.reps, sampler)
@@ -337,7 +337,7 @@ def bench_esm(name: str, proteins: list[str], args, sampler) -> None:
 
 
 def dna_tokenizer():
-    from virnucflow.demo import train_dna_tokenizer
+    from virnucflow.steps.demo import train_dna_tokenizer
 
     rng = np.random.default_rng(0)
     tok = train_dna_tokenizer(["".join(rng.choice(list("ACGT"), 5000)) for _ in range(400)], vocab_size=4096)
@@ -426,10 +426,10 @@ def bench_dnabert(name: str, nucleotides: list[str], args, sampler, tok) -> None
 
 def bench_job(args, sampler, tok) -> None:
     """``virnucflow embed`` on a >= 100,000-frame shard, files written and read as in the workflow."""
-    from virnucflow.demo import random_dnabert, random_esm2, save_dnabert_dir, save_fair_esm
-    from virnucflow.engine import embed_shard
+    from virnucflow.steps.demo import random_dnabert, random_esm2, save_dnabert_dir, save_fair_esm
+    from virnucflow.steps.embed import embed_shard
     from virnucflow.models.manifest import check_models
-    from virnucflow.shard import SHARD_HEADER
+    from virnucflow.steps.shard import SHARD_HEADER
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -449,7 +449,7 @@ def bench_job(args, sampler, tok) -> None:
         cleanup()
     if not dn_path.exists():
         save_dnabert_dir(random_dnabert(DNABERTConfig(vocab_size=tok.get_vocab_size(), **DNABERT_SIZE), 6), dn_path, tok)
-    from virnucflow.demo import random_classifier, save_original_classifier
+    from virnucflow.steps.demo import random_classifier, save_original_classifier
 
     width = KNOWN_CONFIGS[ESM_SIZE].embed_dim + DNABERTConfig(**DNABERT_SIZE).hidden_size
     save_original_classifier(random_classifier(width, 512, 0), work / "clf.pth")

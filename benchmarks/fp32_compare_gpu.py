@@ -24,13 +24,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from virnucflow.demo import (  # noqa: E402
+from virnucflow.steps.demo import (  # noqa: E402
     random_classifier, random_dnabert, random_esm2, save_dnabert_dir, save_fair_esm, save_original_classifier,
     train_dna_tokenizer,
 )
 from virnucflow.models.dnabert_s import DNABERTConfig  # noqa: E402
 from virnucflow.models.esm2 import KNOWN_CONFIGS  # noqa: E402
-from virnucflow.preprocess import CODON_TABLE  # noqa: E402
+from virnucflow.steps.preprocess import CODON_TABLE  # noqa: E402
 
 SENSE = [c for c, aa in CODON_TABLE.items() if aa != "*"]
 

@@ -62,7 +62,7 @@ def run_ours(fasta: Path, length: int, work: Path) -> dict:
     outs = [work / "ours.chunked.fa", work / "ours.nt.fa", work / "ours.aa.faa", work / "ours.records.tsv"]
     code = (
         "import sys, time, json, resource\n"
-        "from virnucflow.preprocess import preprocess\n"
+        "from virnucflow.steps.preprocess import preprocess\n"
         "t = time.perf_counter()\n"
         f"s = preprocess({str(fasta)!r}, {length}, *{[str(p) for p in outs]!r})\n"
         "dt = time.perf_counter() - t\n"
@@ -105,7 +105,7 @@ def run_original(original: Path, fasta: Path, length: int, n_records: int, work:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     out = json.loads(res.stdout.strip().splitlines()[-1])
     # ours on the same prefix must write the same bytes
-    from virnucflow.preprocess import preprocess
+    from virnucflow.steps.preprocess import preprocess
 
     preprocess(prefix, length, work / "p.c.fa", work / "p.n.fa", work / "p.a.faa")
     out["identical_outputs"] = all(

@@ -26,7 +26,7 @@ DECOMPRESS = {
     "xopen (ISA-L, 1 thread)": "from xopen import xopen\nf = xopen(PATH, 'rb', threads=1, format='gz')\n",
 }
 LOOP = "n = 0\nwhile b := f.read(1 << 20):\n    n += len(b)\nprint(n)\n"
-READER = "from virnucflow.reads import read_sequences\nprint(sum(1 for _ in read_sequences(PATH, check_duplicates=False)))\n"
+READER = "from virnucflow.io.reads import read_sequences\nprint(sum(1 for _ in read_sequences(PATH, check_duplicates=False)))\n"
 
 
 def _time(code: str, path: str, pythonpath: str) -> tuple[float, str]:

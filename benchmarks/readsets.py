@@ -27,7 +27,7 @@ _COMP = str.maketrans("ACGT", "TGCA")
 def write_reads(path: Path, n: int, seed: int, kind: str = "lambda", length: int | None = None,
                 start: int = 0) -> None:
     """``n`` reads (IDs from ``start``) of ``kind`` (``lambda`` or ``unique``) into a FASTA file."""
-    from virnucflow.preprocess import CODON_TABLE
+    from virnucflow.steps.preprocess import CODON_TABLE
 
     rng = np.random.default_rng(seed)
     sense = np.array([c for c, a in CODON_TABLE.items() if a != "*"])

@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 def per_rule(work: Path) -> dict[str, dict[str, float]]:
     import pandas as pd
 
-    from virnucflow.report import benchmark_rule
+    from virnucflow.steps.report import benchmark_rule
 
     root = work / "logs" / "benchmarks"
     out: dict[str, dict[str, float]] = {}

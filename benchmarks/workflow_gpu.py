@@ -48,7 +48,7 @@ def read_set(path: Path, n: int, seed: int, kind: str = "lambda") -> None:
 
 def rule_times(work: Path) -> dict[str, dict[str, float]]:
     """Per rule: jobs and summed wall seconds, from the ``benchmark:`` files (the report's reader)."""
-    from virnucflow.report import rule_times as report_rule_times
+    from virnucflow.steps.report import rule_times as report_rule_times
 
     table = report_rule_times(work / "logs" / "benchmarks")
     return {r.rule: {"jobs": int(r.jobs), "seconds": float(r.wall_s)} for r in table.itertuples()}
@@ -57,7 +57,7 @@ def rule_times(work: Path) -> dict[str, dict[str, float]]:
 def embedded_tokens(work: Path) -> dict[str, int]:
     """Tokens each model would run without deduplication (the original has none), summed over
     shards, from the shards' score summaries (older checkouts: the embedding files)."""
-    from virnucflow import report
+    from virnucflow.steps import report
 
     infos = sorted((work / "results" / "batches").glob("*/embed/*.json"))
     if infos:

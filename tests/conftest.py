@@ -44,7 +44,7 @@ def pytest_collection_modifyitems(config, items):
 def sample_sheet_error(tmp_path: Path, name: str, fasta: Path) -> tuple[Path, str]:
     """Write a one-sample sheet; return its path and the message ``read_sample_sheet`` refuses it with."""
     from virnucflow.errors import InputError
-    from virnucflow.samples import read_sample_sheet
+    from virnucflow.io.samples import read_sample_sheet
 
     sheet = tmp_path / "s.tsv"
     sheet.write_text(f"sample\tfasta\n{name}\t{fasta}\n")

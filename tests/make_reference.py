@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from virnucflow.selftest import BUNDLED
+from virnucflow.steps.selftest import BUNDLED
 
 CASES = ("test_with_orfs", "test_fixed_500bp")
 
@@ -76,7 +76,7 @@ def dnabert_s_vectors(path: Path, nucleotides: list[str], device: str) -> np.nda
 
 
 def classifier_scores(path: Path, features: np.ndarray) -> np.ndarray:
-    from virnucflow.classifier import load_classifier
+    from virnucflow.models.classifier import load_classifier
 
     model, _ = load_classifier(path)  # only for its weights
     w = {k: v.double() for k, v in model.state_dict().items()}
@@ -122,7 +122,7 @@ def build_reference(models: dict[str, Path], out: Path, device: str = "cpu", sou
 def full_size_models(directory: Path, seed: int = 0) -> dict[str, Path]:
     """Random-weight models of the published sizes (ESM-2 3B stored in FP16 as published, DNABERT-S
     12 x 768 with a 4,096-piece tokenizer, the classifier 3328 -> 512 -> 2), in the real formats."""
-    from virnucflow.demo import (random_classifier, random_dnabert, random_esm2, save_dnabert_dir, save_fair_esm,
+    from virnucflow.steps.demo import (random_classifier, random_dnabert, random_esm2, save_dnabert_dir, save_fair_esm,
                                  save_original_classifier, train_dna_tokenizer)
     from virnucflow.models.dnabert_s import DNABERTConfig
     from virnucflow.models.esm2 import KNOWN_CONFIGS

@@ -210,7 +210,7 @@ def test_directory_in_the_sample_sheet(tmp_path):
 
 def test_classifier_given_as_the_esm2_model(tmp_path):
     """PyTorch's advice to load the file unsafely ("will likely succeed") must not reach users."""
-    from virnucflow.demo import build_demo_models
+    from virnucflow.steps.demo import build_demo_models
 
     build_demo_models({"esm2": tmp_path / "esm2.pt", "dnabert_s": tmp_path / "dnabert", "classifier": tmp_path / "clf.pth"}, seed=0)
     out = tmp_path / "results"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from virnucflow.calling import PRESETS, resolve_calling
+from virnucflow.steps.calling import PRESETS, resolve_calling
 from virnucflow.errors import InputError
-from virnucflow.predict import highest_scores, read_predictions, summarise
-from virnucflow.tables import write_tsv
-from virnucflow.preprocess import chunk_bounds, identify_frames, preprocess, reverse_complement
-from virnucflow.tracks import write_window_tracks
+from virnucflow.steps.predict import highest_scores, read_predictions, summarise
+from virnucflow.io.tables import write_tsv
+from virnucflow.steps.preprocess import chunk_bounds, identify_frames, preprocess, reverse_complement
+from virnucflow.steps.tracks import write_window_tracks
 
 from .conftest import ORIGINAL, REPO
 
@@ -130,7 +130,7 @@ def test_window_bed_coordinates_on_both_strands(tmp_path):
 
 
 def test_too_short_is_decided_in_calling_only():
-    from virnucflow.calling import MIN_RECORD_LENGTH, call_sequences
+    from virnucflow.steps.calling import MIN_RECORD_LENGTH, call_sequences
 
     assert MIN_RECORD_LENGTH == 9
     # a sequence under 9 bp is too-short whatever its windows say; at 9 bp the windows decide

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from virnucflow.classifier import classify, load_classifier
+from virnucflow.models.classifier import classify, load_classifier
 from virnucflow.errors import ModelFileError
-from virnucflow.predict import highest_scores, read_predictions, write_predictions
-from virnucflow.tables import write_tsv
+from virnucflow.steps.predict import highest_scores, read_predictions, write_predictions
+from virnucflow.io.tables import write_tsv
 
 from .conftest import ORIGINAL, REFERENCE
 

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from virnucflow.engine import EmbedOptions, Embedder, EmbedStats, dedup, embed_shard, embed_shard_models, read_ahead
+from virnucflow.engine import EmbedOptions, Embedder, EmbedStats
+from virnucflow.steps.embed import dedup, embed_shard, embed_shard_models, read_ahead
 from virnucflow.errors import ConfigError, ResourceError
 from virnucflow.models.attention import ALL_BACKENDS
 from virnucflow.models.dnabert_s import DNABERT, DNABERTConfig
@@ -131,9 +132,9 @@ def test_cross_sequence_attention_is_caught(esm, esm_tokens, monkeypatch):
 
 
 def test_dedup_embeds_each_sequence_once(tmp_path, monkeypatch):
-    from virnucflow.demo import build_demo_models
+    from virnucflow.steps.demo import build_demo_models
     from virnucflow.models.manifest import check_models
-    from virnucflow.shard import SHARD_HEADER
+    from virnucflow.steps.shard import SHARD_HEADER
 
     build_demo_models({"esm2": tmp_path / "e.pt", "dnabert_s": tmp_path / "d", "classifier": tmp_path / "c.pth"})
     check_models({"esm2": tmp_path / "e.pt", "dnabert_s": tmp_path / "d", "classifier": tmp_path / "c.pth", "download": False},
@@ -159,9 +160,9 @@ def test_one_job_embeds_both_models_as_two_jobs_would(tmp_path):
     """embed_shard_models (rule embed: one process, the later models' files read ahead) writes, per
     model, exactly what embed_shard alone writes: vectors, ids and the non-finite table, bit for bit;
     and each model keeps its own options (here dnabert_s padded, esm2 packed)."""
-    from virnucflow.demo import build_demo_models
+    from virnucflow.steps.demo import build_demo_models
     from virnucflow.models.manifest import check_models
-    from virnucflow.shard import SHARD_HEADER
+    from virnucflow.steps.shard import SHARD_HEADER
 
     build_demo_models({"esm2": tmp_path / "e.pt", "dnabert_s": tmp_path / "d", "classifier": tmp_path / "c.pth"})
     check_models({"esm2": tmp_path / "e.pt", "dnabert_s": tmp_path / "d", "classifier": tmp_path / "c.pth", "download": False},
@@ -253,10 +254,10 @@ def test_dedup_helper():
 def test_progress_lines_count_finished_sequences(tmp_path, monkeypatch, caplog):
     import logging
 
-    import virnucflow.progress as progress
-    from virnucflow.demo import build_demo_models
+    import virnucflow.planning.progress as progress
+    from virnucflow.steps.demo import build_demo_models
     from virnucflow.models.manifest import check_models
-    from virnucflow.shard import SHARD_HEADER
+    from virnucflow.steps.shard import SHARD_HEADER
 
     build_demo_models({"esm2": tmp_path / "e.pt", "dnabert_s": tmp_path / "d", "classifier": tmp_path / "c.pth"})
     check_models({"esm2": tmp_path / "e.pt", "dnabert_s": tmp_path / "d", "classifier": tmp_path / "c.pth", "download": False},

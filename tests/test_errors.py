@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from virnucflow.classifier import MLPClassifier, load_classifier
-from virnucflow.demo import random_classifier, save_original_classifier
+from virnucflow.models.classifier import MLPClassifier, load_classifier
+from virnucflow.steps.demo import random_classifier, save_original_classifier
 from virnucflow.errors import ConfigError, ModelFileError, NumericalError
 
 from .conftest import REPO, run_cli, sample_sheet_error
@@ -74,7 +74,7 @@ def test_our_own_classifier_pickled_whole_loads(tmp_path):
 
 
 def test_no_calls_are_written_from_a_non_finite_score(tmp_path):
-    from virnucflow.predict import gather_sample
+    from virnucflow.steps.predict import gather_sample
 
     records = tmp_path / "records.tsv"
     records.write_text("record_id\tlength\tchunks\tframes\nr1\t500\t1\t2\n")
@@ -120,7 +120,7 @@ def test_a_nul_byte_in_a_header_is_refused(tmp_path):
 
 
 def test_a_truncated_embedding_file_names_the_file(tmp_path):
-    from virnucflow.features import Embeddings, write_h5
+    from virnucflow.io.features import Embeddings, write_h5
 
     for name, dim in (("a.h5", 48), ("b.h5", 32)):
         write_h5(tmp_path / name, Embeddings(["x_chunk_1F1"], np.zeros(1, np.int64), np.ones((1, dim), np.float32)))
@@ -167,7 +167,7 @@ def test_config_mistakes_are_one_line_at_start(tmp_path, text, expected):
     assert "Traceback" not in res.stderr and "File " not in res.stderr
     import yaml
 
-    from virnucflow.config import load_config
+    from virnucflow.planning.config import load_config
 
     def merge(a, b):
         return {**a, **{k: merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
@@ -191,7 +191,7 @@ def test_the_same_file_as_both_mates_is_refused(tmp_path):
     sheet = tmp_path / "s.tsv"
     sheet.write_text(f"sample\tfasta\tmate2\ns1\t{fq}\t{fq}\n")
     from virnucflow.errors import InputError
-    from virnucflow.samples import read_sample_sheet
+    from virnucflow.io.samples import read_sample_sheet
 
     with pytest.raises(InputError, match=rf"^{sheet}: line 2: sample 's1': fasta and mate2 are the same file "
                                          rf"\({fq}\); give the mate 2 \(R2\) file as mate2$"):
@@ -228,7 +228,7 @@ def test_a_byte_order_mark_is_skipped_and_said(tmp_path, fmt):
 
 
 def test_a_sample_sheet_with_a_byte_order_mark_reads(tmp_path):
-    from virnucflow.samples import read_sample_sheet
+    from virnucflow.io.samples import read_sample_sheet
 
     fa = tmp_path / "x.fa"
     fa.write_bytes(GOOD)
@@ -261,7 +261,7 @@ def test_a_named_pipe_is_refused_without_waiting(tmp_path):
 
 def test_an_unexpected_exception_is_one_line_with_its_traceback_in_the_log(tmp_path):
     log = tmp_path / "job.log"
-    code = ("from virnucflow.step import cli_step\n"
+    code = ("from virnucflow.planning.step import cli_step\n"
             f"with cli_step({str(log)!r}):\n"
             "    {}['missing']\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)

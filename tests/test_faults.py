@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from virnucflow.features import read_h5
+from virnucflow.io.features import read_h5
 
 from .conftest import REPO
 

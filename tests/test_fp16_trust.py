@@ -20,17 +20,18 @@ import pandas as pd
 import pytest
 import torch
 
-from virnucflow.demo import DEMO_ESM, build_demo_models, random_esm2, save_fair_esm
-from virnucflow.config import embedding_options, model_options
-from virnucflow.engine import EmbedOptions, Embedder, embed_shard
+from virnucflow.steps.demo import DEMO_ESM, build_demo_models, random_esm2, save_fair_esm
+from virnucflow.planning.config import embedding_options, model_options
+from virnucflow.engine import EmbedOptions, Embedder
+from virnucflow.steps.embed import embed_shard
 from virnucflow.errors import ConfigError, MergeError, NumericalError
-from virnucflow.features import Embeddings, merge_features, write_h5
+from virnucflow.io.features import Embeddings, merge_features, write_h5
 from virnucflow.models.manifest import check_models
 from virnucflow.models.esm2 import ALPHABET, tokenize
 from virnucflow.models.registry import load_model
-from virnucflow.nan_gate import nan_gate
-from virnucflow.features import write_embedding_info
-from virnucflow.shard import SHARD_HEADER
+from virnucflow.steps.nan_gate import nan_gate
+from virnucflow.io.features import write_embedding_info
+from virnucflow.steps.shard import SHARD_HEADER
 
 from .conftest import REPO
 
@@ -240,9 +241,9 @@ def test_fp32_compare_on_the_demo(tmp_path):
 def test_fp32_compare_loads_each_model_twice(tmp_path, monkeypatch):
     """Once for its tokenizer, kept as the production model, and once from the file for the FP32
     reference (a 3B checkpoint read three times cost seconds each before)."""
-    import virnucflow.fp32_compare as fc
-    from virnucflow.config import schema_defaults
-    from virnucflow.preprocess import preprocess
+    import virnucflow.steps.fp32_compare as fc
+    from virnucflow.planning.config import schema_defaults
+    from virnucflow.steps.preprocess import preprocess
 
     build_demo_models({"esm2": tmp_path / "e.pt", "dnabert_s": tmp_path / "d", "classifier": tmp_path / "c.pth"})
     check_models({"esm2": tmp_path / "e.pt", "dnabert_s": tmp_path / "d", "classifier": tmp_path / "c.pth",

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from virnucflow.errors import VirNucFlowError
-from virnucflow.fasta import IUPAC_NUCLEOTIDES
-from virnucflow.reads import read_pairs, read_sequences
-from virnucflow.samples import read_sample_sheet
+from virnucflow.io.fasta import IUPAC_NUCLEOTIDES
+from virnucflow.io.reads import read_pairs, read_sequences
+from virnucflow.io.samples import read_sample_sheet
 
 FUZZ = settings(max_examples=int(os.environ.get("VIRNUCFLOW_FUZZ_EXAMPLES", "300")), derandomize=True,
                 database=None, deadline=None, suppress_health_check=list(HealthCheck))
@@ -110,7 +110,7 @@ values = st.recursive(scalars, lambda inner: st.one_of(
                  st.dictionaries(st.sampled_from(KEYS), values, max_size=6).map(lambda v: yaml.safe_dump(v).encode()),
                  st.binary(max_size=120)))
 def test_any_yaml_read_as_a_config_gives_a_config_or_one_known_error(data):
-    from virnucflow.config import load_config
+    from virnucflow.planning.config import load_config
 
     with tempfile.TemporaryDirectory() as d:
         try:

@@ -70,7 +70,7 @@ def dnabert_model():
 
 @pytest.fixture(scope="module")
 def dnabert_tokens(workload):
-    from virnucflow.demo import train_dna_tokenizer
+    from virnucflow.steps.demo import train_dna_tokenizer
 
     # a 4096-token BPE like DNABERT-S's, trained on random DNA
     rng = np.random.default_rng(0)

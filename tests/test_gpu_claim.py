@@ -1,4 +1,4 @@
-"""Local multi-GPU runs: each embedding job claims a GPU of its own (virnucflow.gpu.claim_gpu).
+"""Local multi-GPU runs: each embedding job claims a GPU of its own (virnucflow.planning.gpu.claim_gpu).
 
 No multi-GPU machine is needed: ``nvidia-smi`` is replaced on PATH by a script that lists N
 GPUs, the only thing claim_gpu asks of the hardware. The locks, the processes holding them
@@ -22,7 +22,7 @@ from tests.conftest import REPO
 JOB = textwrap.dedent(
     """
     import os, sys
-    from virnucflow.gpu import claim_gpu
+    from virnucflow.planning.gpu import claim_gpu
     gpu = claim_gpu(sys.argv[1], wait_s=float(sys.argv[2]))
     print(gpu, os.environ.get("CUDA_VISIBLE_DEVICES"), flush=True)
     sys.stdin.read()

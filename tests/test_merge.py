@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from virnucflow.errors import MergeError
-from virnucflow.features import Embeddings, export_merged_pt, merge_features, read_h5, write_h5
-from virnucflow.preprocess import iter_identified
+from virnucflow.io.features import Embeddings, export_merged_pt, merge_features, read_h5, write_h5
+from virnucflow.steps.preprocess import iter_identified
 
 from .conftest import REFERENCE, run_cli
 from .originals import read_original_dnabert_pt, read_original_esm_pt
@@ -117,7 +117,7 @@ def test_predict_scores_the_shards_joined_as_the_merge_joins_them(tmp_path):
     """predict reads the per-shard embedding files itself (features.h5 is optional): however the
     frames are split into shards, it writes exactly the files that scoring the original's merged
     features gives."""
-    from virnucflow.demo import random_classifier, save_original_classifier
+    from virnucflow.steps.demo import random_classifier, save_original_classifier
 
     nt, aa = _reference_tables()
     save_original_classifier(random_classifier(768 + 2560, 512, 0), tmp_path / "clf.pth")
@@ -137,8 +137,8 @@ def test_predict_scores_the_shards_joined_as_the_merge_joins_them(tmp_path):
     assert outputs["one"] == outputs["three"]
     # The original's merged features scored in a fresh process (as the CLI's: a CPU matmul's rounding
     # can depend on the threads, which earlier tests may have changed in this one).
-    script = (f"import torch; from virnucflow.classifier import classify, load_classifier; "
-              f"from virnucflow.predict import write_predictions; "
+    script = (f"import torch; from virnucflow.models.classifier import classify, load_classifier; "
+              f"from virnucflow.steps.predict import write_predictions; "
               f"e = torch.load({str(REFERENCE / f'{NAME}_output_1_merged.pt')!r}, weights_only=True); "
               f"m, _ = load_classifier({str(tmp_path / 'clf.pth')!r}); "
               f"write_predictions({str(tmp_path / 'expected.txt')!r}, e['ids'], classify(m, e['data']).numpy())")
@@ -149,10 +149,10 @@ def test_predict_scores_the_shards_joined_as_the_merge_joins_them(tmp_path):
 def test_scores_gathered_batch_by_batch_are_those_of_the_whole_table(tmp_path):
     """predict never builds the N x 3328 table: it gathers each classifier batch from the two models'
     vectors. Over several batches, from shuffled shards, the scores are those of the whole table."""
-    from virnucflow.classifier import BATCH, classify
-    from virnucflow.demo import random_classifier
-    from virnucflow.features import read_features
-    from virnucflow.predict import score_features
+    from virnucflow.models.classifier import BATCH, classify
+    from virnucflow.steps.demo import random_classifier
+    from virnucflow.io.features import read_features
+    from virnucflow.steps.predict import score_features
 
     n = 2 * BATCH + 123
     rng = np.random.default_rng(3)

@@ -11,7 +11,7 @@ import threading
 import pytest
 import torch
 
-from virnucflow.demo import build_demo_models, random_esm2, save_fair_esm
+from virnucflow.steps.demo import build_demo_models, random_esm2, save_fair_esm
 from virnucflow.errors import ModelFileError
 from virnucflow.models import acquire
 from virnucflow.models.manifest import check_models
@@ -121,7 +121,7 @@ def test_wrong_architecture(demo):
         load_dnabert_s(demo / "esm2.pt")
     with pytest.raises(ModelFileError, match=r"not a fair-esm ESM-2 checkpoint \(expected a dict with 'cfg' and 'model'; found \['bn1\.bias'"):
         # a classifier state dict given as ESM-2
-        from virnucflow.classifier import load_classifier
+        from virnucflow.models.classifier import load_classifier
 
         torch.save(load_classifier(demo / "clf.pth")[0].state_dict(), demo / "sd.pt")
         load_esm2(demo / "sd.pt")
@@ -164,7 +164,7 @@ def test_dnabert_directory_without_tokenizer(demo, tmp_path):
 
 
 def test_classifier_width_must_match_the_embedding_models(demo, tmp_path):
-    from virnucflow.demo import random_classifier, save_original_classifier
+    from virnucflow.steps.demo import random_classifier, save_original_classifier
 
     save_original_classifier(random_classifier(3328, 16, 0), tmp_path / "500_model.pth")
     res = run_cli("check-models", "--esm2", demo / "esm2.pt", "--dnabert-s", demo / "dnabert",

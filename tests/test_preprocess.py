@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from virnucflow.preprocess import chunk_bounds, preprocess, six_frames
+from virnucflow.steps.preprocess import chunk_bounds, preprocess, six_frames
 
 from .conftest import ORIGINAL, REFERENCE, run_cli
 
@@ -55,7 +55,7 @@ def test_outputs_byte_identical_to_original(case, threads, tmp_path, monkeypatch
     fasta, length, chunked, nucleotide, protein = case
     out = [tmp_path / "chunked.fa", tmp_path / "nt.fa", tmp_path / "aa.faa"]
     if threads > 1:
-        monkeypatch.setattr("virnucflow.preprocess.BATCH_BASES", 2000)
+        monkeypatch.setattr("virnucflow.steps.preprocess.BATCH_BASES", 2000)
     preprocess(fasta, length, *out, threads=threads)
     for got, expected in zip(out, (chunked, nucleotide, protein)):
         assert got.read_bytes() == expected.read_bytes(), f"{got.name} differs from {expected}"
@@ -135,7 +135,7 @@ def test_an_input_error_in_a_later_batch_leaves_no_outputs(tmp_path, monkeypatch
     same one-line error as with one process, and no output written."""
     from virnucflow.errors import InputError
 
-    monkeypatch.setattr("virnucflow.preprocess.BATCH_BASES", 500)
+    monkeypatch.setattr("virnucflow.steps.preprocess.BATCH_BASES", 500)
     good = "".join(f">r{i}\n{'ACGTTGCA' * 40}\n" for i in range(30))
     (tmp_path / "in.fa").write_text(good + ">bad\nACGTXACGT\n" + good.replace(">r", ">s"))
     out = [tmp_path / "chunked.fa", tmp_path / "nt.fa", tmp_path / "aa.faa", tmp_path / "records.tsv"]

@@ -6,8 +6,8 @@ import os
 import subprocess
 import sys
 
-from virnucflow.config import schema_defaults
-from virnucflow.resources import rule_resources, rule_threads
+from virnucflow.planning.config import schema_defaults
+from virnucflow.planning.resources import rule_resources, rule_threads
 
 from .conftest import REPO, run_cli
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from virnucflow.fasta import read_fasta
-from virnucflow.reads import read_pairs, read_sequences
+from virnucflow.io.fasta import read_fasta
+from virnucflow.io.reads import read_pairs, read_sequences
 
 from .conftest import ORIGINAL, run_cli
 
@@ -54,7 +54,7 @@ def test_fastq_preprocessing_is_byte_identical_to_fasta(tmp_path, source):
 def test_frames_are_counted_in_fastq_as_in_fasta(tmp_path):
     """The count behind `shards: auto` reads FASTQ (plain or gzip) too: it was None for FASTQ,
     so reads always got one shard."""
-    from virnucflow.inputs import count_frames, input_info
+    from virnucflow.planning.inputs import count_frames, input_info
 
     fasta = ORIGINAL / "both_strands.fa"
     text = _fastq(list(read_fasta(fasta)))
@@ -82,7 +82,7 @@ def test_frames_are_counted_in_fastq_as_in_fasta(tmp_path):
 def test_frames_of_a_large_file_are_extrapolated_from_its_first_windows(tmp_path):
     """Beyond count_frames' exact_windows, the rest of the file is measured in windows, not
     translated: the count is the sampled frames per window times the file's windows."""
-    from virnucflow.inputs import count_frames
+    from virnucflow.planning.inputs import count_frames
 
     fasta = ORIGINAL / "both_strands.fa"
     records = list(read_fasta(fasta))
@@ -101,7 +101,7 @@ def test_frames_of_a_large_file_are_extrapolated_from_its_first_windows(tmp_path
 
 
 def count_frames_of(record, chunk_length):
-    from virnucflow.preprocess import chunk_bounds, identify_frames
+    from virnucflow.steps.preprocess import chunk_bounds, identify_frames
 
     return sum(len(identify_frames("", record.seq[a:b])) for a, b in chunk_bounds(len(record.seq), chunk_length))
 
@@ -179,7 +179,7 @@ def test_mismatched_mates(tmp_path, mate2, message):
 
 def test_a_missing_mate2_is_named_as_the_mate2_file(tmp_path):
     from virnucflow.errors import InputError
-    from virnucflow.samples import read_sample_sheet
+    from virnucflow.io.samples import read_sample_sheet
 
     (tmp_path / "r1.fq").write_text("@p/1\nACGT\n+\nIIII\n")
     sheet = tmp_path / "s.tsv"

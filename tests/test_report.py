@@ -46,7 +46,7 @@ def _chromium() -> str:
 def report(tmp_path_factory):
     """The workflow and `snakemake fp32_compare` on a FASTA sample and a paired FASTQ.gz sample, then the report."""
     wd = tmp_path_factory.mktemp("report")
-    from virnucflow.fasta import read_fasta
+    from virnucflow.io.fasta import read_fasta
 
     records = list(read_fasta(ORIGINAL / "lambda_pieces.fa"))[:3]
     for mate, cut in ((1, slice(0, 600)), (2, slice(-600, None))):
@@ -177,7 +177,7 @@ def test_demo_tables_are_recognised_for_the_figures_warning(tmp_path):
     """Figures of demo runs say DEMO MODELS in their title (report.sample_figures): the test is the banner."""
     import pandas as pd
 
-    from virnucflow.tables import has_demo_banner, write_tsv
+    from virnucflow.io.tables import has_demo_banner, write_tsv
 
     table = pd.DataFrame({"a": [1]})
     write_tsv(tmp_path / "demo.tsv", table, demo=True)

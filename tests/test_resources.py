@@ -8,17 +8,17 @@ from types import SimpleNamespace
 
 import pytest
 
-from virnucflow.config import schema_defaults
+from virnucflow.planning.config import schema_defaults
 from virnucflow.models.registry import names
-from virnucflow.resources import (embed_runtime, frame_tokens, rule_resources, shard_tokens)
-from virnucflow.shard import frame_cost
+from virnucflow.planning.resources import (embed_runtime, frame_tokens, rule_resources, shard_tokens)
+from virnucflow.steps.shard import frame_cost
 
 from .conftest import REPO
 
 
 def _plan(tmp_path, rows, shards=1, name="plan.tsv"):
     """A one-sample batch's plan over identified frames of (nucleotide, protein) lengths."""
-    from virnucflow.shard import plan_shards
+    from virnucflow.steps.shard import plan_shards
 
     nt, aa = tmp_path / "n.fa", tmp_path / "p.faa"
     nt.write_text("".join(f">f{i}_chunk_1F1\n{'A' * n}\n" for i, (n, _) in enumerate(rows)))
@@ -129,7 +129,7 @@ def test_every_demo_job_fits_a_two_core_node():
     import yaml
     from snakemake.utils import validate
 
-    from virnucflow.resources import rule_threads
+    from virnucflow.planning.resources import rule_threads
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())

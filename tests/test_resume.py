@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from virnucflow.atomic import atomic_outputs
+from virnucflow.io.atomic import atomic_outputs
 
 from .conftest import ORIGINAL, REPO
 from .test_workflow import SNAKEMAKE, _sheet

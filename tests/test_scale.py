@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from virnucflow.batches import plan_batches
-from virnucflow.features import Embeddings, write_h5
-from virnucflow.shard import CLASSIFIER_BATCH, plan_shards, read_plan, read_planned_shard
+from virnucflow.planning.batches import plan_batches
+from virnucflow.io.features import Embeddings, write_h5
+from virnucflow.steps.shard import CLASSIFIER_BATCH, plan_shards, read_plan, read_planned_shard
 
 from .workloads import SENSE
 
@@ -127,10 +127,10 @@ def test_scores_and_outputs_do_not_depend_on_the_shard_layout_or_the_batch(tmp_p
     """One sample alone in 1, 2 or 4 shards, or pooled with others: the same five files, byte for byte,
     also when the gather works in many small blocks and spills sorted runs to disk; and they are those
     of scoring the sample whole (virnucflow predict)."""
-    from virnucflow import predict as predict_mod
-    from virnucflow.demo import build_demo_models
-    from virnucflow.predict import gather_sample, predict_sample
-    from virnucflow.score import score_shard
+    from virnucflow.steps import predict as predict_mod
+    from virnucflow.steps.demo import build_demo_models
+    from virnucflow.steps.predict import gather_sample, predict_sample
+    from virnucflow.steps.score import score_shard
 
     models = tmp_path / "models"
     build_demo_models({"esm2": models / "esm2.pt", "dnabert_s": models / "dnabert_s", "classifier": models / "clf.pth"}, seed=0)
@@ -178,7 +178,7 @@ def test_scores_and_outputs_do_not_depend_on_the_shard_layout_or_the_batch(tmp_p
 
 def test_a_sample_missing_frames_in_the_scores_is_refused(tmp_path):
     from virnucflow.errors import MergeError
-    from virnucflow.predict import gather_sample
+    from virnucflow.steps.predict import gather_sample
 
     scores = tmp_path / "s.tsv"
     scores.write_text("sample\tindex\tid\tprediction\tscore1\tscore2\n"
@@ -253,7 +253,7 @@ def test_an_unchanged_model_is_not_checked_again(tmp_path, monkeypatch, caplog):
     import logging
 
     from virnucflow.models.manifest import check_model
-    from virnucflow.demo import build_demo_models
+    from virnucflow.steps.demo import build_demo_models
     from virnucflow.errors import ModelFileError
 
     monkeypatch.setenv("VIRNUCFLOW_CACHE", str(tmp_path / "cache"))

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from virnucflow.config import load_config
-from virnucflow.demo import build_demo_models
+from virnucflow.planning.config import load_config
+from virnucflow.steps.demo import build_demo_models
 from virnucflow.errors import CheckFailed, InputError
-from virnucflow.selftest import BUNDLED, check_verdict, lines, selftest
+from virnucflow.steps.selftest import BUNDLED, check_verdict, lines, selftest
 
 from .conftest import REFERENCE, REPO, run_cli
 from .make_reference import build_reference

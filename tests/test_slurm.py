@@ -22,7 +22,7 @@ from pathlib import Path
 import h5py
 import pytest
 
-from virnucflow.resources import job_memory_mb
+from virnucflow.planning.resources import job_memory_mb
 
 from .conftest import REPO, SHARED
 

@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from virnucflow.cli import build_parser
-from virnucflow.config import schema_defaults
-from virnucflow.engine import EmbedOptions, embed_shard
+from virnucflow.planning.config import schema_defaults
+from virnucflow.engine import EmbedOptions
+from virnucflow.steps.embed import embed_shard
 from virnucflow.models.registry import names
-from virnucflow.shard import SHARD_HEADER
+from virnucflow.steps.shard import SHARD_HEADER
 
 from .conftest import REPO
 
@@ -59,7 +60,7 @@ def test_scripts_call_library_functions_directly():
 
 
 def test_engine_does_not_branch_on_the_model():
-    text = (PACKAGE / "engine.py").read_text()
+    text = (PACKAGE / "engine.py").read_text() + (PACKAGE / "steps" / "embed.py").read_text()
     assert not re.search(r"if\s+kind\s*==|kind\s*==\s*['\"]|['\"](esm2|dnabert_s)['\"]", text)
 
 
@@ -138,7 +139,7 @@ def test_every_job_rule_declares_threads_and_resources_from_the_schema():
 def test_every_rule_that_runs_has_a_log_and_a_benchmark_the_report_names_it_by():
     """`log:` and `benchmark:` on every rule with a script; the benchmark path is one the report's
     time-per-rule table attributes to that rule (report.benchmark_rule)."""
-    from virnucflow.report import benchmark_rule
+    from virnucflow.steps.report import benchmark_rule
 
     seen = {}
     for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
@@ -178,7 +179,7 @@ def test_a_model_check_imports_no_torch_dynamo(tmp_path):
     import subprocess
     import sys
 
-    from virnucflow.demo import build_demo_models
+    from virnucflow.steps.demo import build_demo_models
 
     build_demo_models({"esm2": tmp_path / "e.pt", "dnabert_s": tmp_path / "d", "classifier": tmp_path / "c.pth"})
     code = ("import sys; from pathlib import Path; from virnucflow.models.manifest import check_model\n"
@@ -197,7 +198,7 @@ def test_a_cpu_embedding_imports_no_torch_dynamo(tmp_path):
     import subprocess
     import sys
 
-    from virnucflow.demo import build_demo_models
+    from virnucflow.steps.demo import build_demo_models
 
     build_demo_models({"esm2": tmp_path / "e.pt", "dnabert_s": tmp_path / "d", "classifier": tmp_path / "c.pth"})
     code = ("import sys; from virnucflow.engine import Embedder, EmbedOptions; "
@@ -216,7 +217,7 @@ def test_a_cpu_embedding_imports_no_torch_dynamo(tmp_path):
 def test_the_schemas_model_sections_are_the_embedding_models():
     """config.model_options reads the per-model sections from the schema (no torch import in the
     Snakefile); the engine runs the models of the interface: both lists must be the same."""
-    from virnucflow.config import model_sections
+    from virnucflow.planning.config import model_sections
 
     assert sorted(model_sections()) == sorted(names())
 
@@ -224,7 +225,7 @@ def test_the_schemas_model_sections_are_the_embedding_models():
 def test_every_run_level_file_name_is_a_reserved_sample_name():
     """results/{sample}/, logs/{sample}/ and logs/benchmarks/{sample}/ sit beside the run's own files
     and folders: every such name the rules (or the Makefile's report) write is refused as a sample name."""
-    from virnucflow.samples import RESERVED_NAMES
+    from virnucflow.io.samples import RESERVED_NAMES
 
     found = set()
     for path in sorted((REPO / "workflow" / "rules").glob("*.smk")) + [REPO / "Makefile"]:

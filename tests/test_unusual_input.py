@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from virnucflow.checks import ConfigError, classifier_chunk_length
-from virnucflow.predict import highest_scores, read_predictions, summarise, write_predictions
-from virnucflow.tables import write_tsv as write_table
-from virnucflow.preprocess import preprocess
-from virnucflow.samples import read_sample_sheet
+from virnucflow.planning.checks import ConfigError, classifier_chunk_length
+from virnucflow.steps.predict import highest_scores, read_predictions, summarise, write_predictions
+from virnucflow.io.tables import write_tsv as write_table
+from virnucflow.steps.preprocess import preprocess
+from virnucflow.io.samples import read_sample_sheet
 
 from .conftest import REPO, sample_sheet_error
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from virnucflow.fasta import read_fasta
+from virnucflow.io.fasta import read_fasta
 
 from .conftest import ORIGINAL
 from .test_workflow import _l300, snakemake
@@ -144,7 +144,7 @@ def test_status_eta_of_a_run_killed_mid_embedding(tmp_path):
     import subprocess
     import time
 
-    from virnucflow.progress import parse_progress
+    from virnucflow.planning.progress import parse_progress
 
     from .conftest import REPO, run_cli
     from .test_workflow import SNAKEMAKE

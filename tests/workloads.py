@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from virnucflow.preprocess import CODON_TABLE, identify_frames
+from virnucflow.steps.preprocess import CODON_TABLE, identify_frames
 
 AMINO_ACIDS = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
 SENSE = np.array([c for c, a in CODON_TABLE.items() if a != "*"])

@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from virnucflow.cli import main
 
 sys.exit(main())

@@ -11,51 +11,52 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from . import __version__
-from .config import schema_defaults
-from .models.registry import embedding_models, model_kinds, names
-from .step import cli_step
+from virnucflow import __version__
+from virnucflow.planning.config import schema_defaults
+from virnucflow.models.registry import embedding_models, model_kinds, names
+from virnucflow.planning.step import cli_step
 
 
 def _preprocess(a: argparse.Namespace) -> None:
-    from .preprocess import preprocess
+    from virnucflow.steps.preprocess import preprocess
 
     preprocess(a.fasta, a.chunk_length, a.chunked, a.nucleotide, a.protein, a.records, a.source, mate2=a.mate2,
                threads=a.threads)
 
 
 def _plan_shards(a: argparse.Namespace) -> None:
-    from .shard import plan_shards
+    from virnucflow.steps.shard import plan_shards
 
     names = a.sample or [f"sample{k + 1}" for k in range(len(a.nucleotide))]
     if not len(names) == len(a.nucleotide) == len(a.protein):
-        from .errors import InputError
+        from virnucflow.errors import InputError
 
         raise InputError("plan-shards: give one --nucleotide, --protein (and --sample) file per sample")
     plan_shards(names, dict(zip(names, zip(a.nucleotide, a.protein))), a.shards, a.out)
 
 
 def _score(a: argparse.Namespace) -> None:
-    from .score import score_shard
+    from virnucflow.steps.score import score_shard
 
     score_shard(_per_model(a), a.classifier, a.scores, a.info)
 
 
 def _check_models(a: argparse.Namespace) -> None:
-    from .models.manifest import check_models
+    from virnucflow.models.manifest import check_models
 
     check_models({**_per_model(a), "classifier": a.classifier, "download": a.download}, a.out)
 
 
 def _check_model(a: argparse.Namespace) -> None:
-    from .models.manifest import check_model
+    from virnucflow.models.manifest import check_model
 
     others = {m: p for m, p in _per_model(a, "_json").items() if p} or None
     check_model(a.kind, a.spec, a.out, allow_download=a.download, others=others)
 
 
 def _embed(a: argparse.Namespace) -> None:
-    from .engine import EmbedOptions, embed_shard
+    from virnucflow.engine import EmbedOptions
+    from virnucflow.steps.embed import embed_shard
 
     options = EmbedOptions(precision=a.precision, packing=a.packing, attention=a.attention, token_budget=a.token_budget,
                            device=a.device, dedup=a.dedup, fp16_on_cpu=a.fp16_on_cpu, threads=a.threads)
@@ -63,15 +64,15 @@ def _embed(a: argparse.Namespace) -> None:
 
 
 def _merge(a: argparse.Namespace) -> None:
-    from .features import merge_features
+    from virnucflow.io.features import merge_features
 
     attrs = {k: v for k, v in (("chunk_length", a.chunk_length), ("sample", a.sample)) if v is not None}
     merge_features(_per_model(a), a.out, attrs=attrs)
 
 
 def _predict(a: argparse.Namespace) -> None:
-    from .calling import resolve_calling
-    from .predict import predict_sample
+    from virnucflow.steps.calling import resolve_calling
+    from virnucflow.steps.predict import predict_sample
 
     calling = resolve_calling({"preset": a.preset, "min_viral_fraction": a.min_viral_fraction,
                                "min_windows": a.min_windows})
@@ -79,19 +80,19 @@ def _predict(a: argparse.Namespace) -> None:
 
 
 def _export_merged_pt(a: argparse.Namespace) -> None:
-    from .features import export_merged_pt, read_h5
+    from virnucflow.io.features import export_merged_pt, read_h5
 
     export_merged_pt(read_h5(a.features, dataset="features"), a.out)
 
 
 def _build_demo_models(a: argparse.Namespace) -> None:
-    from .demo import build_demo_models
+    from virnucflow.steps.demo import build_demo_models
 
     build_demo_models({**_per_model(a), "classifier": a.classifier}, seed=a.seed)
 
 
 def _status(a: argparse.Namespace) -> None:
-    from .status import run_status, status_json
+    from virnucflow.planning.status import run_status, status_json
 
     samples, record = run_status(a.dir)
     if a.json:
@@ -106,7 +107,7 @@ def _status(a: argparse.Namespace) -> None:
 
 
 def _install_profile(a: argparse.Namespace) -> None:
-    from .profiles import install_profile
+    from virnucflow.planning.profiles import install_profile
 
     print(f"installed the {a.name} profile in {install_profile(a.name, force=a.force)}: snakemake --profile {a.name}")
 
@@ -114,11 +115,11 @@ def _install_profile(a: argparse.Namespace) -> None:
 def _selftest(a: argparse.Namespace) -> None:
     import tempfile
 
-    from .checks import classifier_chunk_length
-    from .config import load_config
-    from .gpu import use_compile_cache
-    from .models.manifest import check_models
-    from .selftest import check_verdict, lines, selftest
+    from virnucflow.planning.checks import classifier_chunk_length
+    from virnucflow.planning.config import load_config
+    from virnucflow.planning.gpu import use_compile_cache
+    from virnucflow.models.manifest import check_models
+    from virnucflow.steps.selftest import check_verdict, lines, selftest
 
     config = load_config(a.configfile)
     models = config["models"]
@@ -133,7 +134,7 @@ def _selftest(a: argparse.Namespace) -> None:
 
 
 def _snakefile(a: argparse.Namespace) -> None:
-    from .layout import snakefile
+    from virnucflow.layout import snakefile
 
     print(snakefile())
 
@@ -143,8 +144,8 @@ def _init_demo(a: argparse.Namespace) -> None:
     import shutil
     from pathlib import Path
 
-    from .errors import OutputError
-    from .layout import share
+    from virnucflow.errors import OutputError
+    from virnucflow.layout import share
 
     root, dest = share(), Path(a.dir)
     files = ["config/demo.yaml", "config/demo_samples.tsv", "profiles/default/profile.yaml",

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from ..atomic import atomic_outputs
+from ..io.atomic import atomic_outputs
 from ..errors import ModelFileError
 from .registry import CLASSIFIER_URL, CLASSIFIERS, embedding_models, get, known_kind
 
@@ -158,7 +158,7 @@ def describe_dnabert_s(path: Path) -> dict:
 
 
 def describe_classifier(path: Path) -> dict:
-    from ..classifier import load_classifier
+    from .classifier import load_classifier
 
     _, meta = load_classifier(path)
     return {"dim": meta["input_dim"], "demo": meta["demo_model"], "hidden_dim": meta["hidden_dim"],

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from ..atomic import atomic_outputs
+from ..io.atomic import atomic_outputs
 from .acquire import check_classifier_width, describe_model, resolve
 from .registry import model_kinds, names
 

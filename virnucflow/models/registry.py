@@ -90,7 +90,7 @@ BUILT_IN: tuple[ModelSpec, ...] = (
         known_names=("zhihan1996/DNABERT-S",), source="huggingface",
         files=("config.json", "pytorch_model.bin", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
                "special_tokens_map.json"),
-        demo="resources/demo_models/dnabert_s_demo", demo_builder="virnucflow.demo:build_demo_dnabert_s",
+        demo="resources/demo_models/dnabert_s_demo", demo_builder="virnucflow.steps.demo:build_demo_dnabert_s",
         demo_is_dir=True,
         original_pt=("{case}_output_1_DNABERT_S.pt", "nucleotide", "mean_representation"),
     ),
@@ -102,7 +102,7 @@ BUILT_IN: tuple[ModelSpec, ...] = (
         known_names=("esm2_t6_8M_UR50D", "esm2_t12_35M_UR50D", "esm2_t30_150M_UR50D", "esm2_t33_650M_UR50D",
                      "esm2_t36_3B_UR50D", "esm2_t48_15B_UR50D"),
         source="torch_hub", url="https://dl.fbaipublicfiles.com/fair-esm/models/{name}.pt",
-        demo="resources/demo_models/esm2_demo.pt", demo_builder="virnucflow.demo:build_demo_esm2",
+        demo="resources/demo_models/esm2_demo.pt", demo_builder="virnucflow.steps.demo:build_demo_esm2",
         original_pt=("{case}_output_1_ESM.pt", "proteins", ""),
     ),
 )
@@ -119,6 +119,9 @@ CLASSIFIERS = {
     "virnucpro-500": ClassifierSpec("500_model.pth", 500),
     "virnucpro-300": ClassifierSpec("300_model.pth", 300),
 }
+#: Rows per forward pass of the classifier (``classifier.BATCH``), and so the step at which shards are cut
+#: (virnucflow.steps.shard). Here, because the DAG is planned without importing torch.
+CLASSIFIER_BATCH = 4096
 CLASSIFIER_URL = "https://github.com/Li-Jing-1997/VirNucPro/raw/main/{file}"
 CLASSIFIER_DEMO = "resources/demo_models/virnucpro_demo.pth"
 

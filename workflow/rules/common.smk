@@ -6,29 +6,30 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 # The rules call the installed virnucflow package (pip install virnucflow, or -e . in a checkout).
-from virnucflow.checks import (
+from virnucflow.planning.checks import (
     check_config_values,
     check_renamed_rules,
     classifier_chunk_length,
     config_error,
 )
-from virnucflow.config import embedding_options
-from virnucflow.config import schema as config_schema
-from virnucflow.config import schema_file as config_schema_file
-from virnucflow.step import one_line
+from virnucflow.planning.config import embedding_options
+from virnucflow.planning.config import schema as config_schema
+from virnucflow.planning.config import schema_file as config_schema_file
+from virnucflow.planning.step import one_line
 from virnucflow.errors import VirNucFlowError
-from virnucflow.batches import plan_batches
-from virnucflow.inputs import input_info
+from virnucflow.planning.batches import plan_batches
+from virnucflow.planning.inputs import input_info
 from virnucflow.models.registry import (
+    CLASSIFIER_BATCH,
     CLASSIFIER_DEMO,
     embedding_models,
     known_kind,
     model_kinds,
 )
-from virnucflow.calling import resolve_calling
-from virnucflow.resources import rule_resources, rule_threads
-from virnucflow.samples import read_sample_sheet
-from virnucflow.shard import CLASSIFIER_BATCH, shard_names
+from virnucflow.steps.calling import resolve_calling
+from virnucflow.planning.resources import rule_resources, rule_threads
+from virnucflow.io.samples import read_sample_sheet
+from virnucflow.steps.shard import shard_names
 
 try:
     check_renamed_rules(
@@ -70,7 +71,7 @@ for _note in _notes:
 
 # Size, content hash and frame count (up to the limit) of every input, cached in
 # .snakemake/virnucflow/inputs.json; then the batches: which samples share
-# embedding jobs, and how many shards each batch has (virnucflow.batches).
+# embedding jobs, and how many shards each batch has (virnucflow.planning.batches).
 _SHARDS = workflow.resource_settings.overwrite_scatter.get("embed", config["shards"])
 _limit = (
     config["shard_frames"] * config["max_shards"]

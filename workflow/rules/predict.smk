@@ -44,7 +44,9 @@ rule predict:
 rule merge:
     input:
         **{
-            m: sample_batch_outputs(f"results/batches/{{batch}}/embeddings/{m}/{{shard}}.h5")
+            m: sample_batch_outputs(
+                f"results/batches/{{batch}}/embeddings/{m}/{{shard}}.h5"
+            )
             for m in EMBEDDING_MODELS
         },
         gate=lambda wildcards: f"results/batches/{BATCH_OF[wildcards.sample]}/nan_gate.tsv",

@@ -1,5 +1,5 @@
 # `snakemake selftest`: this installation, with the configured models, against the original
-# VirNucPro's outputs on reference cases (virnucflow.selftest), as a job of the user's profile (on
+# VirNucPro's outputs on reference cases (virnucflow.steps.selftest), as a job of the user's profile (on
 # SLURM, a GPU node). Not part of `all`; `--forcerun selftest` repeats it.
 
 

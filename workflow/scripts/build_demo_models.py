@@ -1,6 +1,6 @@
-"""Rule build_demo_models: tiny random models in the real formats (virnucflow.demo)."""
-from virnucflow.demo import build_demo_models
-from virnucflow.step import rule_step
+"""Rule build_demo_models: tiny random models in the real formats (virnucflow.steps.demo)."""
+from virnucflow.steps.demo import build_demo_models
+from virnucflow.planning.step import rule_step
 
 with rule_step(snakemake):
     build_demo_models(dict(snakemake.output.items()), seed=snakemake.params.seed)

@@ -1,7 +1,7 @@
 """Rule check_model: resolve, fetch and validate one model (virnucflow.models.manifest)."""
 from virnucflow.models.manifest import check_model
 from virnucflow.models.registry import names
-from virnucflow.step import rule_step
+from virnucflow.planning.step import rule_step
 
 with rule_step(snakemake):
     kind = snakemake.wildcards.model

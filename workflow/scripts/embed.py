@@ -1,8 +1,9 @@
 """Rule embed: one shard of a batch, every embedding model in turn, one GPU (virnucflow.engine)."""
-from virnucflow.engine import EmbedOptions, embed_shard_models
-from virnucflow.gpu import claim_gpu, use_compile_cache
-from virnucflow.shard import read_planned_shard
-from virnucflow.step import rule_step
+from virnucflow.engine import EmbedOptions
+from virnucflow.steps.embed import embed_shard_models
+from virnucflow.planning.gpu import claim_gpu, use_compile_cache
+from virnucflow.steps.shard import read_planned_shard
+from virnucflow.planning.step import rule_step
 
 with rule_step(snakemake):
     claim_gpu()  # local multi-GPU runs: take a free GPU (SLURM already set CUDA_VISIBLE_DEVICES)

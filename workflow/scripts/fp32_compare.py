@@ -1,7 +1,7 @@
-"""Rule fp32_compare_sample: the production embedding path against FP32 on the sample's frames (virnucflow.fp32_compare)."""
-from virnucflow.fp32_compare import fp32_compare
-from virnucflow.gpu import use_compile_cache
-from virnucflow.step import rule_step
+"""Rule fp32_compare_sample: the production embedding path against FP32 on the sample's frames (virnucflow.steps.fp32_compare)."""
+from virnucflow.steps.fp32_compare import fp32_compare
+from virnucflow.planning.gpu import use_compile_cache
+from virnucflow.planning.step import rule_step
 
 with rule_step(snakemake):
     use_compile_cache(snakemake.params.compile_cache)

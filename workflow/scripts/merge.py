@@ -1,7 +1,7 @@
-"""Rule merge: one sample's vectors of its batch's shards, joined by ID into features.h5 (virnucflow.features)."""
-from virnucflow.features import merge_features
+"""Rule merge: one sample's vectors of its batch's shards, joined by ID into features.h5 (virnucflow.io.features)."""
+from virnucflow.io.features import merge_features
 from virnucflow.models.registry import names
-from virnucflow.step import rule_step
+from virnucflow.planning.step import rule_step
 
 with rule_step(snakemake):
     sample = snakemake.wildcards.sample

@@ -1,6 +1,6 @@
-"""Rule plan_shards: token-balanced shards over a batch's frames (virnucflow.shard)."""
-from virnucflow.shard import plan_shards
-from virnucflow.step import rule_step
+"""Rule plan_shards: token-balanced shards over a batch's frames (virnucflow.steps.shard)."""
+from virnucflow.steps.shard import plan_shards
+from virnucflow.planning.step import rule_step
 
 with rule_step(snakemake):
     samples = snakemake.params.samples

@@ -1,7 +1,7 @@
-"""Rule predict: a sample's calls, summary and window tracks from its shards' scores (virnucflow.predict)."""
-from virnucflow.predict import gather_sample
-from virnucflow.features import read_info
-from virnucflow.step import rule_step
+"""Rule predict: a sample's calls, summary and window tracks from its shards' scores (virnucflow.steps.predict)."""
+from virnucflow.steps.predict import gather_sample
+from virnucflow.io.features import read_info
+from virnucflow.planning.step import rule_step
 
 with rule_step(snakemake):
     out = snakemake.output

@@ -1,6 +1,6 @@
-"""Rule preprocess: windows, six frames, ORF filter (virnucflow.preprocess)."""
-from virnucflow.preprocess import preprocess
-from virnucflow.step import rule_step
+"""Rule preprocess: windows, six frames, ORF filter (virnucflow.steps.preprocess)."""
+from virnucflow.steps.preprocess import preprocess
+from virnucflow.planning.step import rule_step
 
 with rule_step(snakemake):
     out = snakemake.output

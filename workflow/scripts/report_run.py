@@ -1,6 +1,6 @@
-"""Rule report_run: inputs, embedding jobs and time per rule (virnucflow.report)."""
-from virnucflow.report import run_tables
-from virnucflow.step import rule_step
+"""Rule report_run: inputs, embedding jobs and time per rule (virnucflow.steps.report)."""
+from virnucflow.steps.report import run_tables
+from virnucflow.planning.step import rule_step
 
 with rule_step(snakemake):
     inputs = snakemake.params.inputs

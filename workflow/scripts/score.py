@@ -1,7 +1,7 @@
-"""Rule score: one shard's frames through the VirNucPro classifier (virnucflow.score)."""
+"""Rule score: one shard's frames through the VirNucPro classifier (virnucflow.steps.score)."""
 from virnucflow.models.registry import names
-from virnucflow.score import score_shard
-from virnucflow.step import rule_step
+from virnucflow.steps.score import score_shard
+from virnucflow.planning.step import rule_step
 
 with rule_step(snakemake):
     score_shard({m: snakemake.input[m] for m in names()}, snakemake.input.classifier, snakemake.output.scores,

@@ -1,9 +1,9 @@
-"""Rule selftest: this installation against the original VirNucPro's outputs (virnucflow.selftest)."""
+"""Rule selftest: this installation against the original VirNucPro's outputs (virnucflow.steps.selftest)."""
 import logging
 
-from virnucflow.gpu import use_compile_cache
-from virnucflow.selftest import check_verdict, lines, selftest
-from virnucflow.step import rule_step
+from virnucflow.planning.gpu import use_compile_cache
+from virnucflow.steps.selftest import check_verdict, lines, selftest
+from virnucflow.planning.step import rule_step
 
 with rule_step(snakemake):
     use_compile_cache(snakemake.params.compile_cache)

@@ -12,7 +12,7 @@ import os
 
 import pandas as pd
 
-from .atomic import atomic_outputs
+from virnucflow.io.atomic import atomic_outputs
 
 DEMO_BANNER = (
     "# DEMO MODELS (random weights, built by VirNucFlow for testing): "

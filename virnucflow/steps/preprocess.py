@@ -29,9 +29,9 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from .atomic import atomic_outputs
-from .errors import InputError
-from .reads import pair_id, paired_input, read_pairs, read_sequences
+from virnucflow.io.atomic import atomic_outputs
+from virnucflow.errors import InputError
+from virnucflow.io.reads import pair_id, paired_input, read_pairs, read_sequences
 
 log = logging.getLogger("virnucflow")
 
@@ -264,7 +264,7 @@ def preprocess(
     """Write the original's three preprocessing outputs for one FASTA or FASTQ file.
 
     With ``mate2`` the two files are paired reads: each mate is a sequence of
-    its own (IDs ``{pair}/1``, ``{pair}/2``, see :mod:`virnucflow.reads`) and
+    its own (IDs ``{pair}/1``, ``{pair}/2``, see :mod:`virnucflow.io.reads`) and
     ``records_out`` gains a ``pair`` column.
 
     - ``chunked_out`` (optional, ``output.chunked``): windows, wrapped at 60 columns, in the input's case;
@@ -272,7 +272,7 @@ def preprocess(
     - ``records_out`` (optional): per input record ``record_id, length,
       chunks, frames`` (TSV), used to summarise calls per input sequence;
     - ``source_out`` (optional): JSON with the input's path, size and BLAKE2b
-      hash (:func:`virnucflow.inputs.file_fingerprint`) and the counts.
+      hash (:func:`virnucflow.io.opening.file_fingerprint`) and the counts.
 
     The records are read and checked here, in order, and translated in batches
     by ``threads`` processes (:func:`preprocess_records`); the batches are
@@ -309,9 +309,9 @@ def preprocess(
         if source_out:
             import json
 
-            from .inputs import file_fingerprint
+            from virnucflow.io.opening import file_fingerprint
 
-            from . import __version__
+            from virnucflow import __version__
 
             source = {"fasta": str(fasta), **file_fingerprint(fasta), "records": stats.records, "bases": stats.bases,
                       "rna_records": stats.rna_records, "chunk_length": chunk_length, "workflow_version": __version__}
@@ -319,7 +319,7 @@ def preprocess(
                 source["mate2"] = {"path": str(mate2), **file_fingerprint(mate2)}
             tmps[-1].write_text(json.dumps(source, indent=2) + "\n")
     name = f"{fasta} + {mate2} (mates)" if mate2 else str(fasta)
-    from .opening import starts_with_bom
+    from virnucflow.io.opening import starts_with_bom
 
     for path in [fasta] + ([mate2] if mate2 else []):
         if starts_with_bom(path):

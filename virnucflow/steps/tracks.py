@@ -17,9 +17,9 @@ import os
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_outputs
-from .preprocess import chunk_bounds
-from .tables import read_tsv
+from virnucflow.io.atomic import atomic_outputs
+from virnucflow.steps.preprocess import chunk_bounds
+from virnucflow.io.tables import read_tsv
 
 FRAMES = ["F1", "F2", "F3", "R1", "R2", "R3"]
 TSV_COLUMNS = ["sequence_id", "start", "end", "window_id", *FRAMES, "max_viral_score", "is_viral"]

@@ -21,8 +21,8 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_outputs
-from .tables import DEMO_BANNER, read_tsv
+from virnucflow.io.atomic import atomic_outputs
+from virnucflow.io.tables import DEMO_BANNER, read_tsv
 
 SUMMARY_COLUMNS = [
     "sequence_id",
@@ -77,7 +77,7 @@ def summarise(
 ) -> pd.DataFrame:
     """One row per input sequence, in input order.
 
-    ``call`` is decided by :func:`virnucflow.calling.call_sequences` (by
+    ``call`` is decided by :func:`virnucflow.steps.calling.call_sequences` (by
     default ``virus`` when at least half of the sequence's scored windows are
     viral by the original's per-window rule, ``non-viral`` otherwise,
     ``no-frames`` when no frame of any window passed the ORF filter, and
@@ -86,7 +86,7 @@ def summarise(
     paired reads (records with a ``pair`` column) ``pair_call`` says whether
     both, one or neither mate of the pair is called viral.
     """
-    from .calling import call_sequences, pair_calls
+    from virnucflow.steps.calling import call_sequences, pair_calls
 
     records = records_tsv if isinstance(records_tsv, pd.DataFrame) else read_tsv(records_tsv, dtype={"record_id": str})
     pred = predictions.assign(record=predictions["Sequence_ID"].str[:-2].map(record_of_chunk))
@@ -110,10 +110,10 @@ def summarise(
 
 def score_features(model, features) -> np.ndarray:  # noqa: ANN001 (MLPClassifier, features.Features)
     """(N, 2) float32 softmax scores of a sample's features, gathered batch by batch: the same
-    batches :func:`virnucflow.classifier.classify` makes of the whole table, so the same scores."""
+    batches :func:`virnucflow.models.classifier.classify` makes of the whole table, so the same scores."""
     import torch
 
-    from .classifier import BATCH, classify
+    from virnucflow.models.classifier import BATCH, classify
 
     if not len(features):  # no frames: the widths are still checked
         return classify(model, torch.zeros((0, features.dim))).numpy()
@@ -131,7 +131,7 @@ _PRED_HEADER = "Sequence_ID\tPrediction\tscore1\tscore2\n"
 
 def _sample_frames(sample: str, score_files: Sequence[str | os.PathLike]) -> Iterator[str]:
     """The sample's lines of ``prediction_results.txt`` from its batch's score tables, in input order."""
-    from .errors import MergeError
+    from virnucflow.errors import MergeError
 
     expected = 0
     for path in score_files:
@@ -200,9 +200,9 @@ def gather_sample(
     import logging
     import tempfile
 
-    from .calling import MIN_RECORD_LENGTH
-    from .errors import MergeError
-    from .tracks import TSV_COLUMNS, bed_table, window_table
+    from virnucflow.steps.calling import MIN_RECORD_LENGTH
+    from virnucflow.errors import MergeError
+    from virnucflow.steps.tracks import TSV_COLUMNS, bed_table, window_table
 
     log = logging.getLogger("virnucflow")
     frames = _sample_frames(sample, score_files)
@@ -289,7 +289,7 @@ def gather_sample(
 
 def _check_scores(sample: str, predictions: pd.DataFrame) -> None:
     """No call from a missing or non-finite score: refuse the sample's outputs naming the first such frame."""
-    from .errors import NumericalError
+    from virnucflow.errors import NumericalError
 
     scores = predictions[["score1", "score2"]].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
     bad = ~np.isfinite(scores).all(axis=1)
@@ -323,15 +323,15 @@ def predict_sample(
 ) -> dict[str, int]:
     """``virnucflow predict``: score a sample's embedding files (``files``: model name -> its files, in
     feature order) however they are split (joined by ID,
-    :func:`virnucflow.features.read_features`) and write its three prediction outputs with
-    :func:`gather_sample`. (The workflow scores shard by shard, :mod:`virnucflow.score`.)"""
+    :func:`virnucflow.io.features.read_features`) and write its three prediction outputs with
+    :func:`gather_sample`. (The workflow scores shard by shard, :mod:`virnucflow.steps.score`.)"""
     import json
     import logging
     import tempfile
 
-    from .classifier import load_classifier
-    from .features import read_features
-    from .score import SCORE_COLUMNS
+    from virnucflow.models.classifier import load_classifier
+    from virnucflow.io.features import read_features
+    from virnucflow.steps.score import SCORE_COLUMNS
 
     features = read_features(files)
     with open(models_json) as f:

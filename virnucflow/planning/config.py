@@ -14,8 +14,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from .errors import ConfigError
-from .layout import share
+from virnucflow.errors import ConfigError
+from virnucflow.layout import share
 
 SCHEMA = share() / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -24,7 +24,7 @@ SCHEMA = share() / "workflow" / "schemas" / "config.schema.yaml"
 def schema() -> dict:
     """The config schema: the workflow's file, plus ``models.<name>`` and ``embedding.<name>`` for each
     registered embedding model the file does not list (a model added by a package, virnucflow.models.registry)."""
-    from .models.registry import embedding_models
+    from virnucflow.models.registry import embedding_models
 
     tree = yaml.safe_load(SCHEMA.read_text())
     props = tree["properties"]
@@ -85,7 +85,7 @@ def load_config(path: str | os.PathLike) -> dict:
     (Snakemake's own validation, so a key means the same here and in a run)."""
     from snakemake.utils import validate
 
-    from .checks import check_config_values, config_error
+    from virnucflow.planning.checks import check_config_values, config_error
 
     p = Path(path)
     try:
@@ -140,7 +140,7 @@ def model_options(embedding: Mapping, model: str, environ: Mapping[str, str] = o
 def embedding_options(embedding: Mapping, environ: Mapping[str, str] = os.environ) -> tuple[dict[str, dict], list[str]]:
     """Every embedding model's options (:func:`model_options`), resolved once for the rules, ``fp32_compare``,
     the selftest and the CLI; and one line per model whose precision the environment changed (to log)."""
-    from .models.registry import names
+    from virnucflow.models.registry import names
 
     resolved = {m: model_options(embedding, m, environ) for m in names()}
     notes = [f"{m}: precision {o['precision']} from the environment ({ENV_PRECISION}/{ENV_DISABLE_FP16})"

@@ -1,6 +1,6 @@
 """The NaN/Inf gate of a batch: what the embedding jobs recomputed in FP32, checked before its calls.
 
-Each embedding job heals non-finite vectors itself (``engine.embed_shard``) and
+Each embedding job heals non-finite vectors itself (``steps.embed.embed_shard``) and
 lists them in ``results/batches/{batch}/nonfinite/{model}/{shard}.tsv``. :func:`nan_gate` gathers
 those lists for a batch (one sample, or several pooled), writes one row per shard and model (frames,
 recomputed, failed) and stops the run when anything is still non-finite, or
@@ -18,9 +18,9 @@ from typing import Sequence
 
 import pandas as pd
 
-from .errors import NumericalError
-from .features import read_info
-from .tables import read_tsv, write_tsv
+from virnucflow.errors import NumericalError
+from virnucflow.io.features import read_info
+from virnucflow.io.tables import read_tsv, write_tsv
 
 log = logging.getLogger("virnucflow")
 GATE_COLUMNS = ["model", "shard", "frames", "precision", "recomputed_fp32", "failed"]
@@ -28,7 +28,7 @@ GATE_COLUMNS = ["model", "shard", "frames", "precision", "recomputed_fp32", "fai
 
 def nan_gate(models: Sequence[str], infos: Sequence[str | os.PathLike], nonfinite: Sequence[str | os.PathLike],
              out: str | os.PathLike, max_fraction: float) -> pd.DataFrame:
-    """``infos``: each shard's embedding record (:func:`virnucflow.features.write_embedding_info`: frames and
+    """``infos``: each shard's embedding record (:func:`virnucflow.io.features.write_embedding_info`: frames and
     precision per model);
     ``nonfinite``: the shards' non-finite tables, model by model (``models[0]``'s shards first)."""
     if len(nonfinite) != len(models) * len(infos):

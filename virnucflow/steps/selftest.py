@@ -45,12 +45,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .errors import InputError, short
-from .models.registry import embedding_models, names
+from virnucflow.errors import InputError, short
+from virnucflow.models.registry import embedding_models, names
 
 log = logging.getLogger("virnucflow")
 
-BUNDLED = Path(__file__).resolve().parent / "data" / "selftest"
+BUNDLED = Path(__file__).resolve().parents[1] / "data" / "selftest"
 COLUMNS = ["case", "check", "path", "result", "measured", "tolerance", "detail"]
 #: The original's per-model files (virnucflow.models.registry): their file names, the ID list's key and,
 #: for a dict per frame, the key of its vector (else each frame's vector is a tensor).
@@ -195,7 +195,7 @@ def judge_vectors(m: dict, fp32: bool, settings: Mapping, thresholds: Mapping) -
 
 
 def compare_predictions(ours: Path, theirs: Path, tolerance: float) -> tuple[bool, str, str]:
-    from .predict import read_predictions
+    from virnucflow.steps.predict import read_predictions
 
     a, b = read_predictions(ours), read_predictions(theirs)
     if a["Sequence_ID"].tolist() != b["Sequence_ID"].tolist():
@@ -211,7 +211,7 @@ def compare_predictions(ours: Path, theirs: Path, tolerance: float) -> tuple[boo
 
 
 def compare_calls(ours: Path, theirs: Path) -> tuple[bool, str, str]:
-    from .tables import read_tsv
+    from virnucflow.io.tables import read_tsv
 
     a = read_tsv(ours, dtype={"Modified_ID": str, "Is_Virus": str})
     b = read_tsv(theirs, dtype={"Modified_ID": str, "Is_Virus": str})
@@ -233,7 +233,7 @@ def _row(case: str, check: str, path: str, ok: bool | None, measured: str = "", 
 
 def _preprocess_case(case: Case, chunk_length: int, work: Path) -> list[dict]:
     """The workflow's preprocessing of the case's input, compared byte for byte."""
-    from .preprocess import preprocess
+    from virnucflow.steps.preprocess import preprocess
 
     work.mkdir()
     preprocess(case.fasta, chunk_length, work / "windows.fa", work / "nucleotide.fa", work / "protein.faa",
@@ -255,11 +255,11 @@ def run_path(cases: list[Case], work: Path, name: str, models_json: Path, option
              demo: bool) -> dict:
     """Every case through the embedding job (one shard), the scoring and the gathering, as in a run;
     returns each model's embedding table (all cases) and writes the cases' prediction files in ``work/name``."""
-    from .engine import embed_shard_models
-    from .features import read_h5
-    from .predict import gather_sample
-    from .score import score_shard
-    from .shard import plan_shards, read_planned_shard, shard_names
+    from virnucflow.steps.embed import embed_shard_models
+    from virnucflow.io.features import read_h5
+    from virnucflow.steps.predict import gather_sample
+    from virnucflow.steps.score import score_shard
+    from virnucflow.steps.shard import plan_shards, read_planned_shard, shard_names
 
     d = work / name
     d.mkdir()
@@ -279,7 +279,7 @@ def run_path(cases: list[Case], work: Path, name: str, models_json: Path, option
 
 def _compare_case(case: Case, d: Path, tables: Mapping, why_not: str | None,
                   vectors: Mapping, settings: Mapping, thresholds: Mapping, label: str) -> list[dict]:
-    from .features import sample_rows
+    from virnucflow.io.features import sample_rows
 
     rows = []
     fp32 = all(t.attrs.get("precision") == "fp32" for t in tables.values())
@@ -313,9 +313,9 @@ def selftest(config: Mapping, models_json: str | os.PathLike, out: str | os.Path
              threads: int = 1) -> pd.DataFrame:
     """Run the checks of a reference directory (``None``: ``selftest.reference`` of the config; ``bundled``:
     :data:`BUNDLED`) with the config's models (``models_json``: their manifest); write the table to ``out``."""
-    from .config import embedding_options
-    from .engine import EmbedOptions
-    from .tables import write_tsv
+    from virnucflow.planning.config import embedding_options
+    from virnucflow.engine import EmbedOptions
+    from virnucflow.io.tables import write_tsv
 
     settings, thresholds = config["selftest"], config["fp32_compare"]
     where = str(reference or settings["reference"])
@@ -377,7 +377,7 @@ def lines(table: pd.DataFrame) -> list[str]:
 
 def check_verdict(table: pd.DataFrame, out: str | os.PathLike) -> None:
     """Raise :class:`CheckFailed` (one line: the first failure, the number of failures) on any FAIL."""
-    from .errors import CheckFailed
+    from virnucflow.errors import CheckFailed
 
     failed = table[table["result"] == "FAIL"]
     if len(failed):

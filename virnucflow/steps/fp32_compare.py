@@ -37,12 +37,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .engine import Embedder, EmbedOptions
-from .errors import NumericalError
-from .models.interface import EmbeddingModel
-from .models.registry import load_model, names
-from .preprocess import iter_identified
-from .tables import write_tsv
+from virnucflow.engine import Embedder, EmbedOptions
+from virnucflow.errors import NumericalError
+from virnucflow.models.interface import EmbeddingModel
+from virnucflow.models.registry import load_model, names
+from virnucflow.steps.preprocess import iter_identified
+from virnucflow.io.tables import write_tsv
 
 log = logging.getLogger("virnucflow")
 
@@ -136,7 +136,7 @@ def summarise(per_sequence: pd.DataFrame, fast: dict, slow: dict, thresholds: Ma
 
 
 def call_agreement(ids: Sequence[str], fast: np.ndarray, slow: np.ndarray, classifier_path: str):
-    from .classifier import classify, load_classifier
+    from virnucflow.models.classifier import classify, load_classifier
 
     model, _ = load_classifier(classifier_path)
     s_fast = classify(model, torch.from_numpy(fast)).numpy()
@@ -168,7 +168,7 @@ def plot(per_sequence: pd.DataFrame, calls: pd.DataFrame, cosine_png: str | os.P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .atomic import atomic_outputs
+    from virnucflow.io.atomic import atomic_outputs
 
     names = list(dict.fromkeys(per_sequence["model"]))
     fig, axes = plt.subplots(1, max(1, len(names)), figsize=(5 * max(1, len(names)), 3.6), squeeze=False)

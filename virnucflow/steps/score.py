@@ -30,10 +30,10 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from . import __version__
-from .atomic import atomic_outputs
-from .errors import MergeError, NumericalError
-from .features import Embeddings, _listed, _nonfinite_rows, read_h5
+from virnucflow import __version__
+from virnucflow.io.atomic import atomic_outputs
+from virnucflow.errors import MergeError, NumericalError
+from virnucflow.io.features import Embeddings, _listed, _nonfinite_rows, read_h5
 
 log = logging.getLogger("virnucflow")
 SCORE_COLUMNS = ["sample", "index", "id", "prediction", "score1", "score2"]
@@ -87,7 +87,7 @@ def score_shard(embeddings: Mapping[str, str | os.PathLike], classifier: str | o
     ``classifier``: the classifier's manifest or ``.pth``); returns the frames."""
     import torch
 
-    from .classifier import BATCH, classify, load_classifier
+    from virnucflow.models.classifier import BATCH, classify, load_classifier
 
     tables = [read_h5(path, mmap=True) for path in embeddings.values()]
     check_rows({str(path): t for path, t in zip(embeddings.values(), tables)})

@@ -18,8 +18,8 @@ batch, at which shards are cut): more would be empty GPU jobs.
 
 A batch is named after its first sample. Scores do not depend on the batching
 (shards are cut at whole classifier batches of each sample,
-:mod:`virnucflow.shard`), so a sample's calls are the same whichever samples
-run beside it. Frame counts come from :func:`virnucflow.inputs.input_info`
+:mod:`virnucflow.steps.shard`), so a sample's calls are the same whichever samples
+run beside it. Frame counts come from :func:`virnucflow.planning.inputs.input_info`
 (an estimate above 20,000 windows; None for an unreadable file, which then
 becomes a batch of its own and fails in preprocessing with its own message).
 """
@@ -41,7 +41,7 @@ class Batch:
 def useful_shards(shards: int, frames: int | None) -> int:
     """At most one shard per classifier batch of frames (shards are cut at whole batches, so more
     would be empty GPU jobs); an unknown count does not cap."""
-    from .shard import CLASSIFIER_BATCH
+    from virnucflow.models.registry import CLASSIFIER_BATCH
 
     return max(1, shards if frames is None else min(shards, -(-frames // CLASSIFIER_BATCH)))
 

@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from .errors import InputError, short
-from .fasta import _ALLOWED, FastaRecord, check_unique
+from virnucflow.errors import InputError, short
+from virnucflow.io.fasta import _ALLOWED, FastaRecord, check_unique
 
 log = logging.getLogger("virnucflow")
 

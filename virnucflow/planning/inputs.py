@@ -1,6 +1,6 @@
 """What the workflow knows about an input FASTA before preprocessing it.
 
-- :func:`file_fingerprint`: size and BLAKE2b hash of the file's bytes (as
+- :func:`~virnucflow.io.opening.file_fingerprint`: size and BLAKE2b hash of the file's bytes (as
   stored: a gzip file is hashed compressed). The preprocess rule takes it as a
   parameter, so replacing an input by different content reruns preprocessing
   even when the new file is older (Snakemake alone compares times), and
@@ -21,23 +21,15 @@ set back, so a replaced or rewritten file is always read again).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from pathlib import Path
 
-from .atomic import atomic_outputs
-from .errors import VirNucFlowError
+from virnucflow.io.atomic import atomic_outputs
+from virnucflow.errors import VirNucFlowError
+from virnucflow.io.opening import file_fingerprint
 
 CACHE = Path(".snakemake") / "virnucflow" / "inputs.json"
-
-
-def file_fingerprint(path: str | os.PathLike) -> dict:
-    """``{"size": bytes, "blake2b": hex digest}`` of the file as stored."""
-    with open(path, "rb") as f:
-        digest = hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16))
-        size = f.tell()
-    return {"size": size, "blake2b": digest.hexdigest()}
 
 
 EXACT_WINDOWS = 20_000  # windows translated exactly by count_frames; the rest is extrapolated
@@ -52,8 +44,8 @@ def count_frames(path: str | os.PathLike, chunk_length: int, limit: int,
     reached within them); beyond that, the first ``exact_windows`` windows'
     frames per window times the file's windows, rounded (the records' lengths
     are read, not translated)."""
-    from .preprocess import chunk_bounds, preprocess_records
-    from .reads import read_sequences
+    from virnucflow.steps.preprocess import chunk_bounds, preprocess_records
+    from virnucflow.io.reads import read_sequences
 
     frames = windows = sampled_frames = sampled_windows = 0
     try:

@@ -24,9 +24,9 @@ from typing import Sequence
 
 import pandas as pd
 
-from .models.registry import names
-from .atomic import atomic_outputs
-from .tables import has_demo_banner, read_tsv, write_tsv
+from virnucflow.models.registry import names
+from virnucflow.io.atomic import atomic_outputs
+from virnucflow.io.tables import has_demo_banner, read_tsv, write_tsv
 
 CALL_ORDER = ["virus", "non-viral", "too-short", "no-frames"]
 #: Dots at most in the per-sample scatter (a random, fixed sample beyond that).
@@ -96,13 +96,13 @@ def sample_figures(summary_tsv: str | os.PathLike, sample: str, out_png: str | o
 
 def embedding_jobs(info_files: Sequence[str | os.PathLike], benchmark_dir: str | os.PathLike) -> pd.DataFrame:
     """One row per shard and model, from the shard's embedding record (the embedding files' attributes,
-    :func:`virnucflow.features.write_embedding_info`) and its embedding job's benchmark file.
+    :func:`virnucflow.io.features.write_embedding_info`) and its embedding job's benchmark file.
 
     ``load_s``/``compute_s``: that model's load (with tokenisation) and compute
     seconds; ``job_wall_s``: the shard's job, both models (on a GPU host, one
     GPU per job: the GPU time).
     """
-    from .features import read_info
+    from virnucflow.io.features import read_info
 
     rows = []
     for path in map(Path, info_files):
@@ -129,8 +129,8 @@ def embedding_jobs(info_files: Sequence[str | os.PathLike], benchmark_dir: str |
 def _file_format(path: str | os.PathLike) -> str:
     """``FASTA``/``FASTQ``/``SAM``/``BAM``/``CRAM``, with ``.gz``, ``.bz2``, ``.xz`` or ``.zst`` when
     compressed, from the content (``?`` if unreadable now)."""
-    from .opening import compression
-    from .reads import detect_format
+    from virnucflow.io.opening import compression
+    from virnucflow.io.reads import detect_format
 
     try:
         fmt = detect_format(path)

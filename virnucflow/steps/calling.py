@@ -24,7 +24,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .errors import InputError
+from virnucflow.errors import InputError
 
 #: Sequences shorter than this many bases (three codons) are called ``too-short``.
 MIN_RECORD_LENGTH = 9

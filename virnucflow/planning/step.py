@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from .errors import VirNucFlowError
+from virnucflow.errors import VirNucFlowError
 
 log = logging.getLogger("virnucflow")
 FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")

@@ -22,8 +22,8 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from .errors import InputError
-from .fasta import (
+from virnucflow.errors import InputError
+from virnucflow.io.fasta import (
     _ALLOWED,
     _DROPPED,
     FastaRecord,
@@ -34,7 +34,7 @@ from .fasta import (
     make_record,
     read_fasta,
 )
-from .opening import DECOMPRESSION_ERRORS, open_input, read_error
+from virnucflow.io.opening import DECOMPRESSION_ERRORS, open_input, read_error
 
 MATE_SUFFIXES = ("/1", "/2")
 
@@ -42,7 +42,7 @@ MATE_SUFFIXES = ("/1", "/2")
 def detect_format(path: str | os.PathLike) -> str:
     """``fasta``, ``fastq``, ``sam``, ``bam`` or ``cram`` from the (decompressed) file's first bytes:
     an alignment file's magic or header, else the first non-blank byte (``@``: FASTQ)."""
-    from .alignments import alignment_format
+    from virnucflow.io.alignments import alignment_format
 
     p = Path(path)
     with open_input(p, ahead=False) as handle:
@@ -64,7 +64,7 @@ def detect_format(path: str | os.PathLike) -> str:
 
 def paired_input(path: str | os.PathLike) -> bool:
     """Whether one file holds both mates of paired reads (SAM/BAM/CRAM with paired flags)."""
-    from .alignments import is_paired
+    from virnucflow.io.alignments import is_paired
 
     fmt = detect_format(path)
     return fmt in ("sam", "bam", "cram") and is_paired(path, fmt)
@@ -76,7 +76,7 @@ def read_sequences(path: str | os.PathLike, check_duplicates: bool = True) -> It
     if fmt == "fastq":
         return read_fastq(path, check_duplicates)
     if fmt in ("sam", "bam", "cram"):
-        from .alignments import read_alignments
+        from virnucflow.io.alignments import read_alignments
 
         return read_alignments(path, fmt, check_duplicates)
     return read_fasta(path, check_duplicates)

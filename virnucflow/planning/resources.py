@@ -23,7 +23,7 @@ import math
 import os
 from typing import Any, Callable, Mapping
 
-from .models.registry import get, names
+from virnucflow.models.registry import get, names
 
 # Resources that only mean something with a GPU: dropped when the embedding runs on CPUs.
 GPU_ONLY = ("gpu_model", "cpus_per_gpu", "gres", "tasks_per_gpu")
@@ -37,8 +37,8 @@ SAFETY = 4  # a slower GPU (an A100 is about half an H100, older ones less), a s
 def frame_tokens(model: str, nucleotide_length: int, protein_length: int) -> int:
     """Tokens of one frame for ``model`` (its registered count: ESM-2 residues + <cls> + <eos>; DNABERT-S BPE
     pieces, ~4 bases each, + [CLS] + [SEP]): the shard balancing's estimate
-    (``virnucflow.shard.frame_cost`` is their sum)."""
-    from .models.registry import get
+    (``virnucflow.steps.shard.frame_cost`` is their sum)."""
+    from virnucflow.models.registry import get
 
     try:
         spec = get(model)
@@ -49,7 +49,7 @@ def frame_tokens(model: str, nucleotide_length: int, protein_length: int) -> int
 
 @functools.lru_cache(maxsize=256)
 def _planned(path: str, shard: str, size: int, mtime_ns: int) -> dict[str, int]:
-    from .shard import planned_tokens
+    from virnucflow.steps.shard import planned_tokens
 
     return planned_tokens(path, shard)
 

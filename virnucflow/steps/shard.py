@@ -1,7 +1,7 @@
 """Cut a batch's frames into token-balanced shards for the GPU jobs, and read a shard back.
 
 A batch is one sample, or several small samples pooled so that one GPU job
-serves them all (:mod:`virnucflow.batches`). Its frames are the samples'
+serves them all (:mod:`virnucflow.planning.batches`). Its frames are the samples'
 identified files one after another; a shard is a contiguous run of them.
 
 - Cost of a frame = its tokens in every embedding model, added up (each
@@ -35,13 +35,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .errors import InputError
-from .models.registry import embedding_models, names
+from virnucflow.errors import InputError
+from virnucflow.models.registry import CLASSIFIER_BATCH, embedding_models, names
 
 log = logging.getLogger("virnucflow")
-#: Rows per forward pass of the classifier (``classifier.BATCH``), and so the step at which shards are
-#: cut. Here, not in ``classifier``, because the DAG is planned without importing torch.
-CLASSIFIER_BATCH = 4096
 #: One tokens column per embedding model (``esm2_tokens``, ...; virnucflow.models.registry).
 TOKEN_COLUMNS = [f"{m}_tokens" for m in names()]
 PLAN_COLUMNS = ["shard", "sample", "first", "stop", "nucleotide_offset", "protein_offset", *TOKEN_COLUMNS]
@@ -158,7 +155,7 @@ def plan_shards(samples: Sequence[str], files: Mapping[str, tuple[str, str]], n:
                          "protein_offset": 0, **dict.fromkeys(TOKEN_COLUMNS, 0)})
     import pandas as pd
 
-    from .tables import write_tsv
+    from virnucflow.io.tables import write_tsv
 
     write_tsv(out, pd.DataFrame(rows, columns=PLAN_COLUMNS))
     log.info("%d frames of %d sample%s in %d shards of %s frames", sum(frames), len(samples),
@@ -167,7 +164,7 @@ def plan_shards(samples: Sequence[str], files: Mapping[str, tuple[str, str]], n:
 
 
 def read_plan(path: str | os.PathLike):  # noqa: ANN201 (a pandas DataFrame)
-    from .tables import read_tsv
+    from virnucflow.io.tables import read_tsv
 
     plan = read_tsv(path, dtype={"shard": str, "sample": str})
     if list(plan.columns) != PLAN_COLUMNS:

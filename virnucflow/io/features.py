@@ -27,9 +27,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import h5py
 import numpy as np
 
-from . import __version__
-from .atomic import atomic_outputs
-from .errors import InputError, MergeError, NumericalError, short
+from virnucflow import __version__
+from virnucflow.io.atomic import atomic_outputs
+from virnucflow.errors import InputError, MergeError, NumericalError, short
 
 log = logging.getLogger("virnucflow")
 #: Embedding settings that must be the same across a model's shards (recorded by the engine).
@@ -232,7 +232,7 @@ def join_by_id(tables: Mapping[str, Embeddings]) -> Features:
     :class:`MergeError` or :class:`NumericalError` naming the IDs (never a
     silent shift of vectors against IDs).
     """
-    from .models.registry import get
+    from virnucflow.models.registry import get
 
     labels = {name: get(name).label for name in tables}
     for name, table in tables.items():
@@ -274,7 +274,7 @@ def read_features(
     """A sample's classifier features from its per-shard embedding files (``files``: model name -> files,
     in feature order; ``sample``: its rows of a batch's files), joined by ID (:func:`join_by_id`), with the
     models' and settings' attributes of ``features.h5``."""
-    from .models.registry import get
+    from virnucflow.models.registry import get
 
     tables = {name: concat_h5(paths, mmap=True, sample=sample) for name, paths in files.items()}  # used in place
     features = join_by_id(tables)

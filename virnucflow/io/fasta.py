@@ -1,4 +1,4 @@
-"""Streaming, validating FASTA reader (plain or compressed: :mod:`virnucflow.opening`).
+"""Streaming, validating FASTA reader (plain or compressed: :mod:`virnucflow.io.opening`).
 
 Records are parsed as Biopython's ``SeqIO.parse(path, "fasta")`` parses them,
 which is what the original VirNucPro used: the ID is the first word of the
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .errors import InputError
-from .opening import DECOMPRESSION_ERRORS, open_input, read_error
+from virnucflow.errors import InputError
+from virnucflow.io.opening import DECOMPRESSION_ERRORS, open_input, read_error
 
 #: IUPAC nucleotide codes (with U for RNA), both cases.
 IUPAC_NUCLEOTIDES = b"ACGTURYSWKMBDHVN"
@@ -93,7 +93,7 @@ def read_fasta(path: str | os.PathLike, check_duplicates: bool = True) -> Iterat
         yield _make_record(p, header, header_line, parts, seen, check_duplicates)
 
 
-# Shared by the FASTA and FASTQ readers (virnucflow.reads): IDs, checks, records.
+# Shared by the FASTA and FASTQ readers (virnucflow.io.reads): IDs, checks, records.
 
 
 def header_id(path: Path, header: bytes, line: int) -> str:

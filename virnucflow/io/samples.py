@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
+from virnucflow.errors import InputError
 
 # A plain file-name component: no '/', not '.' or '..', not hidden, no leading '-'.
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .errors import OutputError
+from virnucflow.errors import OutputError
 
 log = logging.getLogger("virnucflow")
 

@@ -17,7 +17,7 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import InputError
+from virnucflow.errors import InputError
 
 #: (magic bytes, xopen's format name, the format as users know it, its test command)
 MAGIC = [(b"\x1f\x8b", "gz", "gzip", "gzip -t"), (b"BZh", "bz2", "bzip2", "bzip2 -t"),
@@ -131,3 +131,13 @@ def read_error(path: Path, exc: BaseException, lineno: int | None = None) -> Inp
         return InputError(f"{path}: corrupt {name} file: cannot read{where} ({text}); check the file ({test}) "
                           "or fetch it again")
     return InputError(f"{path}: cannot read file{where} ({getattr(exc, 'strerror', None) or text})")
+
+
+def file_fingerprint(path: str | os.PathLike) -> dict:
+    """``{"size": bytes, "blake2b": hex digest}`` of the file as stored."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16))
+        size = f.tell()
+    return {"size": size, "blake2b": digest.hexdigest()}

@@ -13,7 +13,7 @@ Snakemake call, so it works while Snakemake holds its lock):
 - frames embedded / total per model: the sample's frames in the shards
   embedded (or already scored: their embedding files may be removed), plus,
   for a shard still running, its share done according to the model's last
-  progress line in the job's log (:mod:`virnucflow.progress`);
+  progress line in the job's log (:mod:`virnucflow.planning.progress`);
 - ETA: the longest ETA among the running embedding jobs' last progress lines;
 - a step whose output is missing and whose log ends with the one-line error
   (``virnucflow: error: ...``) is shown as failed, with that line and the log;
@@ -35,8 +35,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .models.registry import names
-from .progress import parse_progress
+from virnucflow.models.registry import names
+from virnucflow.planning.progress import parse_progress
 
 MODELS = names()  # the embedding models (virnucflow.models.registry)
 # (step, output) of the sample's own jobs and of its batch's: {res} is results/{sample}, {batch} results/batches/{batch}
@@ -253,7 +253,7 @@ def run_status(workdir: str | os.PathLike = ".") -> tuple[list[SampleStatus], Ru
     wd = Path(workdir)
     results = wd / "results"
     if not results.is_dir():
-        from .errors import InputError
+        from virnucflow.errors import InputError
 
         raise InputError(f"{wd}: no results/ folder: not a VirNucFlow working directory, or nothing has run yet")
     samples = {p.name for p in results.iterdir() if (p / "preprocess").is_dir() and p.name != "batches"}

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ModelFileError, short
-from .shard import CLASSIFIER_BATCH
+from ..errors import ModelFileError, short
+from .registry import CLASSIFIER_BATCH
 
 
 class MLPClassifier(nn.Module):
@@ -132,7 +132,7 @@ def load_classifier(path: str | os.PathLike) -> tuple[MLPClassifier, dict]:
 
 #: Rows per forward pass. A row's scores can depend on the batch it is computed in (the CPU
 #: matmul's blocking), so every caller scores the same batches: rows k*BATCH to (k+1)*BATCH
-#: (and shards are cut there: :mod:`virnucflow.shard`).
+#: (and shards are cut there: :mod:`virnucflow.steps.shard`).
 BATCH = CLASSIFIER_BATCH
 
 

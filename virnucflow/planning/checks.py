@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Iterable, Mapping
 
-from .errors import ConfigError
-from .models.registry import CLASSIFIERS
+from virnucflow.errors import ConfigError
+from virnucflow.models.registry import CLASSIFIERS
 
 
 log = logging.getLogger("virnucflow")

@@ -28,12 +28,12 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from .atomic import atomic_outputs
-from .classifier import MLPClassifier
-from .models.dnabert_s import DNABERT, DNABERTConfig
-from .models.esm2 import ESM2, ESM2Config
-from .models.checkpoints import dnabert_s_to_checkpoint
-from .models.random_weights import init_random
+from virnucflow.io.atomic import atomic_outputs
+from virnucflow.models.classifier import MLPClassifier
+from virnucflow.models.dnabert_s import DNABERT, DNABERTConfig
+from virnucflow.models.esm2 import ESM2, ESM2Config
+from virnucflow.models.checkpoints import dnabert_s_to_checkpoint
+from virnucflow.models.random_weights import init_random
 
 DEMO_ESM = ESM2Config(num_layers=2, embed_dim=32, attention_heads=4, name="virnucflow_demo_esm2")
 DEMO_DNABERT = dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=6, intermediate_size=96)
@@ -89,7 +89,7 @@ def demo_dna_corpus(seed: int) -> list[str]:
     """DNA to train the demo tokenizer on: the bundled lambda contigs plus random sequence."""
     rng = np.random.default_rng(seed)
     corpus = ["".join(rng.choice(list("ACGT"), 2000)) for _ in range(20)]
-    from .layout import share
+    from virnucflow.layout import share
 
     lam = share() / "resources" / "demo" / "lambda_contigs.fa"
     if lam.is_file():
@@ -204,7 +204,7 @@ def build_demo_dnabert_s(directory: str | Path, seed: int = 0) -> int:
 def build_demo_models(paths: Mapping[str, str | Path], seed: int = 0) -> None:
     """Every registered model's demo (``paths``: model name -> where, ``classifier`` included), then a
     classifier as wide as their widths added up."""
-    from .models.registry import embedding_models
+    from virnucflow.models.registry import embedding_models
 
     torch.manual_seed(seed)
     width = sum(spec.build_demo(paths[spec.name], seed) for spec in embedding_models())
@@ -212,7 +212,7 @@ def build_demo_models(paths: Mapping[str, str | Path], seed: int = 0) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m virnucflow.demo")
+    p = argparse.ArgumentParser(prog="python -m virnucflow.steps.demo")
     sub = p.add_subparsers(dest="cmd", required=True)
     w = sub.add_parser("where", help="print where the demo's results are")
     w.add_argument("results", nargs="?", default="results")

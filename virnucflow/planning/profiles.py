@@ -13,9 +13,9 @@ import os
 import shutil
 from pathlib import Path
 
-from .atomic import atomic_outputs
-from .errors import VirNucFlowError
-from .layout import share
+from virnucflow.io.atomic import atomic_outputs
+from virnucflow.errors import VirNucFlowError
+from virnucflow.layout import share
 
 PROFILES = share() / "profiles"
 INSTALLABLE = ("slurm",)
