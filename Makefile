@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: env
 	$(BIN)/snakemake --configfile config/demo.yaml --cores $(CORES) --printshellcmds
-	@$(BIN)/python -m virnucflow.demo where results
+	@$(BIN)/virnucflow outputs results
 
 test: env
 	$(BIN)/python -m pytest -q

@@ -228,14 +228,18 @@ def test_fp32_compare_on_the_demo(tmp_path):
         assert frames < 200 and len(per_seq) == 2 * frames  # strata smaller than per_stratum: every frame, both models
         agreement = pd.read_csv(qc / "call_agreement.tsv", sep="\t")
         assert agreement.loc[0, "frames_flipped"] == 0
-    # a production path that does not agree with FP32 fails with the model, stratum, metric and the edit
-    res = _snakemake(tmp_path, "fp32_compare", "--forcerun", "fp32_compare_sample", config=["samples=s.tsv"],
-                     env={"VIRNUCFLOW_TEST_PERTURB_PRODUCTION": "0.5"})
+    # a production path that does not agree with FP32 fails with the model, stratum, metric and the edit: a
+    # model whose packed path is wrong (the third model of tests/toy_plugin, its file carrying a packing bug)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    torch.save({"table": torch.arange(18, dtype=torch.float32).view(6, 3) / 18, "packed_offset": 1.0}, bad / "toy.pt")
+    (bad / "toy.yaml").write_text(f"samples: {tmp_path / 's.tsv'}\nmodels:\n  toy: {bad / 'toy.pt'}\n")
+    plugin = os.pathsep.join(filter(None, [str(REPO / "tests" / "toy_plugin"), os.environ.get("PYTHONPATH")]))
+    res = _snakemake(bad, "fp32_compare", configfiles=[bad / "toy.yaml"], env={"PYTHONPATH": plugin})
     assert res.returncode != 0
     line = next(x for x in res.stderr.splitlines() if x.startswith("virnucflow: error: fp32_compare: "))
     assert "stratum" in line and "fails fp32_compare.min_pooled_cosine (>= 0.99)" in line
-    assert line.endswith("roll back with embedding.esm2.packing: false (or embedding.packing: false)") or \
-        line.endswith("roll back with embedding.dnabert_s.packing: false (or embedding.packing: false)")
+    assert line.endswith("roll back with embedding.toy.packing: false (or embedding.packing: false)")
 
 
 def test_fp32_compare_loads_each_model_twice(tmp_path, monkeypatch):

@@ -104,17 +104,15 @@ def test_schema_refuses_auto_where_it_is_not_derived(tmp_path, overlay, expected
 
 @pytest.mark.parametrize("args, message", [
     (["--set-resources", "embed_esm2:mem_mb=64000"],
-     "--set-resources embed_esm2: there is no rule embed_esm2 (the embedding is one job per shard running both "
-     "models): use --set-resources embed:KEY=VALUE"),
+     "--set-resources embed_esm2: there is no rule embed_esm2; did you mean --set-resources embed:KEY=VALUE?"),
     (["--set-threads", "embed_dnabert_s=8"],
-     "--set-threads embed_dnabert_s: there is no rule embed_dnabert_s (the embedding is one job per shard running "
-     "both models): use --set-threads embed=N"),
+     "--set-threads embed_dnabert_s: there is no rule embed_dnabert_s; did you mean --set-threads embed=N?"),
     (["--config", "resources={embed_esm2: {mem_mb: 64000}}"],
-     "config key resources.embed_esm2: there is no rule embed_esm2 (the embedding is one job per shard running "
-     "both models): give resources.embed"),
+     "config key resources.embed_esm2: unknown key; did you mean embed?"),
 ])
 def test_settings_for_the_former_per_model_rules_are_refused(tmp_path, args, message):
-    """Snakemake ignores --set-resources for a rule it does not know: the old names must not be dropped silently."""
+    """Snakemake ignores --set-resources for a rule it does not know: an unknown rule (here the former
+    per-model rules) must not be dropped silently."""
     res = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "--configfile",
                           str(REPO / "config" / "demo.yaml"), "-d", str(tmp_path), *args],
                          cwd=REPO, capture_output=True, text=True)

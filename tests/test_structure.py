@@ -233,3 +233,60 @@ def test_every_run_level_file_name_is_a_reserved_sample_name():
     found = {n for n in found if "*" not in n and not n.startswith("demo_")}  # the demo's own samples (Makefile)
     assert found, "no run-level paths found"
     assert sorted(found - set(RESERVED_NAMES)) == []
+
+
+# --------------------------------------------------------------------------- a package a newcomer can read
+
+MAX_MODULE_LINES = 400
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (at any level: a lazy import is a dependency too)."""
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        if "share" in path.relative_to(PACKAGE).parts:
+            continue
+        parts = path.relative_to(REPO).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                for alias in node.names:
+                    found = f"{target}.{alias.name}" if f"{target}.{alias.name}" in modules else target
+                    if found in modules and found != name:
+                        graph[name].add(found)
+            elif isinstance(node, ast.Import):
+                graph[name] |= {a.name for a in node.names if a.name in modules and a.name != name}
+    return graph
+
+
+def test_no_import_circle_in_the_package():
+    graph = _import_graph()
+    assert len(graph) > 40  # every module was read
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            m = todo.pop()
+            if m == goal:
+                return True
+            if m not in seen:
+                seen.add(m)
+                todo.extend(graph[m])
+        return False
+
+    circles = sorted({tuple(sorted((a, b))) for a in graph for b in graph[a] if reaches(b, a)})
+    assert circles == []
+
+
+def test_every_module_is_short_enough_to_hold_in_ones_head():
+    long = {str(p.relative_to(REPO)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert long == {}

@@ -106,6 +106,24 @@ def _status(a: argparse.Namespace) -> None:
         print(line)
 
 
+def _outputs(a: argparse.Namespace) -> None:
+    """Each sample's output files, and where the logs are."""
+    from pathlib import Path
+
+    from virnucflow.io.tables import has_demo_banner
+
+    root = Path(a.results)
+    names = ["prediction_results.txt", "prediction_results_highestscore.csv", "summary.tsv", "windows.bed",
+             "windows.tsv", "features.h5", "{sample}_merged.pt"]
+    summaries = sorted(root.glob("*/summary.tsv"))
+    if any(has_demo_banner(s) for s in summaries):
+        print("DEMO MODELS (random weights): the calls mean nothing")
+    for summary in summaries:
+        d = summary.parent
+        print(f"{d}/: {', '.join(n.format(sample=d.name) for n in names if (d / n.format(sample=d.name)).exists())}")
+    print("logs: logs/   per-rule time and memory: logs/benchmarks/   HTML report: snakemake --report report.html")
+
+
 def _install_profile(a: argparse.Namespace) -> None:
     from virnucflow.planning.profiles import install_profile
 
@@ -272,6 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dir", nargs="?", default=".", help="working directory (default: the current one)")
     s.add_argument("--json", action="store_true", help="the same as JSON (per sample and the last run's record)")
     s.set_defaults(func=_status)
+
+    s = sub.add_parser("outputs", help="list each sample's output files (after a run)")
+    s.add_argument("results", nargs="?", default="results", help="the results folder (default: results)")
+    s.set_defaults(func=_outputs)
 
     s = sub.add_parser("build-demo-models", help="write tiny random demo models in the real file formats")
     _model_options(s, "where to write the demo {label}", required=True)

@@ -2,7 +2,10 @@
 ``toy = toy_model:SPEC`` in ``virnucflow_toy-0.1.dist-info/entry_points.txt``).
 
 ``toy`` embeds each nucleotide of a frame's window through a 6 x 3 table and mean-pools: 3 more
-features per frame, after DNABERT-S's and ESM-2's. Its file is a torch ``.pt`` of the table.
+features per frame, after DNABERT-S's and ESM-2's. Its file is a torch ``.pt`` of the table, or of
+``{"table": ..., "packed_offset": x}``: a model whose packed path moves every state by ``(x, -x, 0)`` (a
+packing bug that ``fp32_compare``, which checks the packed production path against the padded FP32
+reference, must catch).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from virnucflow.models.packing import PackedBatch
+from virnucflow.models.packing import PackedBatch, PaddedBatch
 from virnucflow.models.registry import ModelSpec
 
 TOKENS = {c: 2 + k for k, c in enumerate("ACGT")}  # 0 padding, 1 ends and other letters
@@ -34,8 +37,9 @@ class ToyCounter(nn.Module):
     pooling = "toy: mean over all tokens"
     fp8 = False
 
-    def __init__(self, table: torch.Tensor | None = None):
+    def __init__(self, table: torch.Tensor | None = None, packed_offset: float = 0.0):
         super().__init__()
+        self.packed_offset = packed_offset
         self.table = nn.Embedding(6, 3)
         with torch.no_grad():
             self.table.weight.copy_(torch.arange(18, dtype=torch.float32).view(6, 3) if table is None else table)
@@ -48,22 +52,37 @@ class ToyCounter(nn.Module):
     def prepare(self, device, dtype):
         return self.to(device=device, dtype=dtype).eval()
 
+    def hidden_states(self, batch, backend):
+        """(T, 3) packed or (B, L, 3) padded token states."""
+        if isinstance(batch, PackedBatch):
+            return self.table(batch.tokens).float() + self.packed_offset * torch.tensor([1.0, -1.0, 0.0])
+        assert isinstance(batch, PaddedBatch)
+        return self.table(batch.tokens).float()
+
     def embed(self, batch, backend):
-        assert isinstance(batch, PackedBatch)
-        total = batch.num_tokens
-        states = self.table(batch.tokens[:total]).float()
-        return batch.segment_sum(states) / batch.seqlens()[:, None].float()
+        states = self.hidden_states(batch, backend)
+        if isinstance(batch, PackedBatch):
+            total = batch.num_tokens
+            return batch.segment_sum(states[:total]) / batch.seqlens()[:, None].float()
+        mask = batch.mask.unsqueeze(-1).float()
+        return (states * mask).sum(1) / mask.sum(1)
 
     def activation_bytes_per_token(self, dtype):
         return 64
 
 
+def _read(path) -> dict:
+    obj = torch.load(path, weights_only=True)
+    return obj if isinstance(obj, dict) else {"table": obj}
+
+
 def load(path: str):
-    return ToyCounter(torch.load(path, weights_only=True)), {"format": "toy table", "demo_model": True}
+    obj = _read(path)
+    return ToyCounter(obj["table"], float(obj.get("packed_offset", 0.0))), {"format": "toy table", "demo_model": True}
 
 
 def describe(path) -> dict:
-    table = torch.load(path, weights_only=True)
+    table = _read(path)["table"]
     return {"dim": int(table.shape[1]), "demo": True, "format": "toy table", "description": "toy 6 x 3 table"}
 
 

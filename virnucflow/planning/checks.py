@@ -52,26 +52,24 @@ def classifier_chunk_length(classifier: str, declared: int | None, chunk_length:
     return declared
 
 
-#: Rules that no longer exist, and the one that does their work now.
-RENAMED_RULES = {"embed_esm2": "embed", "embed_dnabert_s": "embed"}
+def check_rule_settings(overrides: Mapping[str, Iterable[str]], rules: Iterable[str]) -> None:
+    """Refuse ``--set-resources``/``--set-threads`` for a rule the workflow does not have (Snakemake ignores
+    them without a word), naming the nearest one.
 
-
-def check_renamed_rules(resources: Mapping, overrides: Mapping[str, Iterable[str]]) -> None:
-    """Refuse settings for a rule that was renamed, naming the new one (Snakemake ignores
-    ``--set-resources`` for an unknown rule without a word).
-
-    ``resources``: the config's ``resources`` section; ``overrides``: command-line
-    option -> the rule names it sets (``--set-resources``, ``--set-threads``).
+    ``overrides``: command-line option -> the rule names it sets; ``rules``: the rules that take resources
+    (the schema's ``resources`` section).
     """
-    why = "the embedding is one job per shard running both models"
-    for old, new in RENAMED_RULES.items():
-        if old in (resources or {}):
-            raise ConfigError(f"config key resources.{old}: there is no rule {old} ({why}): "
-                              f"give resources.{new}")
-        for option, rules in overrides.items():
-            if old in rules:
+    import difflib
+
+    rules = list(rules)
+    for option, named in overrides.items():
+        for rule in named:
+            if rule not in rules:
+                near = difflib.get_close_matches(rule, rules, n=1, cutoff=0.5)
                 form = ":KEY=VALUE" if option == "--set-resources" else "=N"
-                raise ConfigError(f"{option} {old}: there is no rule {old} ({why}): use {option} {new}{form}")
+                hint = f"; did you mean {option} {near[0]}{form}?" if near else ""
+                raise ConfigError(f"{option} {rule}: there is no rule {rule}{hint} (rules with resources: "
+                                  f"{', '.join(rules)})")
 
 
 def unknown_key(path: str, key: str, known: Iterable[str]) -> str:

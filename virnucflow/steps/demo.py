@@ -209,24 +209,3 @@ def build_demo_models(paths: Mapping[str, str | Path], seed: int = 0) -> None:
     torch.manual_seed(seed)
     width = sum(spec.build_demo(paths[spec.name], seed) for spec in embedding_models())
     save_original_classifier(random_classifier(width, DEMO_CLASSIFIER_HIDDEN, seed + 2), paths["classifier"], demo=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m virnucflow.steps.demo")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    w = sub.add_parser("where", help="print where the demo's results are")
-    w.add_argument("results", nargs="?", default="results")
-    a = p.parse_args(argv)
-    if a.cmd == "where":
-        root = Path(a.results)
-        print("\nVirNucFlow demo finished (DEMO MODELS: random weights, the calls mean nothing).")
-        for summary in sorted(root.glob("*/summary.tsv")):
-            names = ["prediction_results.txt", "prediction_results_highestscore.csv", "summary.tsv", "windows.bed",
-                     "windows.tsv", "features.h5", f"{summary.parent.name}_merged.pt"]
-            print(f"  {summary.parent}/: {', '.join(n for n in names if (summary.parent / n).exists())}")
-        print("  logs: logs/   per-rule time and memory: logs/benchmarks/   HTML report: make report")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -49,7 +49,6 @@ log = logging.getLogger("virnucflow")
 STRATA = ((0, 50, "<50"), (50, 201, "50-200"), (201, 1 << 62, ">200"))
 #: Test-only: relative Gaussian noise added to the production path's outputs, to check that
 #: a path that does not agree with FP32 fails the comparison.
-ENV_PERTURB = "VIRNUCFLOW_TEST_PERTURB_PRODUCTION"
 CHUNK = 64  # sequences whose token states are held at once
 
 
@@ -71,12 +70,7 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=-1)
 
 
-def _perturb(x: torch.Tensor, scale: float, generator: torch.Generator) -> torch.Tensor:
-    noise = torch.randn(x.shape, generator=generator, dtype=torch.float64).to(x.device)
-    return x + (scale * x.double().std() * noise).to(x.dtype)
-
-
-def compare_model(name: str, path: str, options: EmbedOptions, tokens: list[np.ndarray], perturb: float = 0.0,
+def compare_model(name: str, path: str, options: EmbedOptions, tokens: list[np.ndarray],
                   model: EmbeddingModel | None = None):
     """Production and reference pooled vectors (N, D) and per-sequence token cosines of one model.
 
@@ -88,17 +82,12 @@ def compare_model(name: str, path: str, options: EmbedOptions, tokens: list[np.n
     log.info("%s: production %s/%s/%s against reference %s/%s/%s on %s, %d frames", name, production.precision.name,
              "packed" if production.packed else "padded", production.backend, reference.precision.name,
              "packed" if reference.packed else "padded", reference.backend, production.device, len(tokens))
-    g = torch.Generator().manual_seed(12345)
     fast = torch.from_numpy(production.embed_tokens(tokens))
     slow = torch.from_numpy(reference.embed_tokens(tokens))
-    if perturb:
-        fast = _perturb(fast, perturb, g)
     token_min, token_mean = np.empty(len(tokens)), np.empty(len(tokens))
     for start in range(0, len(tokens), CHUNK):
         part = tokens[start:start + CHUNK]
         for k, (a, b) in enumerate(zip(production.token_states(part), reference.token_states(part))):
-            if perturb:
-                a = _perturb(a.cpu(), perturb, g)
             c = _cos(a.cpu(), b.cpu())
             token_min[start + k], token_mean[start + k] = float(c.min()), float(c.mean())
     setting = dict(precision=production.precision.name, packing=production.packed, attention=production.backend)
@@ -204,9 +193,6 @@ def fp32_compare(nucleotide_fa: str | os.PathLike, protein_faa: str | os.PathLik
     frames = list(iter_identified(nucleotide_fa, protein_faa))
     ids = [f.id for f in frames]
     models = [m for m in names() if m in manifest]
-    perturb = float(os.environ.get(ENV_PERTURB, "0") or 0)
-    if perturb:
-        log.warning("%s=%g: the production path is perturbed on purpose (a test of this comparison)", ENV_PERTURB, perturb)
     tokens, lengths, loaded = {}, {}, {}
     for name in models:  # loaded once here for its tokenizer, then used as the production model
         loaded[name] = model = load_model(name, manifest[name]["path"])[0]  # on the CPU, memory-mapped
@@ -223,7 +209,7 @@ def fp32_compare(nucleotide_fa: str | os.PathLike, protein_faa: str | os.PathLik
     for name in models:
         options = EmbedOptions(**embedding[name], threads=threads)
         a, b, tmin, tmean, used[name] = compare_model(name, manifest[name]["path"], options,
-                                                      [tokens[name][i] for i in union], perturb, model=loaded.pop(name))
+                                                      [tokens[name][i] for i in union], model=loaded.pop(name))
         fast[name], slow[name] = a, b
         pooled = _cos(torch.from_numpy(a), torch.from_numpy(b)).numpy()
         # every drawn frame (of either model's draw), in this model's stratum

@@ -8,7 +8,7 @@ from snakemake.utils import validate
 # The rules call the installed virnucflow package (pip install virnucflow, or -e . in a checkout).
 from virnucflow.planning.checks import (
     check_config_values,
-    check_renamed_rules,
+    check_rule_settings,
     classifier_chunk_length,
     config_error,
 )
@@ -32,12 +32,12 @@ from virnucflow.io.samples import read_sample_sheet
 from virnucflow.steps.shard import shard_names
 
 try:
-    check_renamed_rules(
-        config.get("resources"),
+    check_rule_settings(
         {
             "--set-resources": workflow.resource_settings.overwrite_resources,
             "--set-threads": workflow.resource_settings.overwrite_threads,
         },
+        config_schema()["properties"]["resources"]["properties"],
     )
     validate(config, schema=config_schema_file())
     check_config_values(config, config_schema())
