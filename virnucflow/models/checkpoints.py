@@ -357,19 +357,23 @@ def read_dnabert_s(path: str | Path) -> tuple[DNABERTConfig, dict[str, torch.Ten
     return config, state, {"demo_model": bool(cfg.get("virnucflow_demo", False)), "format": "huggingface"}
 
 
-def load_dnabert_s(path: str | Path) -> tuple[DNABERT, dict]:
-    """DNABERT-S and its tokenizer from a Hugging Face model directory."""
+def read_dnabert_s_tokenizer(path: str | Path, config: DNABERTConfig):
+    """The model directory's ``tokenizer.json``, checked against the model's embeddings."""
     from .dnabert_s import Tokenizer
 
+    file = Path(path) / "tokenizer.json"
+    try:
+        tokenizer = Tokenizer(file)
+    except Exception as exc:  # tokenizers raises its own exception types
+        raise ModelFileError(f"{file}: not a tokenizers JSON file ({short(exc)})") from None
+    if tokenizer.vocab_size > config.vocab_size:
+        raise ModelFileError(f"{file}: {tokenizer.vocab_size} tokens but the model has only {config.vocab_size} embeddings")
+    return tokenizer
+
+
+def load_dnabert_s(path: str | Path) -> tuple[DNABERT, dict]:
+    """DNABERT-S and its tokenizer from a Hugging Face model directory."""
     config, state, meta = read_dnabert_s(path)
     model = build_and_load(lambda: DNABERT(config), state, str(path), f"DNABERT-S ({config.num_hidden_layers} layers, {config.hidden_size} wide)")
-    try:
-        tokenizer = Tokenizer(Path(path) / "tokenizer.json")
-    except Exception as exc:  # tokenizers raises its own exception types
-        raise ModelFileError(f"{Path(path) / 'tokenizer.json'}: not a tokenizers JSON file ({short(exc)})") from None
-    if tokenizer.vocab_size > config.vocab_size:
-        raise ModelFileError(
-            f"{Path(path) / 'tokenizer.json'}: {tokenizer.vocab_size} tokens but the model has only {config.vocab_size} embeddings"
-        )
-    model.tokenizer = tokenizer
+    model.tokenizer = read_dnabert_s_tokenizer(path, config)
     return model, {**meta, "config": config.to_dict()}
