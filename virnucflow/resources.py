@@ -32,7 +32,7 @@ GPU_ONLY = ("gpu_model", "cpus_per_gpu", "gres", "tasks_per_gpu")
 class Throughput:
     """How fast one model embeds on a GPU, and what it costs to start."""
 
-    tokens_per_s: float  # measured on an H100, FP16 packed (README "How the embedding is fast")
+    tokens_per_s: float  # measured on an H100, FP16 packed (benchmarks/results/README.md)
     startup_s: float  # imports, model load (ESM-2 3B: a 5.7 GB checkpoint), kernel warm-up or compilation
 
 
