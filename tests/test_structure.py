@@ -107,9 +107,23 @@ def test_config_readme_documents_every_key_with_the_schemas_default():
             elif not isinstance(value, dict):
                 yield f"{prefix}{key}", value
 
-    for key, value in walk("", schema_defaults()):
-        shown = json.dumps(value) if not isinstance(value, str) else value
-        assert f"| `{key}` | `{shown}` |" in text, key
+    def shown(value):
+        return json.dumps(value) if not isinstance(value, str) else value
+
+    # resources: one matrix, a row per rule and a column per key ("-": the rule has no such key)
+    head = re.search(r"^\| rule \| `mem_mb` \| `runtime` \| `cpus` \| `gpu` \|.*\n\|[-|]+\|\n((?:\|.*\n)+)", text, re.M)
+    assert head, "config/README.md: the resources matrix"
+    matrix = {}
+    for line in head.group(1).splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        matrix[cells[0].strip("`")] = dict(zip(("mem_mb", "runtime", "cpus", "gpu"), cells[1:5]))
+    resources = schema_defaults()["resources"]
+    assert set(matrix) == set(resources)
+    for rule, keys in resources.items():
+        assert matrix[rule] == {k: f"`{shown(keys[k])}`" if k in keys else "-" for k in matrix[rule]}, rule
+
+    for key, value in walk("", {k: v for k, v in schema_defaults().items() if k != "resources"}):
+        assert f"| `{key}` | `{shown(value)}` |" in text, key
 
 
 def test_every_job_rule_declares_threads_and_resources_from_the_schema():

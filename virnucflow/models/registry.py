@@ -53,7 +53,7 @@ class ModelSpec:
     loader: str  # "module:function", path -> (model with tokenizer, metadata)
     describe: str  # "module:function", path -> manifest entry (dim, demo, description, ...)
     tokens: Callable[[int], int]  # tokens of a sequence of that many letters (shard plans, time limits)
-    tokens_per_second: int  # on one GPU in FP16, for runtime: auto (a floor, not a promise)
+    tokens_per_second: int  # on one GPU in FP16 packed, for runtime: auto (benchmarks/results/README.md)
     start_seconds: int  # a job's start before its first token (imports, CUDA, weights)
     known_names: tuple[str, ...] = ()  # published names models.<name> may take instead of a path
     source: Literal["torch_hub", "huggingface"] | None = None  # where a known name is looked up and fetched
