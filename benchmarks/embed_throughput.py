@@ -59,10 +59,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from virnucflow.engine import EmbedOptions, Embedder  # noqa: E402
 from virnucflow.models.dnabert_s import DNABERT, DNABERTConfig  # noqa: E402
-from virnucflow.models.esm2 import ESM2, KNOWN_CONFIGS, PAD, tokenize  # noqa: E402
+from virnucflow.models.esm2 import ESM2, PAD, tokenize  # noqa: E402
+from workloads.published import KNOWN_CONFIGS  # noqa: E402
 from virnucflow.models.random_weights import init_random  # noqa: E402
 from benchmarks.gpu_util import UtilizationSampler  # noqa: E402
-from tests.workloads import mixed_frames, virnucpro_frames  # noqa: E402
+from workloads.frames import mixed_frames, virnucpro_frames  # noqa: E402
 
 DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 CUDA = DEV.type == "cuda"
@@ -180,7 +181,7 @@ def fair_esm_run(model, alphabet, proteins: list[str], toks_per_batch: int) -> n
 def hf_esm(state, cfg):
     from transformers import EsmConfig, EsmModel
 
-    from virnucflow.models.checkpoints import fair_to_hf_esm
+    from workloads.published import fair_to_hf_esm
 
     hc = EsmConfig(vocab_size=33, hidden_size=cfg.embed_dim, num_hidden_layers=cfg.num_layers,
                    num_attention_heads=cfg.attention_heads, intermediate_size=cfg.ffn_dim,

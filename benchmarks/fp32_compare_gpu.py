@@ -29,7 +29,7 @@ from virnucflow.steps.demo import (  # noqa: E402
     train_dna_tokenizer,
 )
 from virnucflow.models.dnabert_s import DNABERTConfig  # noqa: E402
-from virnucflow.models.esm2 import KNOWN_CONFIGS  # noqa: E402
+from workloads.published import KNOWN_CONFIGS  # noqa: E402
 from virnucflow.steps.preprocess import CODON_TABLE  # noqa: E402
 
 SENSE = [c for c, aa in CODON_TABLE.items() if aa != "*"]

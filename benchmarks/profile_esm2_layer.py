@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.gpu_util import cuda_median_ms as timed  # noqa: E402
-from tests.workloads import virnucpro_frames  # noqa: E402
+from workloads.frames import virnucpro_frames  # noqa: E402
 from virnucflow.models import fp8, kernels  # noqa: E402
 from virnucflow.models.attention import PackedAttention, resolve_backend  # noqa: E402
 from virnucflow.models.esm2 import ESM2, ESM2Config, tokenize  # noqa: E402

@@ -2,7 +2,7 @@
 
 Tiny models in the real formats (the demo's, built by the workflow), ``embedding.device: cpu``, the
 default outputs (no embedding files kept, no features.h5, no chunked.fa), one sample of non-redundant
-short reads (``benchmarks/readsets.py`` ``unique``, 150 bp: half random coding sequence, half host-like
+short reads (``workloads/readsets.py`` ``unique``, 150 bp: half random coding sequence, half host-like
 DNA), ``snakemake --cores N`` in a fresh working directory per size. Per size it records the wall time
 of the run and per read, each rule's summed wall time and peak memory (``max_rss`` from its
 ``benchmark:`` files), and the bytes left under ``results/`` per frame.
@@ -45,7 +45,7 @@ def per_rule(work: Path) -> dict[str, dict[str, float]]:
 
 
 def run(reads: int, args) -> dict:
-    from benchmarks.readsets import write_reads
+    from workloads.readsets import write_reads
 
     work = Path(args.workdir) / f"scale_{reads}"
     subprocess.run(["rm", "-rf", str(work)], check=True)

@@ -40,8 +40,8 @@ sys.path.insert(0, str(REPO))
 
 
 def read_set(path: Path, n: int, seed: int, kind: str = "lambda") -> None:
-    """``n`` reads of 300-1,200 bp (:func:`benchmarks.readsets.write_reads`)."""
-    from benchmarks.readsets import write_reads
+    """``n`` reads of 300-1,200 bp (:func:`workloads.readsets.write_reads`)."""
+    from workloads.readsets import write_reads
 
     write_reads(path, n, seed, kind)
 

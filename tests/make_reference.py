@@ -125,7 +125,7 @@ def full_size_models(directory: Path, seed: int = 0) -> dict[str, Path]:
     from virnucflow.steps.demo import (random_classifier, random_dnabert, random_esm2, save_dnabert_dir, save_fair_esm,
                                  save_original_classifier, train_dna_tokenizer)
     from virnucflow.models.dnabert_s import DNABERTConfig
-    from virnucflow.models.esm2 import KNOWN_CONFIGS
+    from workloads.published import KNOWN_CONFIGS
 
     directory.mkdir(parents=True, exist_ok=True)
     paths = {"esm2": directory / "esm2_t36_3B_random.pt", "dnabert_s": directory / "dnabert_s_random",

@@ -25,7 +25,7 @@ from virnucflow.models.dnabert_s import DNABERT, DNABERTConfig
 from virnucflow.models.esm2 import ESM2, ESM2Config, PAD, tokenize
 from virnucflow.models.packing import make_packed, make_padded, packing_efficiency, plan_packed, plan_padded
 from virnucflow.models.random_weights import init_random
-from .workloads import mixed_frames
+from workloads.frames import mixed_frames
 
 TOL = 1e-5
 

@@ -29,9 +29,10 @@ import torch
 from virnucflow.engine import EmbedOptions, Embedder
 from virnucflow.models.attention import can_run
 from virnucflow.models.dnabert_s import DNABERT, DNABERTConfig
-from virnucflow.models.esm2 import ESM2, KNOWN_CONFIGS, PAD, tokenize
+from virnucflow.models.esm2 import ESM2, PAD, tokenize
+from workloads.published import KNOWN_CONFIGS
 from virnucflow.models.random_weights import init_random
-from .workloads import mixed_frames
+from workloads.frames import mixed_frames
 
 pytestmark = pytest.mark.gpu
 N = 1000

@@ -26,7 +26,7 @@ from virnucflow.models.esm2 import ESM2, ESM2Config, tokenize
 from virnucflow.models.packing import make_packed
 from virnucflow.models.random_weights import init_random
 
-from .workloads import mixed_frames
+from workloads.frames import mixed_frames
 
 pytest.importorskip("triton", reason="Triton is needed to run or interpret the kernels")
 

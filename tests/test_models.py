@@ -22,7 +22,8 @@ from esm.model.esm2 import ESM2 as FairESM2
 
 from virnucflow.steps.demo import random_dnabert, random_esm2, save_dnabert_dir, save_fair_esm, train_dna_tokenizer
 from virnucflow.models.attention import alibi_slopes
-from virnucflow.models.checkpoints import dnabert_s_to_checkpoint, fair_to_hf_esm, load_dnabert_s, load_esm2
+from virnucflow.models.checkpoints import dnabert_s_to_checkpoint, load_dnabert_s, load_esm2
+from workloads.published import fair_to_hf_esm
 from virnucflow.models.dnabert_s import DNABERTConfig
 from virnucflow.models.esm2 import ALPHABET, ESM2, ESM2Config, PAD, tokenize
 from virnucflow.models.packing import make_packed, make_padded

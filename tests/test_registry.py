@@ -68,3 +68,12 @@ def test_a_third_model_is_one_module_and_one_registration(tmp_path):
     status = subprocess.run([sys.executable, "-m", "virnucflow", "status", "--json"], cwd=work, env=env,
                             capture_output=True, text=True, check=True)
     assert '"toy"' in status.stdout
+
+
+def test_the_published_esm2_sizes_are_the_registrys_known_names():
+    """The tests' and benchmarks' table of published sizes (workloads/published.py) names the same models
+    the registry resolves (a size added to one and not the other would be a second list)."""
+    from workloads.published import KNOWN_CONFIGS
+
+    assert tuple(KNOWN_CONFIGS) == registry.get("esm2").known_names
+    assert all(c.name == name for name, c in KNOWN_CONFIGS.items())

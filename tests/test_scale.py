@@ -15,7 +15,7 @@ from virnucflow.planning.batches import plan_batches
 from virnucflow.io.features import Embeddings, write_h5
 from virnucflow.steps.shard import CLASSIFIER_BATCH, plan_shards, read_plan, read_planned_shard
 
-from .workloads import SENSE
+from workloads.frames import SENSE
 
 OUTPUTS = ("prediction_results.txt", "prediction_results_highestscore.csv", "summary.tsv", "windows.bed", "windows.tsv")
 

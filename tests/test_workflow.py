@@ -103,7 +103,7 @@ def _coding_fasta(path: Path, records: int, length: int = 1500, seed: int = 0) -
     """Random coding sequence of sense codons (most windows keep a frame or more)."""
     import numpy as np
 
-    from .workloads import SENSE
+    from workloads.frames import SENSE
 
     rng = np.random.default_rng(seed)
     path.write_text("".join(f">c{i}\n{''.join(rng.choice(SENSE, length // 3))}\n" for i in range(records)))

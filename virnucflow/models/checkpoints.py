@@ -222,7 +222,7 @@ def read_fair_esm(path: Path) -> tuple[ESM2Config, dict[str, torch.Tensor], dict
 
 
 # ESM-2 parameter names: Hugging Face EsmModel <-> fair-esm (transformers' convert_esm.py).
-_ESM_NAMES = [
+ESM_PARAMETER_NAMES = [
     ("embeddings.word_embeddings.", "embed_tokens."),
     ("encoder.emb_layer_norm_after.", "emb_layer_norm_after."),
     ("encoder.layer.{n}.attention.self.query.", "layers.{n}.self_attn.q_proj."),
@@ -254,18 +254,7 @@ def hf_esm_to_fair(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     for k, v in state.items():
         k = re.sub(r"^esm\.", "", k)
         if not ESM_UNUSED.match(k):
-            out[rename(k, _ESM_NAMES) or k] = v
-    return out
-
-
-def fair_to_hf_esm(state: Mapping[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
-    """fair-esm ESM-2 names -> Hugging Face EsmModel names (``prefix="esm."`` for EsmForMaskedLM)."""
-    out = {}
-    for k, v in state.items():
-        new = rename(k, _ESM_NAMES, reverse=True)
-        if new is None:
-            raise KeyError(f"no Hugging Face name for {k}")
-        out[prefix + new] = v
+            out[rename(k, ESM_PARAMETER_NAMES) or k] = v
     return out
 
 

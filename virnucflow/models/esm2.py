@@ -76,16 +76,6 @@ class ESM2Config:
         return asdict(self)
 
 
-# The published sizes (fair-esm pretrained.py / README).
-KNOWN_CONFIGS = {
-    "esm2_t6_8M_UR50D": ESM2Config(6, 320, 20, name="esm2_t6_8M_UR50D"),
-    "esm2_t12_35M_UR50D": ESM2Config(12, 480, 20, name="esm2_t12_35M_UR50D"),
-    "esm2_t30_150M_UR50D": ESM2Config(30, 640, 20, name="esm2_t30_150M_UR50D"),
-    "esm2_t33_650M_UR50D": ESM2Config(33, 1280, 20, name="esm2_t33_650M_UR50D"),
-    "esm2_t36_3B_UR50D": ESM2Config(36, 2560, 40, name="esm2_t36_3B_UR50D"),
-    "esm2_t48_15B_UR50D": ESM2Config(48, 5120, 40, name="esm2_t48_15B_UR50D"),
-}
-
 
 def tokenize(protein: str) -> np.ndarray:
     """``<cls>`` + residues + ``<eos>`` as fair-esm's batch converter (unknown letters -> <unk>)."""
