@@ -47,6 +47,19 @@ def test_embedding_defaults_live_in_the_schema_only():
             assert not values.intersection(v for v in given if isinstance(v, str)), (path, node.lineno)
 
 
+def test_the_schemas_enums_are_the_codes_choices():
+    """The schema holds the list of precisions and attention backends; the code's tables of them (dtypes,
+    backends) must offer exactly those, in the shared section and in each model's own."""
+    from virnucflow.models.attention import ALL_BACKENDS
+    from virnucflow.models.precision import DTYPES
+    from virnucflow.planning.config import precisions, schema
+
+    embedding = schema()["properties"]["embedding"]["properties"]
+    per_model = schema()["$defs"]["model_embedding"]["properties"]
+    assert precisions() == list(DTYPES) == per_model["precision"]["enum"]
+    assert set(embedding["attention"]["enum"]) == set(ALL_BACKENDS) and per_model["attention"]["enum"] == embedding["attention"]["enum"]
+
+
 def test_scripts_call_library_functions_directly():
     scripts = sorted((REPO / "workflow" / "scripts").glob("*.py"))
     assert scripts
