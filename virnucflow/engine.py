@@ -72,6 +72,7 @@ class EmbedOptions:
     dedup: bool
     fp16_on_cpu: bool
     threads: int
+    fused: bool = True  # ESM-2's fused kernels (rotary in attention, GELU epilogue); False rolls back
 
     @classmethod
     def defaults(cls, **overrides) -> "EmbedOptions":
@@ -82,7 +83,8 @@ class EmbedOptions:
 
     def reference(self) -> "EmbedOptions":
         """The FP32 reference path on the same device: padded batches, math attention."""
-        return dataclasses.replace(self, precision="fp32", packing=False, attention="math", token_budget="auto")
+        return dataclasses.replace(self, precision="fp32", packing=False, attention="math", token_budget="auto",
+                                   fused=False)
 
 
 @dataclass
@@ -143,6 +145,8 @@ class Embedder:
             torch.set_num_threads(max(1, int(opts.threads)))
         backend = resolve_backend(opts.attention, device, precision.dtype, alibi=model.alibi, packed=opts.packing)
         model.prepare(device, precision.dtype)
+        if hasattr(model, "fused"):  # ESM-2: the fused kernels or the unfused reference ones
+            model.fused = bool(opts.fused)
         if precision.fp8:
             from .models.fp8 import quantize_model
 

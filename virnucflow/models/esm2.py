@@ -187,7 +187,8 @@ class TransformerLayer(nn.Module):
         self.fc2 = nn.Linear(cfg.ffn_dim, cfg.embed_dim)
         self.final_layer_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
 
-    def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None, rotary: Rotary, attend, packed: bool):
+    def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None, rotary: Rotary, attend, packed: bool,
+                fused: bool = False):
         """Pre-LN layer, ``(hidden, residual) -> (hidden, residual)`` as vLLM passes them.
 
         ``hidden`` is the previous layer's MLP output (the embeddings for the
@@ -196,6 +197,7 @@ class TransformerLayer(nn.Module):
         layer's MLP output is returned un-added for the next one (or for the
         model's final LayerNorm). So ``residual + attn(LN1(residual))`` then
         ``+ fc2(gelu(fc1(LN2(...))))``, with one pass over memory per add+norm.
+        ``fused`` (ESM2.fused): rotary inside the attention kernel, GELU in fc1's epilogue.
         """
         # precision fp8: the LayerNorms write E4M3 rows that the FP8 projections read
         quantize = packed and self.self_attn.qkv is not None and getattr(self.fc1, "takes_quantized", False)
@@ -204,12 +206,31 @@ class TransformerLayer(nn.Module):
             residual, h = hidden, ln(hidden)
         else:
             residual, h = kernels.add_layer_norm(residual, hidden, ln.weight, ln.bias, ln.eps, quantize=quantize)
-        q, k, v = self.self_attn.project_rotated(h, rotary, packed)
-        o = attend(q, k, v, 1.0)  # q already scaled
+        o = self.attention(h, rotary, attend, packed, fused)
         ln = self.final_layer_norm
         residual, h = kernels.add_layer_norm(residual, self.self_attn.out_proj(o.flatten(-2)), ln.weight, ln.bias,
                                              ln.eps, quantize=quantize)
-        return self.fc2(self.act(self.fc1(h))), residual
+        return self.fc2(self.fc1_gelu(h, fused)), residual
+
+    def attention(self, h: torch.Tensor, rotary: Rotary, attend, packed: bool, fused: bool) -> torch.Tensor:
+        """Self-attention before out_proj: fused, the attention kernel rotates q and k as it
+        loads them from the q|k|v projection; else a rotary pass over them first."""
+        attn = self.self_attn
+        if fused and packed and attn.qkv is not None and getattr(attend, "rotates_inside", False):
+            q, k, v = attn.project(h)  # strided views of the one projection, q scaled
+            return attend(q, k, v, 1.0, rotary=(rotary.cos, rotary.sin))
+        q, k, v = attn.project_rotated(h, rotary, packed)
+        return attend(q, k, v, 1.0)  # q already scaled
+
+    def fc1_gelu(self, h: torch.Tensor, fused: bool) -> torch.Tensor:
+        """``gelu(fc1(h))``: fused (FP16/BF16 on a GPU), cuBLASLt's GELU epilogue, which is
+        the tanh approximation of the erf GELU (benchmarks/results/esm2_fused_*.md measure
+        its effect on the embeddings); else the erf GELU as a separate pass. Under FP8 the
+        GELU runs in fc2's input quantisation (``act`` is then an Identity)."""
+        fc1 = self.fc1
+        if fused and type(fc1) is nn.Linear and h.is_cuda and h.ndim == 2 and h.dtype != torch.float32:
+            return torch._addmm_activation(fc1.bias, h, fc1.weight.t(), use_gelu=True)
+        return self.act(fc1(h))
 
 
 class ESM2(PooledEncoder, nn.Module):
@@ -222,6 +243,9 @@ class ESM2(PooledEncoder, nn.Module):
     pooling = "ESM-2: mean over residues 1..min(1024, len) (original)"
     pooling_window = ESM_POOLING
     fp8 = True
+    #: the fused kernels (config ``embedding.fused``): rotary inside the ``triton`` attention
+    #: kernel and fc1's GELU in cuBLASLt's epilogue; False runs the unfused reference kernels
+    fused = True
 
     def __init__(self, cfg: ESM2Config):
         super().__init__()
@@ -280,7 +304,7 @@ class ESM2(PooledEncoder, nn.Module):
         """The transformer stack and the final LayerNorm (fused with the last residual add)."""
         hidden, residual = x, None
         for layer, rotary in zip(self.layers, rotaries):
-            hidden, residual = layer(hidden, residual, rotary, attend, packed)
+            hidden, residual = layer(hidden, residual, rotary, attend, packed, self.fused)
         ln = self.emb_layer_norm_after
         return kernels.add_layer_norm(residual, hidden, ln.weight, ln.bias, ln.eps, write_sum=False)[1]
 

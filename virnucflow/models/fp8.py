@@ -7,7 +7,8 @@ mode every ``nn.Linear`` of a model becomes an :class:`Fp8Linear`:
   scale per output channel (``amax(|W[n, :]|) / 448``, 448 being E4M3's
   largest value);
 - activations are quantised per token as they arrive (one scale per row),
-  by one Triton pass that also applies the activation function before it
+  by one Triton pass (one read of each row, one write of E4M3 and its scale)
+  that also applies the activation function before it
   where the model fuses one (ESM-2's erf GELU before ``fc2``);
 - the product runs in ``torch._scaled_mm`` with both scales applied in its
   epilogue, plus the bias, written in 16 bits.
@@ -93,38 +94,25 @@ if triton is not None:
     @triton.jit
     def _quant_rows(x, q, scale, stride_x, K: tl.constexpr, BLOCK: tl.constexpr, GELU: tl.constexpr,
                    FAST_ERF: tl.constexpr):
-        # one program per row, BLOCK columns at a time: pass 1 finds the amax, pass 2 (reading
-        # the row again, from L2) writes E4M3; rows of at most BLOCK are read once
+        # one program per row, the whole row at once (BLOCK >= K): one read of the input,
+        # GELU computed once, the amax from registers, one write of E4M3 and the scale
         row = tl.program_id(0)
-        src = x + row.to(tl.int64) * stride_x
-        dst = q + row.to(tl.int64) * K
         cols = tl.arange(0, BLOCK)
-        if K <= BLOCK:
-            v = tl.load(src + cols, mask=cols < K, other=0.0).to(tl.float32)
-            if GELU:
-                v = _gelu(v, FAST_ERF)
-            s = tl.maximum(tl.max(tl.abs(v), axis=0), 1e-12) / 448.0
-            v = tl.minimum(tl.maximum(v / s, -448.0), 448.0)
-            tl.store(dst + cols, v.to(q.dtype.element_ty), mask=cols < K)
-        else:
-            amax = tl.zeros([BLOCK], dtype=tl.float32)
-            for start in range(0, K, BLOCK):
-                v = tl.load(src + start + cols, mask=start + cols < K, other=0.0).to(tl.float32)
-                if GELU:
-                    v = _gelu(v, FAST_ERF)
-                amax = tl.maximum(amax, tl.abs(v))
-            s = tl.maximum(tl.max(amax, axis=0), 1e-12) / 448.0
-            for start in range(0, K, BLOCK):
-                v = tl.load(src + start + cols, mask=start + cols < K, other=0.0).to(tl.float32)
-                if GELU:
-                    v = _gelu(v, FAST_ERF)
-                v = tl.minimum(tl.maximum(v / s, -448.0), 448.0)
-                tl.store(dst + start + cols, v.to(q.dtype.element_ty), mask=start + cols < K)
+        v = tl.load(x + row.to(tl.int64) * stride_x + cols, mask=cols < K, other=0.0).to(tl.float32)
+        if GELU:
+            v = _gelu(v, FAST_ERF)
+        amax = tl.maximum(tl.max(tl.abs(v), axis=0), 1e-12)
+        s = amax / 448.0
+        # one division per row, not per value: x * (448 / amax) differs from x / s in the last
+        # bit at most, which changes an E4M3 rounding only where x sits on a rounding boundary
+        v = tl.minimum(tl.maximum(v * (448.0 / amax), -448.0), 448.0)
+        tl.store(q + row.to(tl.int64) * K + cols, v.to(q.dtype.element_ty), mask=cols < K)
         tl.store(scale + row, s)
 
 
-#: (block, warps, erf) of the row quantisation (measured on an H200: benchmarks/profile_esm2_layer.py)
-QUANT_BLOCK, QUANT_WARPS, FAST_ERF = 1024, 4, True
+#: warps per row of the row quantisation, by row length: ~32 values per thread
+#: (measured on an H200: benchmarks/profile_esm2_layer.py); fast erf: A&S 7.1.26
+QUANT_VALUES_PER_THREAD, FAST_ERF = 32, True
 
 
 def quantize_rows(x: torch.Tensor, activation: str | None = None):
@@ -137,8 +125,10 @@ def quantize_rows(x: torch.Tensor, activation: str | None = None):
     q = torch.empty((m, k), dtype=FP8, device=x.device)
     scale = torch.empty((m, 1), dtype=torch.float32, device=x.device)
     if m:
-        _quant_rows[(m,)](x, q, scale, x.stride(0), K=k, BLOCK=QUANT_BLOCK, GELU=activation == "gelu",
-                              FAST_ERF=FAST_ERF, num_warps=QUANT_WARPS)
+        block = triton.next_power_of_2(k)
+        warps = min(32, max(1, block // (32 * QUANT_VALUES_PER_THREAD)))
+        _quant_rows[(m,)](x, q, scale, x.stride(0), K=k, BLOCK=block, GELU=activation == "gelu",
+                          FAST_ERF=FAST_ERF, num_warps=warps)
     return q, scale
 
 
