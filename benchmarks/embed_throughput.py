@@ -139,12 +139,13 @@ def esm_master(seed: int) -> tuple[dict, object]:
     return state, cfg
 
 
-def ours_esm(state, cfg, precision: str, packing: bool, attention: str = "auto", budget="auto") -> Embedder:
+def ours_esm(state, cfg, precision: str, packing: bool, attention: str = "auto", budget="auto",
+             fused: bool = True) -> Embedder:
     with torch.device("meta"):
         m = ESM2(cfg)
     m.load_state_dict(state, assign=True)
     return Embedder.create(m, EmbedOptions.defaults(precision=precision, packing=packing, attention=attention,
-                                                    token_budget=budget, device=str(DEV)))
+                                                    token_budget=budget, device=str(DEV), fused=fused))
 
 
 def fair_esm(state, cfg, half: bool):
@@ -248,6 +249,16 @@ def bench_esm(name: str, proteins: list[str], args, sampler) -> None:
     del e
     cleanup()
 
+    # the previous default: the unfused kernels (embedding.fused: false)
+    e = ours_esm(state, cfg, "fp16", True, fused=False)
+    unfused_vec = e.embed_tokens(tokens)
+    sec_u, busy, peak = timed(lambda: e.embed_tokens(tokens), args.reps, sampler)
+    record("ESM-2 3B", name, "ours packed unfused (fused: false, previous default)", len(tokens), n_tok, sec_u, busy,
+           peak, precision="fp16", attention=e.backend, fused_vs_unfused=f"{100 * (sec / sec_u - 1):+.2f}% time",
+           **{f"fused_vs_unfused_{k}": v for k, v in cos_stats(ours_vec, unfused_vec).items()})
+    del e
+    cleanup()
+
     # the same with PyTorch's varlen FlashAttention (auto's choice before the Triton kernel)
     e = ours_esm(state, cfg, "fp16", True, attention="varlen")
     if e.backend == "varlen":
@@ -268,6 +279,14 @@ def bench_esm(name: str, proteins: list[str], args, sampler) -> None:
         sec, busy, peak = timed(lambda: e.embed_tokens(tokens), args.reps, sampler)
         record("ESM-2 3B", name, "ours packed fp8", len(tokens), n_tok, sec, busy, peak, precision="fp8",
                attention=e.backend, **{f"vs_fp16_{k}": v for k, v in cos_stats(fp8_vec, ours_vec).items()})
+        del e
+        cleanup()
+        e = ours_esm(state, cfg, "fp8", True, fused=False)
+        vec = e.embed_tokens(tokens)
+        sec_u, busy, peak = timed(lambda: e.embed_tokens(tokens), args.reps, sampler)
+        record("ESM-2 3B", name, "ours packed fp8 unfused (fused: false, previous)", len(tokens), n_tok, sec_u, busy,
+               peak, precision="fp8", attention=e.backend, fused_vs_unfused=f"{100 * (sec / sec_u - 1):+.2f}% time",
+               **{f"fused_vs_unfused_{k}": v for k, v in cos_stats(fp8_vec, vec).items()})
         del e
         cleanup()
 

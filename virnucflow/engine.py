@@ -154,7 +154,7 @@ class Embedder:
                 raise ConfigError(f"precision fp8 is not offered for {model.name}: give it per model, e.g. "
                                   "embedding: {esm2: {precision: fp8}}")
 
-            log.info("%s: %d linear layers quantised to FP8 E4M3", model.name, quantize_model(model))
+            log.info("%s: %d linear layers quantised to FP8 E4M3", model.name, quantize_model(model, one_pass=opts.fused))
         return cls(model, device, precision, opts.packing, backend, opts.token_budget)
 
     def warm_up(self) -> None:

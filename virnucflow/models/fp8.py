@@ -110,13 +110,48 @@ if triton is not None:
         tl.store(scale + row, s)
 
 
+    @triton.jit
+    def _quant_rows_looped(x, q, scale, stride_x, K: tl.constexpr, BLOCK: tl.constexpr, GELU: tl.constexpr,
+                   FAST_ERF: tl.constexpr):
+        # the previous kernel (fused: false): one program per row, BLOCK columns at a time: pass 1
+        # finds the amax, pass 2 (reading the row again, from L2, GELU again) writes E4M3
+        row = tl.program_id(0)
+        src = x + row.to(tl.int64) * stride_x
+        dst = q + row.to(tl.int64) * K
+        cols = tl.arange(0, BLOCK)
+        if K <= BLOCK:
+            v = tl.load(src + cols, mask=cols < K, other=0.0).to(tl.float32)
+            if GELU:
+                v = _gelu(v, FAST_ERF)
+            s = tl.maximum(tl.max(tl.abs(v), axis=0), 1e-12) / 448.0
+            v = tl.minimum(tl.maximum(v / s, -448.0), 448.0)
+            tl.store(dst + cols, v.to(q.dtype.element_ty), mask=cols < K)
+        else:
+            amax = tl.zeros([BLOCK], dtype=tl.float32)
+            for start in range(0, K, BLOCK):
+                v = tl.load(src + start + cols, mask=start + cols < K, other=0.0).to(tl.float32)
+                if GELU:
+                    v = _gelu(v, FAST_ERF)
+                amax = tl.maximum(amax, tl.abs(v))
+            s = tl.maximum(tl.max(amax, axis=0), 1e-12) / 448.0
+            for start in range(0, K, BLOCK):
+                v = tl.load(src + start + cols, mask=start + cols < K, other=0.0).to(tl.float32)
+                if GELU:
+                    v = _gelu(v, FAST_ERF)
+                v = tl.minimum(tl.maximum(v / s, -448.0), 448.0)
+                tl.store(dst + start + cols, v.to(q.dtype.element_ty), mask=start + cols < K)
+        tl.store(scale + row, s)
+
+
 #: warps per row of the row quantisation, by row length: ~32 values per thread
 #: (measured on an H200: benchmarks/profile_esm2_layer.py); fast erf: A&S 7.1.26
 QUANT_VALUES_PER_THREAD, FAST_ERF = 32, True
+LOOPED_BLOCK, LOOPED_WARPS = 1024, 4  # the previous kernel's
 
 
-def quantize_rows(x: torch.Tensor, activation: str | None = None):
-    """Per-row E4M3 quantisation (Triton on CUDA, the reference elsewhere)."""
+def quantize_rows(x: torch.Tensor, activation: str | None = None, one_pass: bool = True):
+    """Per-row E4M3 quantisation (Triton on CUDA, the reference elsewhere); ``one_pass=False``
+    runs the previous two-pass kernel (config ``embedding.fused: false``)."""
     if not kernels.use_triton(x) or x.stride(-1) != 1:
         return quantize_rows_reference(x, activation)
     if activation not in (None, "gelu"):
@@ -124,7 +159,10 @@ def quantize_rows(x: torch.Tensor, activation: str | None = None):
     m, k = x.shape
     q = torch.empty((m, k), dtype=FP8, device=x.device)
     scale = torch.empty((m, 1), dtype=torch.float32, device=x.device)
-    if m:
+    if m and not one_pass:
+        _quant_rows_looped[(m,)](x, q, scale, x.stride(0), K=k, BLOCK=LOOPED_BLOCK, GELU=activation == "gelu",
+                                 FAST_ERF=FAST_ERF, num_warps=LOOPED_WARPS)
+    elif m:
         block = triton.next_power_of_2(k)
         warps = min(32, max(1, block // (32 * QUANT_VALUES_PER_THREAD)))
         _quant_rows[(m,)](x, q, scale, x.stride(0), K=k, BLOCK=block, GELU=activation == "gelu",
@@ -172,6 +210,7 @@ class Fp8Linear(nn.Module):
         bias = linear.bias.detach() if linear.bias is not None else None
         self.register_buffer("bias", bias)
         self.activation = activation
+        self.one_pass = True  # the one-pass quantisation kernel (False: the previous two-pass one)
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
     def extra_repr(self) -> str:
@@ -185,7 +224,7 @@ class Fp8Linear(nn.Module):
             (q, scale), shape = x, x.q.shape[:-1]
         else:
             shape = x.shape[:-1]
-            q, scale = quantize_rows(x.reshape(-1, x.shape[-1]), self.activation)
+            q, scale = quantize_rows(x.reshape(-1, x.shape[-1]), self.activation, self.one_pass)
         if q.is_cuda and kernels.use_triton(q):
             out_dtype = _out_dtype(q.device, self.dtype)
             bias = self.bias.to(out_dtype) if self.bias is not None else None
@@ -196,8 +235,9 @@ class Fp8Linear(nn.Module):
         return y.reshape(*shape, self.out_features)
 
 
-def quantize_model(model: nn.Module) -> int:
+def quantize_model(model: nn.Module, one_pass: bool = True) -> int:
     """Replace the model's ``nn.Linear`` modules (in place) by :class:`Fp8Linear`; returns how many.
+    ``one_pass``: the one-pass row quantisation (False: the previous kernel; ``embedding.fused``).
 
     Linears whose sizes are not multiples of 16 (FP8 GEMMs need them) stay as they are.
     """
@@ -219,5 +259,6 @@ def quantize_model(model: nn.Module) -> int:
                 activation = "gelu"
                 setattr(module, act_name, nn.Identity())
             setattr(module, name, Fp8Linear(child, activation))
+            getattr(module, name).one_pass = one_pass
             n += 1
     return n
