@@ -13,6 +13,7 @@ if [ "${STEP:-speed}" = speed ]; then
   tail -3 "$OUT/gpu_kernel_tests.log"
   timeout 150 python3 benchmarks/profile_esm2_layer.py --out "$OUT" --reps 20 > "$OUT/profile.log" 2>&1
   tail -5 "$OUT/profile.log"
+  timeout 60 python3 benchmarks/esm2_gemm_probe.py > "$OUT/gemm_probe.md" 2>&1
   timeout "${THROUGHPUT_S:-300}" python3 benchmarks/embed_throughput.py --models esm2 --workloads 500bp \
     --n-esm "${N_ESM:-2000}" --out "$OUT" 2>&1 | tee "$OUT/throughput.log" | grep -E "tok/s|Error|error" | cut -c1-150
 else

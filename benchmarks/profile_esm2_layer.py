@@ -122,6 +122,20 @@ def main() -> None:
         rows.append((name, "whole layer", whole, ""))
         rows.append((name, f"-> tokens/s for {LAYERS} layers (layers only)", BUDGET / (LAYERS * whole / 1e3), ""))
 
+    quant = []
+    if fp8.supported(dev) is None:
+        # the row quantisation's variants on the layer's two shapes (one read, one write: the floor)
+        x_e = torch.randn(BUDGET, cfg.embed_dim, device=dev, dtype=torch.float16)
+        x_f = torch.randn(BUDGET, cfg.ffn_dim, device=dev, dtype=torch.float16) * 2
+        chosen = fp8.QUANT_KERNEL, fp8.QUANT_BLOCK, fp8.QUANT_WARPS
+        for kernel, block, warps in (("looped", 1024, 4), ("tile", 0, 0), ("max_first", 1024, 4), ("max_first", 2048, 4),
+                                     ("max_first", 2048, 8), ("max_first", 1024, 8), ("max_first", 512, 4)):
+            fp8.QUANT_KERNEL, fp8.QUANT_BLOCK, fp8.QUANT_WARPS = kernel, block, warps
+            one = kernel != "looped"
+            quant.append((kernel, block, warps, timed(lambda: fp8.quantize_rows(x_e, None, one), args.reps),
+                          timed(lambda: fp8.quantize_rows(x_f, "gelu", one), args.reps)))
+        fp8.QUANT_KERNEL, fp8.QUANT_BLOCK, fp8.QUANT_WARPS = chosen
+        del x_e, x_f
     with torch.inference_mode():
         for fused in (False, True):
             profile("fp16", layer16, fused)
@@ -137,6 +151,13 @@ def main() -> None:
              "| path | step | ms | TFLOP/s |", "|---|---|---|---|"]
     for name, step, ms, tf in rows:
         lines.append(f"| {name} | {step} | {ms:,.3f} | {tf} |" if "tokens/s" not in step else f"| {name} | {step} | {ms:,.0f} | |")
+    if quant:
+        floor = BUDGET * cfg.ffn_dim * 3 / 4.8e12 * 1e3
+        lines += ["", f"Row quantisation variants (fp8.quantize_rows), ms; used: {fp8.QUANT_KERNEL}, block {fp8.QUANT_BLOCK}, "
+                  f"{fp8.QUANT_WARPS} warps; F wide floor at 4.8 TB/s: {floor:.3f} ms", "",
+                  "| kernel | block | warps | E wide | F wide + GELU | F wide TB/s |", "|---|---|---|---|---|---|"]
+        lines += [f"| {k} | {b} | {w} | {e_ms:.3f} | {f_ms:.3f} | {BUDGET * cfg.ffn_dim * 3 / f_ms / 1e9:.2f} |"
+                  for k, b, w, e_ms, f_ms in quant]
     text = "\n".join(lines) + "\n"
     print(text)
     (out / f"esm2_layer_profile_{gpu.split()[1] if len(gpu.split()) > 1 else gpu}.md").write_text(text)

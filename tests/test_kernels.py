@@ -48,7 +48,7 @@ def test_kernels_in_the_interpreter():
                          env={**os.environ, "TRITON_INTERPRET": "1"}, capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
-    assert res.stdout.strip().splitlines()[-1].startswith("25 passed")
+    assert res.stdout.strip().splitlines()[-1].startswith("26 passed")
 
 
 def test_rotary_in_place_on_the_fused_projection(device):
@@ -245,6 +245,21 @@ def test_fp8_row_quantisation(device, activation, one_pass):
     assert differ.float().mean() < 1e-3  # Triton's FP32 division and erf may differ in the last bit
     # E4M3 steps are 2**-3 relative (2**-9 absolute below 2**-6, the subnormals)
     assert ((a - b).abs() <= torch.maximum(b.abs() * 2**-3, torch.full_like(b, 2**-9)))[differ].all()
+
+
+def test_fp8_gelu_quantisation_of_rows_in_the_negative_lobe(device):
+    """Rows whose largest |GELU| lies in GELU's negative lobe (min -0.17 at x = -0.75): all values
+    negative, or the largest one small. The scales must still be the reference's."""
+    from virnucflow.models import fp8
+
+    g = torch.Generator().manual_seed(7)
+    x = -torch.rand(4, 3000, generator=g) * 4  # all negative
+    x[1, 10] = 0.1  # max 0.1: GELU(0.1) = 0.054 < |GELU(-0.75)|
+    x[2, 11] = 0.4  # GELU(0.4) = 0.26: the positive side wins
+    x[3] = -0.75 + torch.rand(3000, generator=g) * 1e-3  # next to the minimum
+    _, s = fp8.quantize_rows(x.to(device), "gelu")
+    _, s_ref = fp8.quantize_rows_reference(x, "gelu")
+    torch.testing.assert_close(s.cpu(), s_ref, atol=0, rtol=1e-6)
 
 
 def test_fp8_fast_erf_gelu_is_the_erf_gelu(device):

@@ -111,6 +111,41 @@ if triton is not None:
 
 
     @triton.jit
+    def _quant_rows_max_first(x, q, scale, stride_x, K: tl.constexpr, BLOCK: tl.constexpr, GELU: tl.constexpr,
+                              FAST_ERF: tl.constexpr):
+        # one program per row, BLOCK columns at a time, GELU evaluated once per value: pass 1
+        # reads the row for its largest value only (GELU is increasing where it exceeds
+        # |min GELU| = 0.17, so then amax |GELU| = GELU(max x); rows whose GELU(max x) < 0.17
+        # take the exact amax in a second look); pass 2 reads the row again (from L2) and
+        # writes GELU's E4M3 values
+        row = tl.program_id(0)
+        src = x + row.to(tl.int64) * stride_x
+        dst = q + row.to(tl.int64) * K
+        cols = tl.arange(0, BLOCK)
+        top = tl.full([BLOCK], float("-inf"), tl.float32)
+        for start in range(0, K, BLOCK):  # (a masked 0 can only send a row to the exact look)
+            v = tl.load(src + start + cols, mask=start + cols < K, other=0.0).to(tl.float32)
+            top = tl.maximum(top, v if GELU else tl.abs(v))
+        amax = tl.max(top, axis=0)
+        if GELU:
+            amax = _gelu(amax, FAST_ERF)
+            if amax < 0.17:  # the negative lobe may hold the largest |GELU|: look at every value
+                top = tl.zeros([BLOCK], dtype=tl.float32)
+                for start in range(0, K, BLOCK):
+                    v = tl.load(src + start + cols, mask=start + cols < K, other=0.0).to(tl.float32)
+                    top = tl.maximum(top, tl.abs(_gelu(v, FAST_ERF)))
+                amax = tl.max(top, axis=0)
+        amax = tl.maximum(amax, 1e-12)
+        inv = 448.0 / amax  # one division per row: x * inv differs from x / s in the last bit at most
+        for start in range(0, K, BLOCK):
+            v = tl.load(src + start + cols, mask=start + cols < K, other=0.0).to(tl.float32)
+            if GELU:
+                v = _gelu(v, FAST_ERF)
+            v = tl.minimum(tl.maximum(v * inv, -448.0), 448.0)
+            tl.store(dst + start + cols, v.to(q.dtype.element_ty), mask=start + cols < K)
+        tl.store(scale + row, amax / 448.0)
+
+    @triton.jit
     def _quant_rows_looped(x, q, scale, stride_x, K: tl.constexpr, BLOCK: tl.constexpr, GELU: tl.constexpr,
                    FAST_ERF: tl.constexpr):
         # the previous kernel (fused: false): one program per row, BLOCK columns at a time: pass 1
@@ -147,6 +182,7 @@ if triton is not None:
 #: (measured on an H200: benchmarks/profile_esm2_layer.py); fast erf: A&S 7.1.26
 QUANT_VALUES_PER_THREAD, FAST_ERF = 32, True
 LOOPED_BLOCK, LOOPED_WARPS = 1024, 4  # the previous kernel's
+QUANT_KERNEL, QUANT_BLOCK, QUANT_WARPS = "max_first", 2048, 4
 
 
 def quantize_rows(x: torch.Tensor, activation: str | None = None, one_pass: bool = True):
@@ -162,11 +198,15 @@ def quantize_rows(x: torch.Tensor, activation: str | None = None, one_pass: bool
     if m and not one_pass:
         _quant_rows_looped[(m,)](x, q, scale, x.stride(0), K=k, BLOCK=LOOPED_BLOCK, GELU=activation == "gelu",
                                  FAST_ERF=FAST_ERF, num_warps=LOOPED_WARPS)
-    elif m:
+    elif m and QUANT_KERNEL == "tile":
         block = triton.next_power_of_2(k)
         warps = min(32, max(1, block // (32 * QUANT_VALUES_PER_THREAD)))
         _quant_rows[(m,)](x, q, scale, x.stride(0), K=k, BLOCK=block, GELU=activation == "gelu",
                           FAST_ERF=FAST_ERF, num_warps=warps)
+    elif m:
+        block = min(QUANT_BLOCK, k & -k if k & -k >= 256 else triton.next_power_of_2(k))  # no masked tail if it can
+        _quant_rows_max_first[(m,)](x, q, scale, x.stride(0), K=k, BLOCK=block, GELU=activation == "gelu",
+                                    FAST_ERF=FAST_ERF, num_warps=QUANT_WARPS)
     return q, scale
 
 
