@@ -104,7 +104,7 @@ def main() -> None:
                 steps.append(("GELU (PyTorch, erf)", lambda: F.gelu(h1), 1, None))
         if fused and attend.rotates_inside:
             steps.append((f"attention ({backend}) + rotary of q, k inside",
-                          lambda: attend(q0, k0, v0, 1.0, rotary=(rotary.cos, rotary.sin)), 1, None))
+                          lambda: attend(q0, k0, v0, 1.0, rotary=rotary.by_position(attend.max_seqlen)), 1, None))
         else:
             steps.append(("rotary in place (q, k)", lambda: kernels.rotary_qk_inplace(qkv, rotary.cos, rotary.sin, attn.num_heads), 1, None))
             steps.append((f"attention ({backend})", lambda: attend(q, k, v, 1.0), 1, None))

@@ -117,7 +117,7 @@ def test_varlen_attention_against_the_per_sequence_reference(device, alibi, dtyp
 @pytest.mark.parametrize("head_size", [24, 64])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_varlen_attention_rotating_q_and_k_as_it_loads_them(device, dtype, head_size):
-    """ESM-2's fused path: the kernel applies the rotary embedding (FP32 cos/sin per token) to q
+    """ESM-2's fused path: the kernel applies the rotary embedding (FP32 cos/sin per position) to q
     and k as it loads them, against the unfused path (rotate in place, then attend) and the
     reference. Rotation rounded to the inputs' dtype in both: FP32 1e-5, FP16 2e-3 (as above)."""
     g = torch.Generator().manual_seed(5)
@@ -126,15 +126,17 @@ def test_varlen_attention_rotating_q_and_k_as_it_loads_them(device, dtype, head_
     t = sum(lengths) + tail
     qkv = torch.randn(t, 3 * heads * d, generator=g).to(device=device, dtype=dtype)
     positions = torch.cat([torch.arange(n) for n in lengths] + [torch.zeros(tail, dtype=torch.long)])
-    freqs = positions.float()[:, None] * (1.0 / 10000 ** (torch.arange(0, d, 2).float() / d))[None, :]
-    cos, sin = (f(torch.cat([freqs, freqs], 1)).to(device) for f in (torch.cos, torch.sin))
+    freqs = torch.arange(max(lengths) + 3).float()[:, None] * (1.0 / 10000 ** (torch.arange(0, d, 2).float() / d))[None, :]
+    cos, sin = (f(torch.cat([freqs, freqs], 1)).to(device) for f in (torch.cos, torch.sin))  # per position
     cu = torch.tensor(np.concatenate([[0], np.cumsum(lengths)]), dtype=torch.int32, device=device)
     q, k, v = qkv.view(t, 3, heads, d).unbind(1)
     out = attention_kernel.varlen_attention(q, k, v, cu, max(lengths), d ** -0.5, pad_tail=tail, rotary=(cos, sin))
     ref = attention_kernel.varlen_attention_reference(q, k, v, cu, d ** -0.5, rotary=(cos, sin))
-    # (the in-place rotary kernel needs a power-of-two half head: its reference for 24)
+    # the unfused path: tables per token, rotated in place (that kernel needs a power-of-two half
+    # head: its reference for 24), then attention
     rotate = kernels.rotary_qk_inplace if d == 64 else kernels.rotary_qkv_reference
-    unfused = attention_kernel.varlen_attention(*rotate(qkv.clone(), cos, sin, heads), cu, max(lengths), d ** -0.5,
+    per_token = cos[positions.to(device)], sin[positions.to(device)]
+    unfused = attention_kernel.varlen_attention(*rotate(qkv.clone(), *per_token, heads), cu, max(lengths), d ** -0.5,
                                                 pad_tail=tail)
     tol = 1e-5 if dtype == torch.float32 else 2e-3
     assert torch.equal(out[-tail:], torch.zeros_like(out[-tail:]))

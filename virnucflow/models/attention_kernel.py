@@ -9,8 +9,10 @@ needs no ``torch.compile``.
 With ``rotary=(cos, sin)`` (ESM-2's fused path) the kernel applies the rotary
 embedding to q and k as it loads them, in FP32, rounded to the inputs' dtype
 as the separate in-place pass (:func:`kernels.rotary_qk_inplace`) rounds them:
-one pass over q and k less per layer. Keys are rotated once per block of
-queries that reads them (the tables and the keys come from L2).
+one pass over q and k less per layer. The tables are per position within a
+sequence (positions restart at 0 on each sequence's first token), so every
+program reads the same few kilobytes (from L1); keys are rotated once per
+block of queries that reads them.
 
 Like the other kernels it runs on CUDA tensors, or anywhere under
 ``TRITON_INTERPRET=1`` (the CPU tests); the reference runs otherwise.
@@ -33,15 +35,16 @@ ATTENTION_WARPS = 4
 
 def varlen_attention_reference(q, k, v, cu_seqlens, scale, alibi_slopes=None, rotary=None):
     """Attention within each packed sequence, one at a time: q and k rotated first (``rotary``:
-    (T, D) FP32 cos and sin per token, fair-esm's rotate-half), FP32 scores (plus ALiBi's
-    ``-slope[h] * |i - j|``), FP32 softmax, the weighted sum in FP32, cast back."""
-    if rotary is not None:
-        cos, sin = (t[:, None, :] for t in rotary)
-        q, k = rotary_reference(q, cos, sin), rotary_reference(k, cos, sin)
+    (P, D) FP32 cos and sin per position within a sequence, fair-esm's rotate-half), FP32 scores
+    (plus ALiBi's ``-slope[h] * |i - j|``), FP32 softmax, the weighted sum in FP32, cast back."""
     out = torch.zeros_like(q)
     cu = cu_seqlens.tolist()
     for a, b in zip(cu[:-1], cu[1:]):
-        qh, kh, vh = (t[a:b].transpose(0, 1).float() for t in (q, k, v))  # (H, L, D)
+        qs, ks = q[a:b], k[a:b]
+        if rotary is not None:
+            cos, sin = (t[: b - a, None, :] for t in rotary)
+            qs, ks = rotary_reference(qs, cos, sin), rotary_reference(ks, cos, sin)
+        qh, kh, vh = (t.transpose(0, 1).float() for t in (qs, ks, v[a:b]))  # (H, L, D)
         scores = torch.matmul(qh, kh.transpose(-1, -2)) * scale
         if alibi_slopes is not None:
             pos = torch.arange(b - a, device=q.device)
@@ -59,15 +62,15 @@ except ImportError:  # pragma: no cover
 if triton is not None:
 
     @triton.jit
-    def _rotate(x, ptr, tokens, mask, dims, cos, sin, D: tl.constexpr):
+    def _rotate(x, ptr, positions, mask, dims, cos, sin, D: tl.constexpr):
         # x: (rows, DP) loaded from ptr + dims; returns x*cos + rotate_half(x)*sin in FP32,
-        # rounded to x's dtype (the partner columns come again from L1)
+        # rounded to x's dtype (the partner columns and the tables come from L1)
         half: tl.constexpr = D // 2
         first = dims < half
         partner = tl.where(first, dims + half, dims - half)
         xp = tl.load(ptr + partner[None, :], mask=mask, other=0.0).to(tl.float32)
-        c = tl.load(cos + tokens[:, None] * D + dims[None, :], mask=mask, other=0.0)
-        s = tl.load(sin + tokens[:, None] * D + dims[None, :], mask=mask, other=0.0)
+        c = tl.load(cos + positions[:, None] * D + dims[None, :], mask=mask, other=0.0)
+        s = tl.load(sin + positions[:, None] * D + dims[None, :], mask=mask, other=0.0)
         xp = tl.where(first[None, :], -xp, xp)
         return (x.to(tl.float32) * c + xp * s).to(x.dtype)
 
@@ -100,7 +103,7 @@ def _kernels():
             q_rows = q + (start + rows)[:, None] * stride_qt + head * stride_qh
             qb = tl.load(q_rows + dims[None, :], mask=row_mask, other=0.0)
             if ROTARY:
-                qb = _rotate(qb, q_rows, start + rows, row_mask, dims, cos, sin, D)
+                qb = _rotate(qb, q_rows, rows, row_mask, dims, cos, sin, D)
             m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
             l_i = tl.zeros([BLOCK_M], tl.float32)
             acc = tl.zeros([BLOCK_M, DP], tl.float32)
@@ -116,7 +119,7 @@ def _kernels():
                 k_rows = k + (start + cols)[:, None] * stride_kt + head * stride_kh
                 kb = tl.load(k_rows + dims[None, :], mask=col_mask, other=0.0)
                 if ROTARY:
-                    kb = _rotate(kb, k_rows, start + cols, col_mask, dims, cos, sin, D)
+                    kb = _rotate(kb, k_rows, cols, col_mask, dims, cos, sin, D)
                 if IEEE:  # FP32 inputs: full-precision products, not TF32
                     s = tl.dot(qb, tl.trans(kb), input_precision="ieee") * qk_scale
                 else:
@@ -149,7 +152,8 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
     """FlashAttention-style attention over a packed batch: (T, H, D) x3 (strided rows allowed)
     -> (T, H, D); tokens attend within their ``cu_seqlens`` sequence only, with ALiBi's
     ``-slope[h] * |i - j|`` added to the scores when ``alibi_slopes`` (H,) is given, and q and
-    k rotated as they are loaded when ``rotary`` ((T, D) FP32 cos and sin per token) is given.
+    k rotated as they are loaded when ``rotary`` ((P, D) FP32 cos and sin per position within a
+    sequence, P >= max_seqlen) is given.
 
     One Triton kernel, compiled by Triton's JIT (no torch.compile, no Inductor): FP32
     scores, ALiBi and online softmax, FP32 accumulation of the products (the softmax
@@ -171,8 +175,8 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
     slopes = (alibi_slopes.float().contiguous() * LOG2E) if alibi_slopes is not None else cu_seqlens  # unused if not
     if rotary is not None:
         cos, sin = (x.float().contiguous() for x in rotary)
-        if cos.shape != (t, d) or sin.shape != (t, d):
-            raise ValueError(f"rotary tables must be ({t}, {d}), got {tuple(cos.shape)} and {tuple(sin.shape)}")
+        if cos.shape[0] < max_seqlen or cos.shape[1:] != (d,) or sin.shape != cos.shape:
+            raise ValueError(f"rotary tables must be (>= {max_seqlen}, {d}), got {tuple(cos.shape)} and {tuple(sin.shape)}")
     else:
         cos = sin = slopes  # unused
     kn.varlen_attention[(n_seq * n_qblocks, heads)](

@@ -118,9 +118,21 @@ class Rotary:
     """FP32 cos/sin tables for one batch: (N, D), one row per position (padded) or token (packed)."""
 
     def __init__(self, inv_freq: torch.Tensor, positions: torch.Tensor):
-        freqs = positions.float()[:, None] * inv_freq.float()[None, :]  # (N, D/2)
+        self.inv_freq = inv_freq
+        self.cos, self.sin = self._tables(positions)
+        self._by_position: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _tables(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = positions.float()[:, None] * self.inv_freq.float()[None, :]  # (N, D/2)
         emb = torch.cat((freqs, freqs), dim=-1)  # (N, D)
-        self.cos, self.sin = emb.cos(), emb.sin()
+        return emb.cos(), emb.sin()
+
+    def by_position(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, D) tables for positions 0..n-1 (the same values as the per-token rows), for the
+        attention kernel that rotates q and k itself; made once per batch."""
+        if self._by_position is None or self._by_position[0].shape[0] < n:
+            self._by_position = self._tables(torch.arange(n, device=self.cos.device))
+        return self._by_position
 
     def padded(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, L, H, D), table per position."""
@@ -218,7 +230,7 @@ class TransformerLayer(nn.Module):
         attn = self.self_attn
         if fused and packed and attn.qkv is not None and getattr(attend, "rotates_inside", False):
             q, k, v = attn.project(h)  # strided views of the one projection, q scaled
-            return attend(q, k, v, 1.0, rotary=(rotary.cos, rotary.sin))
+            return attend(q, k, v, 1.0, rotary=rotary.by_position(attend.max_seqlen))
         q, k, v = attn.project_rotated(h, rotary, packed)
         return attend(q, k, v, 1.0)  # q already scaled
 
