@@ -122,6 +122,12 @@ def main() -> None:
         rows.append((name, "whole layer", whole, ""))
         rows.append((name, f"-> tokens/s for {LAYERS} layers (layers only)", BUDGET / (LAYERS * whole / 1e3), ""))
 
+    add_ln = []
+    for warps in (4, 8, 16):
+        kernels.ADD_LN_WARPS = warps
+        add_ln.append((warps, timed(lambda: kernels.add_layer_norm(residual, hidden, model.layers[0].final_layer_norm.weight,
+                                                                   model.layers[0].final_layer_norm.bias, 1e-5), args.reps)))
+    kernels.ADD_LN_WARPS = 4
     quant = []
     if fp8.supported(dev) is None:
         # the row quantisation's variants on the layer's two shapes (one read, one write: the floor)
@@ -151,6 +157,8 @@ def main() -> None:
              "| path | step | ms | TFLOP/s |", "|---|---|---|---|"]
     for name, step, ms, tf in rows:
         lines.append(f"| {name} | {step} | {ms:,.3f} | {tf} |" if "tokens/s" not in step else f"| {name} | {step} | {ms:,.0f} | |")
+    lines += ["", "add + LayerNorm (one call, FP16, E wide) by warps per row: " +
+              ", ".join(f"{w} warps {ms:.3f} ms ({BUDGET * cfg.embed_dim * 2 * 4 / ms / 1e9:.2f} TB/s)" for w, ms in add_ln)]
     if quant:
         floor = BUDGET * cfg.ffn_dim * 3 / 4.8e12 * 1e3
         lines += ["", f"Row quantisation variants (fp8.quantize_rows), ms; used: {fp8.QUANT_KERNEL}, block {fp8.QUANT_BLOCK}, "

@@ -194,6 +194,9 @@ class QuantizedRows(NamedTuple):
     scale: torch.Tensor
 
 
+ADD_LN_WARPS = 4  # per row (Triton's default; benchmarks/profile_esm2_layer.py times 4, 8 and 16)
+
+
 def add_layer_norm(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
                    write_sum: bool = True, quantize: bool = False):
     """``s = x + y`` and ``LayerNorm(s)``; returns ``(s, ln)`` (``s`` is None without ``write_sum``).
@@ -219,5 +222,5 @@ def add_layer_norm(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias:
         n = n_out = torch.empty_like(x)
         scale_out = n_out  # unused
     k.add_ln[(rows,)](x, y, weight, bias, s, n_out, scale_out, eps, E=e, BLOCK=k.next_power_of_2(e),
-                      WRITE_SUM=write_sum, QUANT=quantize)
+                      WRITE_SUM=write_sum, QUANT=quantize, num_warps=ADD_LN_WARPS)
     return (s if write_sum else None), n
