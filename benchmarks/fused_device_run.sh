@@ -12,12 +12,12 @@ export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu,utilization.gpu --format=csv,noheader
 timeout 100 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py > "$OUT/gpu_kernel_tests.log" 2>&1
 echo "kernel tests: $(tail -1 "$OUT/gpu_kernel_tests.log") ($(( $(date +%s) - START )) s)"
-timeout 120 python3 benchmarks/profile_esm2_layer.py --out "$OUT" --reps 20 > "$OUT/profile.log" 2>&1
-timeout 40 python3 benchmarks/esm2_gemm_probe.py >> "$OUT/profile.log" 2>&1
-echo "profile done ($(( $(date +%s) - START )) s)"
-timeout "$(left "${RESERVE_S:-230}")" python3 benchmarks/embed_throughput.py --quick --models esm2 --workloads 500bp \
+timeout 240 python3 benchmarks/embed_throughput.py --quick --models esm2 --workloads 500bp \
   --n-esm "${N_ESM:-1500}" --out "$OUT" > "$OUT/throughput.log" 2>&1
 echo "throughput done ($(( $(date +%s) - START )) s)"
+timeout "$(left 180)" python3 benchmarks/profile_esm2_layer.py --out "$OUT" --reps 20 > "$OUT/profile.log" 2>&1
+timeout 30 python3 benchmarks/esm2_gemm_probe.py >> "$OUT/profile.log" 2>&1
+echo "profile done ($(( $(date +%s) - START )) s)"
 timeout "$(left 70)" python3 benchmarks/esm2_fused_accuracy.py --n "${N_FRAMES:-2000}" --token-frames 300 --out "$OUT" \
   > "$OUT/accuracy.log" 2>&1; echo "accuracy rc=$? ($(( $(date +%s) - START )) s)"
 timeout "$(left 5)" python3 -m snakemake fp32_compare -s "$PWD/Snakefile" -d "$PWD" --configfile config/demo.yaml \
