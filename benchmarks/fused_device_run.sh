@@ -23,6 +23,7 @@ timeout "$(left 70)" python3 benchmarks/esm2_fused_accuracy.py --n "${N_FRAMES:-
 timeout "$(left 5)" python3 -m snakemake fp32_compare -s "$PWD/Snakefile" -d "$PWD" --configfile config/demo.yaml \
   --cores 8 --resources gpu=1 > "$OUT/demo_fp32_compare.log" 2>&1; echo "demo fp32_compare rc=$? ($(( $(date +%s) - START )) s)"
 for f in results/demo_*/qc/fp32_compare/summary.tsv; do echo "== $f"; cat "$f"; done >> "$OUT/demo_fp32_compare.log" 2>&1
+rm -f "$OUT"/embed_throughput_*.json  # at most 8 files come back: the .md holds the same rows
 grep -A30 "^| path | step" "$OUT"/esm2_layer_profile_*.md | grep -E "whole layer|tokens/s|GELU|rotary|attention|quantise" | cut -c1-110
 grep -E "tok/s" "$OUT/throughput.log" | cut -c1-100
 grep -E "\| all \||^\| fp" "$OUT/accuracy.log" | cut -c1-160
