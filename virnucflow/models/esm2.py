@@ -22,6 +22,13 @@ Two forwards share the layers:
   positions restarting at each sequence and computed once per batch in FP32,
   token-dropout rescale per sequence, packed attention backends.
 
+``ESM2.fused`` (config ``embedding.fused``, default on) runs the layer's fused
+kernels: the ``triton`` attention kernel rotates q and k as it loads them, and
+fc1's GELU runs in cuBLASLt's GEMM epilogue (FP16/BF16 on a GPU; the tanh
+approximation of GELU). Off, the layer runs the separate rotary and erf-GELU
+passes (the reference the tests compare with). The bias adds are the GEMMs'
+epilogues and each residual add is part of the add+LayerNorm pass in both.
+
 Pooling (:meth:`ESM2.embed`) is the original VirNucPro's: mean of the last
 layer over residues only, first 1024 residues.
 """
