@@ -22,6 +22,7 @@ import torch
 
 from virnucflow.models import attention_kernel, kernels
 from virnucflow.models.dnabert_s import DNABERT, DNABERTConfig
+from virnucflow.models.attention import PackedAttention
 from virnucflow.models.esm2 import ESM2, ESM2Config, tokenize
 from virnucflow.models.packing import make_packed
 from virnucflow.models.random_weights import init_random
@@ -114,7 +115,7 @@ def test_varlen_attention_against_the_per_sequence_reference(device, alibi, dtyp
         assert (plain.float() - out.float()).abs().max() > 0.1
 
 
-@pytest.mark.parametrize("head_size", [24, 64])
+@pytest.mark.parametrize("head_size", [32, 64])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_varlen_attention_rotating_q_and_k_as_it_loads_them(device, dtype, head_size):
     """ESM-2's fused path: the kernel applies the rotary embedding (FP32 cos/sin per position) to q
@@ -132,12 +133,10 @@ def test_varlen_attention_rotating_q_and_k_as_it_loads_them(device, dtype, head_
     q, k, v = qkv.view(t, 3, heads, d).unbind(1)
     out = attention_kernel.varlen_attention(q, k, v, cu, max(lengths), d ** -0.5, pad_tail=tail, rotary=(cos, sin))
     ref = attention_kernel.varlen_attention_reference(q, k, v, cu, d ** -0.5, rotary=(cos, sin))
-    # the unfused path: tables per token, rotated in place (that kernel needs a power-of-two half
-    # head: its reference for 24), then attention
-    rotate = kernels.rotary_qk_inplace if d == 64 else kernels.rotary_qkv_reference
+    # the unfused path: tables per token, rotated in place, then attention
     per_token = cos[positions.to(device)], sin[positions.to(device)]
-    unfused = attention_kernel.varlen_attention(*rotate(qkv.clone(), *per_token, heads), cu, max(lengths), d ** -0.5,
-                                                pad_tail=tail)
+    unfused = attention_kernel.varlen_attention(*kernels.rotary_qk_inplace(qkv.clone(), *per_token, heads), cu,
+                                                max(lengths), d ** -0.5, pad_tail=tail)
     tol = 1e-5 if dtype == torch.float32 else 2e-3
     assert torch.equal(out[-tail:], torch.zeros_like(out[-tail:]))
     torch.testing.assert_close(out.float(), ref.float(), atol=tol, rtol=0)
@@ -151,10 +150,13 @@ def test_esm2_fused_against_unfused(device):
     """The whole ESM-2 on the ``triton`` backend, ``fused`` (rotary inside the attention kernel)
     against the unfused path (in-place rotary pass): FP32 1e-5. (FP32 keeps the erf GELU pass:
     cuBLASLt's GELU epilogue runs for FP16/BF16 on GPUs, test_esm2_gelu_epilogue_on_the_gpu.)"""
-    model, tokens = _small_model("esm2")
+    _, tokens = _small_model("esm2")
+    model = ESM2(ESM2Config(2, 128, 4))  # heads of 32: the smallest the kernel rotates
+    init_random(model, 0)
     tokens = [tokens[i] for i in (3, 6)]
     m = model.prepare(device, torch.float32)
     batch = make_packed(tokens, np.arange(len(tokens)), pad_to=sum(len(t) for t in tokens) + 50).to(device)
+    assert PackedAttention("triton", batch, 4).rotates_inside(32)
     with torch.no_grad():
         m.fused = True
         fused = m.embed(batch, "triton")

@@ -198,16 +198,17 @@ class PackedAttention:
         elif backend == "sdpa":
             self._init_sdpa()
 
-    @property
-    def rotates_inside(self) -> bool:
+    def rotates_inside(self, head_dim: int) -> bool:
         """Whether this backend's kernel applies the rotary embedding as it loads q and k."""
-        return self.backend == "triton"
+        from .attention_kernel import rotary_fits
+
+        return self.backend == "triton" and rotary_fits(head_dim)
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
                  rotary: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """(T, H, D) x3 -> (T, H, D); ``rotary`` ((T, D) cos and sin per token, backends that
-        :attr:`rotates_inside` only) rotates q and k inside the kernel."""
-        if rotary is not None and not self.rotates_inside:
+        :meth:`rotates_inside` only) rotates q and k inside the kernel."""
+        if rotary is not None and not self.rotates_inside(q.shape[-1]):
             raise ValueError(f"the {self.backend} attention backend cannot apply the rotary embedding")
         if self.backend == "varlen":
             return _varlen_fn()(q, k, v, self.cu, self.cu, self.max_seqlen, self.max_seqlen, scale=scale)

@@ -9,10 +9,12 @@ needs no ``torch.compile``.
 With ``rotary=(cos, sin)`` (ESM-2's fused path) the kernel applies the rotary
 embedding to q and k as it loads them, in FP32, rounded to the inputs' dtype
 as the separate in-place pass (:func:`kernels.rotary_qk_inplace`) rounds them:
-one pass over q and k less per layer. The tables are per position within a
-sequence (positions restart at 0 on each sequence's first token), so every
-program reads the same few kilobytes (from L1); keys are rotated once per
-block of queries that reads them.
+one pass over q and k less per layer. q and k are loaded as two halves
+(contiguous loads; q.k is the sum of the halves' products, two tensor-core
+products of D/2), so head sizes of 32-256 (powers of two) only. The tables
+are per position within a sequence (positions restart at 0 on each
+sequence's first token): every program reads the same few kilobytes, from
+L1. Keys are rotated once per block of queries that reads them.
 
 Like the other kernels it runs on CUDA tensors, or anywhere under
 ``TRITON_INTERPRET=1`` (the CPU tests); the reference runs otherwise.
@@ -62,17 +64,25 @@ except ImportError:  # pragma: no cover
 if triton is not None:
 
     @triton.jit
-    def _rotate(x, ptr, positions, mask, dims, cos, sin, D: tl.constexpr):
-        # x: (rows, DP) loaded from ptr + dims; returns x*cos + rotate_half(x)*sin in FP32,
-        # rounded to x's dtype (the partner columns and the tables come from L1)
+    def _rotated_halves(row_ptrs, positions, ok, cos, sin, D: tl.constexpr):
+        # the two halves of (rows, D) q or k, rotated: x1*cos - x2*sin and x2*cos + x1*sin in FP32,
+        # rounded to the inputs' dtype; contiguous loads only (the tables come from L1)
         half: tl.constexpr = D // 2
-        first = dims < half
-        partner = tl.where(first, dims + half, dims - half)
-        xp = tl.load(ptr + partner[None, :], mask=mask, other=0.0).to(tl.float32)
-        c = tl.load(cos + positions[:, None] * D + dims[None, :], mask=mask, other=0.0)
-        s = tl.load(sin + positions[:, None] * D + dims[None, :], mask=mask, other=0.0)
-        xp = tl.where(first[None, :], -xp, xp)
-        return (x.to(tl.float32) * c + xp * s).to(x.dtype)
+        hd = tl.arange(0, half)
+        m = ok[:, None]
+        x1 = tl.load(row_ptrs + hd[None, :], mask=m, other=0.0)
+        x2 = tl.load(row_ptrs + half + hd[None, :], mask=m, other=0.0)
+        c = tl.load(cos + positions[:, None] * D + hd[None, :], mask=m, other=0.0)
+        s = tl.load(sin + positions[:, None] * D + hd[None, :], mask=m, other=0.0)
+        a, b = x1.to(tl.float32), x2.to(tl.float32)
+        return (a * c - b * s).to(x1.dtype), (b * c + a * s).to(x1.dtype)
+
+    @triton.jit
+    def _scores(qb, kb, IEEE: tl.constexpr):
+        if IEEE:  # FP32 inputs: full-precision products, not TF32
+            return tl.dot(qb, tl.trans(kb), input_precision="ieee")
+        else:
+            return tl.dot(qb, tl.trans(kb))
 
 
 @functools.lru_cache(maxsize=None)
@@ -101,9 +111,10 @@ def _kernels():
             else:
                 row_mask = row_ok[:, None] & (dims < D)[None, :]
             q_rows = q + (start + rows)[:, None] * stride_qt + head * stride_qh
-            qb = tl.load(q_rows + dims[None, :], mask=row_mask, other=0.0)
-            if ROTARY:
-                qb = _rotate(qb, q_rows, rows, row_mask, dims, cos, sin, D)
+            if ROTARY:  # (positions restart at 0 on each sequence: a row's position is its index)
+                q1, q2 = _rotated_halves(q_rows, rows, row_ok, cos, sin, D)
+            else:
+                qb = tl.load(q_rows + dims[None, :], mask=row_mask, other=0.0)
             m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
             l_i = tl.zeros([BLOCK_M], tl.float32)
             acc = tl.zeros([BLOCK_M, DP], tl.float32)
@@ -117,13 +128,12 @@ def _kernels():
                 else:
                     col_mask = col_ok[:, None] & (dims < D)[None, :]
                 k_rows = k + (start + cols)[:, None] * stride_kt + head * stride_kh
-                kb = tl.load(k_rows + dims[None, :], mask=col_mask, other=0.0)
-                if ROTARY:
-                    kb = _rotate(kb, k_rows, cols, col_mask, dims, cos, sin, D)
-                if IEEE:  # FP32 inputs: full-precision products, not TF32
-                    s = tl.dot(qb, tl.trans(kb), input_precision="ieee") * qk_scale
+                if ROTARY:  # q.k as the sum of the two halves' products
+                    k1, k2 = _rotated_halves(k_rows, cols, col_ok, cos, sin, D)
+                    s = (_scores(q1, k1, IEEE) + _scores(q2, k2, IEEE)) * qk_scale
                 else:
-                    s = tl.dot(qb, tl.trans(kb)) * qk_scale
+                    kb = tl.load(k_rows + dims[None, :], mask=col_mask, other=0.0)
+                    s = _scores(qb, kb, IEEE) * qk_scale
                 if ALIBI:
                     s = s - slope * tl.abs(rows[:, None] - cols[None, :]).to(tl.float32)
                 s = tl.where(col_ok[None, :], s, float("-inf"))
@@ -144,6 +154,12 @@ def _kernels():
 
     return SimpleNamespace(cdiv=triton.cdiv, next_power_of_2=triton.next_power_of_2,
                            varlen_attention=varlen_attention_kernel)
+
+
+def rotary_fits(head_dim: int) -> bool:
+    """Whether the kernel can rotate heads of this size (halves of 16 or more, powers of two:
+    each half is one operand of a tensor-core product)."""
+    return head_dim in (32, 64, 128, 256)
 
 
 def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
@@ -174,6 +190,8 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
     n_qblocks = kn.cdiv(max(int(max_seqlen), 1), ATTENTION_BLOCK_M)
     slopes = (alibi_slopes.float().contiguous() * LOG2E) if alibi_slopes is not None else cu_seqlens  # unused if not
     if rotary is not None:
+        if not rotary_fits(d):
+            raise ValueError(f"the kernel rotates heads of 32, 64, 128 or 256 only, not {d}")
         cos, sin = (x.float().contiguous() for x in rotary)
         if cos.shape[0] < max_seqlen or cos.shape[1:] != (d,) or sin.shape != cos.shape:
             raise ValueError(f"rotary tables must be (>= {max_seqlen}, {d}), got {tuple(cos.shape)} and {tuple(sin.shape)}")

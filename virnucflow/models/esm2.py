@@ -59,6 +59,7 @@ for _i, _tok in enumerate(ALPHABET[4:31], start=4):
     _LOOKUP[ord(_tok)] = _i
 
 TOKEN_DROPOUT_RATIO = 0.15 * 0.8  # fair-esm's mask_ratio_train
+ROTARY_IN_ATTENTION = True  # the fused path rotates q and k in the attention kernel (benchmarks toggle it)
 
 
 @dataclass(frozen=True)
@@ -235,8 +236,10 @@ class TransformerLayer(nn.Module):
         """Self-attention before out_proj: fused, the attention kernel rotates q and k as it
         loads them from the q|k|v projection; else a rotary pass over them first."""
         attn = self.self_attn
-        if fused and packed and attn.qkv is not None and getattr(attend, "rotates_inside", False):
-            q, k, v = attn.project(h)  # strided views of the one projection, q scaled
+        if (fused and ROTARY_IN_ATTENTION and packed and attn.qkv is not None
+                and hasattr(attend, "rotates_inside") and attend.rotates_inside(attn.head_dim)):
+            qkv = attn.qkv(h)  # q|k|v, q scaled; strided (T, H, D) views of it
+            q, k, v = qkv.view(qkv.shape[0], 3, attn.num_heads, attn.head_dim).unbind(1)
             return attend(q, k, v, 1.0, rotary=rotary.by_position(attend.max_seqlen))
         q, k, v = attn.project_rotated(h, rotary, packed)
         return attend(q, k, v, 1.0)  # q already scaled
