@@ -261,6 +261,20 @@ def bench_esm(name: str, proteins: list[str], args, sampler) -> None:
     del e
     cleanup()
 
+    # fused, but the rotary embedding as its own pass (fc1's GELU epilogue only)
+    import virnucflow.models.esm2 as esm2_module
+
+    esm2_module.ROTARY_IN_ATTENTION = False
+    e = ours_esm(state, cfg, "fp16", True)
+    vec = e.embed_tokens(tokens)
+    sec_g, busy, peak = timed(lambda: e.embed_tokens(tokens), args.reps, sampler)
+    esm2_module.ROTARY_IN_ATTENTION = True
+    record("ESM-2 3B", name, "ours packed fused, rotary as its own pass", len(tokens), n_tok, sec_g, busy, peak,
+           precision="fp16", attention=e.backend, vs_unfused=f"{100 * (sec_g / sec_u - 1):+.2f}% time",
+           **{f"vs_unfused_{k}": v for k, v in cos_stats(vec, unfused_vec).items()})
+    del e
+    cleanup()
+
     # the same with PyTorch's varlen FlashAttention (auto's choice before the Triton kernel)
     e = None if args.quick else ours_esm(state, cfg, "fp16", True, attention="varlen")
     if e is not None and e.backend == "varlen":
