@@ -27,6 +27,7 @@ from benchmarks.gpu_util import cuda_median_ms as timed  # noqa: E402
 from tests.workloads import virnucpro_frames  # noqa: E402
 from virnucflow.models import fp8, kernels  # noqa: E402
 from virnucflow.models.attention import PackedAttention, resolve_backend  # noqa: E402
+from virnucflow.models import esm2  # noqa: E402
 from virnucflow.models.esm2 import ESM2, ESM2Config, tokenize  # noqa: E402
 from virnucflow.models.packing import make_packed  # noqa: E402
 from virnucflow.models.random_weights import init_random  # noqa: E402
@@ -80,7 +81,7 @@ def main() -> None:
         act = layer.act(h1)
         steps = [("add + LayerNorm (x2)" + (", writing E4M3 rows" if is8 else ""),
                   lambda: kernels.add_layer_norm(residual, hidden, ln1.weight, ln1.bias, ln1.eps, quantize=is8), 2, None)]
-        one_pass = "one pass" if fused else "two passes"
+        one_pass = "max first, GELU once" if fused else "previous, GELU twice"
         if is8:
             steps.append((f"quantise rows, E wide (out_proj input), {one_pass}", lambda: fp8.quantize_rows(o, None, fused), 1,
                           None))
@@ -102,7 +103,7 @@ def main() -> None:
             else:
                 steps.append(("fc1 GEMM (FP16 cuBLAS)", lambda: layer.fc1(h), 1, gemm_flop["fc1"]))
                 steps.append(("GELU (PyTorch, erf)", lambda: F.gelu(h1), 1, None))
-        if fused and attend.rotates_inside(attn.head_dim):
+        if fused and esm2.ROTARY_IN_ATTENTION and attend.rotates_inside(attn.head_dim):
             steps.append((f"attention ({backend}) + rotary of q, k inside",
                           lambda: attend(q0, k0, v0, 1.0, rotary=rotary.by_position(attend.max_seqlen)), 1, None))
         else:
@@ -135,14 +136,14 @@ def main() -> None:
         # the row quantisation's variants on the layer's two shapes (one read, one write: the floor)
         x_e = torch.randn(BUDGET, cfg.embed_dim, device=dev, dtype=torch.float16)
         x_f = torch.randn(BUDGET, cfg.ffn_dim, device=dev, dtype=torch.float16) * 2
-        chosen = fp8.QUANT_KERNEL, fp8.QUANT_BLOCK, fp8.QUANT_WARPS
-        for kernel, block, warps in (("looped", 1024, 4), ("tile", 0, 0), ("max_first", 1024, 4), ("max_first", 2048, 4),
+        chosen = fp8.QUANT_BLOCK, fp8.QUANT_WARPS
+        for kernel, block, warps in (("looped", 1024, 4), ("max_first", 1024, 4), ("max_first", 2048, 4),
                                      ("max_first", 2048, 8), ("max_first", 1024, 8), ("max_first", 512, 4)):
-            fp8.QUANT_KERNEL, fp8.QUANT_BLOCK, fp8.QUANT_WARPS = kernel, block, warps
+            fp8.QUANT_BLOCK, fp8.QUANT_WARPS = block, warps
             one = kernel != "looped"
             quant.append((kernel, block, warps, timed(lambda: fp8.quantize_rows(x_e, None, one), args.reps),
                           timed(lambda: fp8.quantize_rows(x_f, "gelu", one), args.reps)))
-        fp8.QUANT_KERNEL, fp8.QUANT_BLOCK, fp8.QUANT_WARPS = chosen
+        fp8.QUANT_BLOCK, fp8.QUANT_WARPS = chosen
         del x_e, x_f
     with torch.inference_mode():
         for fused in (False, True):
@@ -166,7 +167,7 @@ def main() -> None:
               ", ".join(f"{w} warps {ms:.3f} ms ({BUDGET * cfg.embed_dim * 2 * 4 / ms / 1e9:.2f} TB/s)" for w, ms in add_ln)]
     if quant:
         floor = BUDGET * cfg.ffn_dim * 3 / 4.8e12 * 1e3
-        lines += ["", f"Row quantisation variants (fp8.quantize_rows), ms; used: {fp8.QUANT_KERNEL}, block {fp8.QUANT_BLOCK}, "
+        lines += ["", f"Row quantisation variants (fp8.quantize_rows), ms; used: max_first, block {fp8.QUANT_BLOCK}, "
                   f"{fp8.QUANT_WARPS} warps; F wide floor at 4.8 TB/s: {floor:.3f} ms", "",
                   "| kernel | block | warps | E wide | F wide + GELU | F wide TB/s |", "|---|---|---|---|---|---|"]
         lines += [f"| {k} | {b} | {w} | {e_ms:.3f} | {f_ms:.3f} | {BUDGET * cfg.ffn_dim * 3 / f_ms / 1e9:.2f} |"

@@ -146,9 +146,9 @@ def test_varlen_attention_rotating_q_and_k_as_it_loads_them(device, dtype, head_
     assert (plain.float() - out.float()).abs().max() > 0.1
 
 
-def test_esm2_fused_against_unfused(device):
-    """The whole ESM-2 on the ``triton`` backend, ``fused`` (rotary inside the attention kernel)
-    against the unfused path (in-place rotary pass): FP32 1e-5. (FP32 keeps the erf GELU pass:
+def test_esm2_fused_against_unfused(device, monkeypatch):
+    """The whole ESM-2 on the ``triton`` backend, ``fused`` with the rotary inside the attention
+    kernel against the unfused path (in-place rotary pass): FP32 1e-5. (FP32 keeps the erf GELU pass:
     cuBLASLt's GELU epilogue runs for FP16/BF16 on GPUs, test_esm2_gelu_epilogue_on_the_gpu.)"""
     _, tokens = _small_model("esm2")
     model = ESM2(ESM2Config(2, 128, 4))  # heads of 32: the smallest the kernel rotates
@@ -157,6 +157,7 @@ def test_esm2_fused_against_unfused(device):
     m = model.prepare(device, torch.float32)
     batch = make_packed(tokens, np.arange(len(tokens)), pad_to=sum(len(t) for t in tokens) + 50).to(device)
     assert PackedAttention("triton", batch, 4).rotates_inside(32)
+    monkeypatch.setattr("virnucflow.models.esm2.ROTARY_IN_ATTENTION", True)  # (off by default: slower)
     with torch.no_grad():
         m.fused = True
         fused = m.embed(batch, "triton")

@@ -22,12 +22,13 @@ Two forwards share the layers:
   positions restarting at each sequence and computed once per batch in FP32,
   token-dropout rescale per sequence, packed attention backends.
 
-``ESM2.fused`` (config ``embedding.fused``, default on) runs the layer's fused
-kernels: the ``triton`` attention kernel rotates q and k as it loads them, and
-fc1's GELU runs in cuBLASLt's GEMM epilogue (FP16/BF16 on a GPU; the tanh
-approximation of GELU). Off, the layer runs the separate rotary and erf-GELU
-passes (the reference the tests compare with). The bias adds are the GEMMs'
-epilogues and each residual add is part of the add+LayerNorm pass in both.
+``ESM2.fused`` (config ``embedding.fused``, default on) runs fc1's GELU in
+cuBLASLt's GEMM epilogue (FP16/BF16 on a GPU; the tanh approximation of GELU)
+and, with ``ROTARY_IN_ATTENTION``, lets the ``triton`` attention kernel rotate
+q and k as it loads them (off: measured slower than the separate pass). Off,
+the layer runs the separate erf-GELU pass (the reference the tests compare
+with). The bias adds are the GEMMs' epilogues and each residual add is part of
+the add+LayerNorm pass in both.
 
 Pooling (:meth:`ESM2.embed`) is the original VirNucPro's: mean of the last
 layer over residues only, first 1024 residues.
@@ -59,7 +60,10 @@ for _i, _tok in enumerate(ALPHABET[4:31], start=4):
     _LOOKUP[ord(_tok)] = _i
 
 TOKEN_DROPOUT_RATIO = 0.15 * 0.8  # fair-esm's mask_ratio_train
-ROTARY_IN_ATTENTION = True  # the fused path rotates q and k in the attention kernel (benchmarks toggle it)
+#: the fused path's rotary inside the attention kernel: off, measured slower than the separate
+#: pass (H100, 2026-12-07: attention + rotary inside 0.947 ms against 0.303 + 0.412 ms; whole
+#: model 102,483 against 103,475 tokens/s; benchmarks/results/esm2_fused_H100.md)
+ROTARY_IN_ATTENTION = False
 
 
 @dataclass(frozen=True)
@@ -217,7 +221,7 @@ class TransformerLayer(nn.Module):
         layer's MLP output is returned un-added for the next one (or for the
         model's final LayerNorm). So ``residual + attn(LN1(residual))`` then
         ``+ fc2(gelu(fc1(LN2(...))))``, with one pass over memory per add+norm.
-        ``fused`` (ESM2.fused): rotary inside the attention kernel, GELU in fc1's epilogue.
+        ``fused`` (ESM2.fused): GELU in fc1's epilogue (and ROTARY_IN_ATTENTION).
         """
         # precision fp8: the LayerNorms write E4M3 rows that the FP8 projections read
         quantize = packed and self.self_attn.qkv is not None and getattr(self.fc1, "takes_quantized", False)
@@ -233,8 +237,8 @@ class TransformerLayer(nn.Module):
         return self.fc2(self.fc1_gelu(h, fused)), residual
 
     def attention(self, h: torch.Tensor, rotary: Rotary, attend, packed: bool, fused: bool) -> torch.Tensor:
-        """Self-attention before out_proj: fused, the attention kernel rotates q and k as it
-        loads them from the q|k|v projection; else a rotary pass over them first."""
+        """Self-attention before out_proj: fused with ROTARY_IN_ATTENTION, the attention kernel
+        rotates q and k as it loads them from the q|k|v projection; else a rotary pass first."""
         attn = self.self_attn
         if (fused and ROTARY_IN_ATTENTION and packed and attn.qkv is not None
                 and hasattr(attend, "rotates_inside") and attend.rotates_inside(attn.head_dim)):
@@ -246,8 +250,8 @@ class TransformerLayer(nn.Module):
 
     def fc1_gelu(self, h: torch.Tensor, fused: bool) -> torch.Tensor:
         """``gelu(fc1(h))``: fused (FP16/BF16 on a GPU), cuBLASLt's GELU epilogue, which is
-        the tanh approximation of the erf GELU (benchmarks/results/esm2_fused_*.md measure
-        its effect on the embeddings); else the erf GELU as a separate pass. Under FP8 the
+        the tanh approximation of the erf GELU (its effect on the pooled embeddings against
+        FP32: benchmarks/results/esm2_fused_accuracy_H100.md); else the erf GELU as a pass. Under FP8 the
         GELU runs in fc2's input quantisation (``act`` is then an Identity)."""
         fc1 = self.fc1
         if fused and type(fc1) is nn.Linear and h.is_cuda and h.ndim == 2 and h.dtype != torch.float32:
@@ -265,8 +269,8 @@ class ESM2(PooledEncoder, nn.Module):
     pooling = "ESM-2: mean over residues 1..min(1024, len) (original)"
     pooling_window = ESM_POOLING
     fp8 = True
-    #: the fused kernels (config ``embedding.fused``): rotary inside the ``triton`` attention
-    #: kernel and fc1's GELU in cuBLASLt's epilogue; False runs the unfused reference kernels
+    #: the fused kernels (config ``embedding.fused``): fc1's GELU in cuBLASLt's epilogue (and
+    #: ROTARY_IN_ATTENTION); False runs the unfused reference kernels
     fused = True
 
     def __init__(self, cfg: ESM2Config):

@@ -7,8 +7,9 @@ mode every ``nn.Linear`` of a model becomes an :class:`Fp8Linear`:
   scale per output channel (``amax(|W[n, :]|) / 448``, 448 being E4M3's
   largest value);
 - activations are quantised per token as they arrive (one scale per row),
-  by one Triton pass (one read of each row, one write of E4M3 and its scale)
-  that also applies the activation function before it
+  by one Triton kernel (each row's largest value first, then the activation
+  evaluated once per value: the row's second read comes from L2; one write
+  of E4M3 and its scale) that also applies the activation function before it
   where the model fuses one (ESM-2's erf GELU before ``fc2``);
 - the product runs in ``torch._scaled_mm`` with both scales applied in its
   epilogue, plus the bias, written in 16 bits.
@@ -92,25 +93,6 @@ if triton is not None:
         return 0.5 * v * (1.0 + erf)
 
     @triton.jit
-    def _quant_rows(x, q, scale, stride_x, K: tl.constexpr, BLOCK: tl.constexpr, GELU: tl.constexpr,
-                   FAST_ERF: tl.constexpr):
-        # one program per row, the whole row at once (BLOCK >= K): one read of the input,
-        # GELU computed once, the amax from registers, one write of E4M3 and the scale
-        row = tl.program_id(0)
-        cols = tl.arange(0, BLOCK)
-        v = tl.load(x + row.to(tl.int64) * stride_x + cols, mask=cols < K, other=0.0).to(tl.float32)
-        if GELU:
-            v = _gelu(v, FAST_ERF)
-        amax = tl.maximum(tl.max(tl.abs(v), axis=0), 1e-12)
-        s = amax / 448.0
-        # one division per row, not per value: x * (448 / amax) differs from x / s in the last
-        # bit at most, which changes an E4M3 rounding only where x sits on a rounding boundary
-        v = tl.minimum(tl.maximum(v * (448.0 / amax), -448.0), 448.0)
-        tl.store(q + row.to(tl.int64) * K + cols, v.to(q.dtype.element_ty), mask=cols < K)
-        tl.store(scale + row, s)
-
-
-    @triton.jit
     def _quant_rows_max_first(x, q, scale, stride_x, K: tl.constexpr, BLOCK: tl.constexpr, GELU: tl.constexpr,
                               FAST_ERF: tl.constexpr):
         # one program per row, BLOCK columns at a time, GELU evaluated once per value: pass 1
@@ -178,16 +160,17 @@ if triton is not None:
         tl.store(scale + row, s)
 
 
-#: warps per row of the row quantisation, by row length: ~32 values per thread
-#: (measured on an H200: benchmarks/profile_esm2_layer.py); fast erf: A&S 7.1.26
-QUANT_VALUES_PER_THREAD, FAST_ERF = 32, True
-LOOPED_BLOCK, LOOPED_WARPS = 1024, 4  # the previous kernel's
-QUANT_KERNEL, QUANT_BLOCK, QUANT_WARPS = "max_first", 2048, 4
+#: the row quantisation (measured on an H100, benchmarks/results/esm2_layer_profile_H100.md: F wide with
+#: GELU 0.447 ms at block 2048 / 4 warps, against 0.693 for the whole row in one tile and 0.765 for the
+#: previous two-pass kernel); fast erf: A&S 7.1.26
+QUANT_BLOCK, QUANT_WARPS, FAST_ERF = 2048, 4, True
+LOOPED_BLOCK, LOOPED_WARPS = 1024, 4  # the previous kernel's (fused: false)
 
 
 def quantize_rows(x: torch.Tensor, activation: str | None = None, one_pass: bool = True):
-    """Per-row E4M3 quantisation (Triton on CUDA, the reference elsewhere); ``one_pass=False``
-    runs the previous two-pass kernel (config ``embedding.fused: false``)."""
+    """Per-row E4M3 quantisation (Triton on CUDA, the reference elsewhere): the row's largest
+    value first, then GELU once per value; ``one_pass=False`` runs the previous kernel, which
+    evaluates the GELU twice (config ``embedding.fused: false``)."""
     if not kernels.use_triton(x) or x.stride(-1) != 1:
         return quantize_rows_reference(x, activation)
     if activation not in (None, "gelu"):
@@ -198,11 +181,6 @@ def quantize_rows(x: torch.Tensor, activation: str | None = None, one_pass: bool
     if m and not one_pass:
         _quant_rows_looped[(m,)](x, q, scale, x.stride(0), K=k, BLOCK=LOOPED_BLOCK, GELU=activation == "gelu",
                                  FAST_ERF=FAST_ERF, num_warps=LOOPED_WARPS)
-    elif m and QUANT_KERNEL == "tile":
-        block = triton.next_power_of_2(k)
-        warps = min(32, max(1, block // (32 * QUANT_VALUES_PER_THREAD)))
-        _quant_rows[(m,)](x, q, scale, x.stride(0), K=k, BLOCK=block, GELU=activation == "gelu",
-                          FAST_ERF=FAST_ERF, num_warps=warps)
     elif m:
         block = min(QUANT_BLOCK, k & -k if k & -k >= 256 else triton.next_power_of_2(k))  # no masked tail if it can
         _quant_rows_max_first[(m,)](x, q, scale, x.stride(0), K=k, BLOCK=block, GELU=activation == "gelu",
