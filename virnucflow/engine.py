@@ -72,7 +72,7 @@ class EmbedOptions:
     dedup: bool
     fp16_on_cpu: bool
     threads: int
-    fused: bool = True  # ESM-2's fused kernels (rotary in attention, GELU epilogue); False rolls back
+    fused: bool = True  # ESM-2: GELU in fc1's epilogue, FP8 quantisation with GELU once; False rolls back
 
     @classmethod
     def defaults(cls, **overrides) -> "EmbedOptions":
