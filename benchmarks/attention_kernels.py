@@ -4,7 +4,7 @@ DNABERT-S: 12 heads of 64, ALiBi, windows of 105 tokens (498 bp); ESM-2 3B: 40 h
 proteins of 168 tokens; 65,536 and 32,768 packed tokens (the engines' budgets). q, k, v are strided
 views of one fused projection, as in the models. Per backend: median ms per call over 50 calls
 (CUDA events), and the largest difference from FlexAttention's output. The Triton kernel
-(``kernels.varlen_attention``) also runs with other block sizes and warp counts.
+(``attention_kernel.varlen_attention``) also runs with other block sizes and warp counts.
 
     python benchmarks/attention_kernels.py
 """
@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.gpu_util import cuda_median_ms  # noqa: E402
-from virnucflow.models import kernels  # noqa: E402
+from virnucflow.models import attention_kernel  # noqa: E402
 from virnucflow.models.attention import PackedAttention, alibi_slopes  # noqa: E402
 from virnucflow.models.packing import make_packed  # noqa: E402
 
@@ -46,16 +46,16 @@ def case(name, heads, length, budget, alibi):
         ms = cuda_median_ms(lambda: att(q, k, v, scale), REPS)
         rows.append((backend, ms, float((out.float() - ref).abs().max())))
     for bm, bn, w in itertools.product((32, 64, 128), (32, 64, 128), (4, 8)):
-        kernels.ATTENTION_BLOCK_M, kernels.ATTENTION_BLOCK_N, kernels.ATTENTION_WARPS = bm, bn, w
+        attention_kernel.ATTENTION_BLOCK_M, attention_kernel.ATTENTION_BLOCK_N, attention_kernel.ATTENTION_WARPS = bm, bn, w
         try:
-            out = kernels.varlen_attention(q, k, v, batch.cu_seqlens, batch.max_seqlen, scale, slopes)
-            ms = cuda_median_ms(lambda: kernels.varlen_attention(q, k, v, batch.cu_seqlens, batch.max_seqlen, scale, slopes),
+            out = attention_kernel.varlen_attention(q, k, v, batch.cu_seqlens, batch.max_seqlen, scale, slopes)
+            ms = cuda_median_ms(lambda: attention_kernel.varlen_attention(q, k, v, batch.cu_seqlens, batch.max_seqlen, scale, slopes),
                                 REPS)
         except Exception as e:  # e.g. out of shared memory
             print(f"  triton {bm}x{bn} w{w}: {type(e).__name__}")
             continue
         rows.append((f"triton {bm}x{bn} w{w}", ms, float((out.float() - ref).abs().max())))
-    kernels.ATTENTION_BLOCK_M, kernels.ATTENTION_BLOCK_N, kernels.ATTENTION_WARPS = 64, 64, 4
+    attention_kernel.ATTENTION_BLOCK_M, attention_kernel.ATTENTION_BLOCK_N, attention_kernel.ATTENTION_WARPS = 64, 64, 4
     print(f"\n{name}: {n} sequences of {length} tokens, {t} tokens, {heads} heads of 64{', ALiBi' if alibi else ''}")
     print("| backend | ms per call | max abs diff from flex |\n|---|---|---|")
     for r in rows:

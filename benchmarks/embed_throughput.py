@@ -140,12 +140,13 @@ def esm_master(seed: int) -> tuple[dict, object]:
     return state, cfg
 
 
-def ours_esm(state, cfg, precision: str, packing: bool, attention: str = "auto", budget="auto") -> Embedder:
+def ours_esm(state, cfg, precision: str, packing: bool, attention: str = "auto", budget="auto",
+             fused: bool = True) -> Embedder:
     with torch.device("meta"):
         m = ESM2(cfg)
     m.load_state_dict(state, assign=True)
     return Embedder.create(m, EmbedOptions.defaults(precision=precision, packing=packing, attention=attention,
-                                                    token_budget=budget, device=str(DEV)))
+                                                    token_budget=budget, device=str(DEV), fused=fused))
 
 
 def fair_esm(state, cfg, half: bool):
@@ -241,17 +242,43 @@ def bench_esm(name: str, proteins: list[str], args, sampler) -> None:
     # second here, 30 times as often as in production, so that their cost shows)
     import virnucflow.planning.progress as progress
 
-    every, progress.EVERY_S = progress.EVERY_S, 1.0
-    sec2, busy, peak = timed(lambda: np.isfinite(e.embed_tokens(tokens, progress_label="bench")).all(), args.reps, sampler)
-    progress.EVERY_S = every
-    record("ESM-2 3B", name, "ours packed + NaN check + progress", len(tokens), n_tok, sec2, busy, peak,
-           precision="fp16", attention=e.backend, cost_vs_ours_packed=f"{100 * (sec2 / sec - 1):+.2f}%")
+    if not args.quick:
+        every, progress.EVERY_S = progress.EVERY_S, 1.0
+        sec2, busy, peak = timed(lambda: np.isfinite(e.embed_tokens(tokens, progress_label="bench")).all(), args.reps,
+                                 sampler)
+        progress.EVERY_S = every
+        record("ESM-2 3B", name, "ours packed + NaN check + progress", len(tokens), n_tok, sec2, busy, peak,
+               precision="fp16", attention=e.backend, cost_vs_ours_packed=f"{100 * (sec2 / sec - 1):+.2f}%")
+    del e
+    cleanup()
+
+    # the previous default: the unfused kernels (embedding.fused: false)
+    e = ours_esm(state, cfg, "fp16", True, fused=False)
+    unfused_vec = e.embed_tokens(tokens)
+    sec_u, busy, peak = timed(lambda: e.embed_tokens(tokens), args.reps, sampler)
+    record("ESM-2 3B", name, "ours packed unfused (fused: false, previous default)", len(tokens), n_tok, sec_u, busy,
+           peak, precision="fp16", attention=e.backend, fused_vs_unfused=f"{100 * (sec / sec_u - 1):+.2f}% time",
+           **{f"fused_vs_unfused_{k}": v for k, v in cos_stats(ours_vec, unfused_vec).items()})
+    del e
+    cleanup()
+
+    # fused, but the rotary embedding as its own pass (fc1's GELU epilogue only)
+    import virnucflow.models.esm2 as esm2_module
+
+    esm2_module.ROTARY_IN_ATTENTION = False
+    e = ours_esm(state, cfg, "fp16", True)
+    vec = e.embed_tokens(tokens)
+    sec_g, busy, peak = timed(lambda: e.embed_tokens(tokens), args.reps, sampler)
+    esm2_module.ROTARY_IN_ATTENTION = True
+    record("ESM-2 3B", name, "ours packed fused, rotary as its own pass", len(tokens), n_tok, sec_g, busy, peak,
+           precision="fp16", attention=e.backend, vs_unfused=f"{100 * (sec_g / sec_u - 1):+.2f}% time",
+           **{f"vs_unfused_{k}": v for k, v in cos_stats(vec, unfused_vec).items()})
     del e
     cleanup()
 
     # the same with PyTorch's varlen FlashAttention (auto's choice before the Triton kernel)
-    e = ours_esm(state, cfg, "fp16", True, attention="varlen")
-    if e.backend == "varlen":
+    e = None if args.quick else ours_esm(state, cfg, "fp16", True, attention="varlen")
+    if e is not None and e.backend == "varlen":
         vec = e.embed_tokens(tokens)
         sec_v, busy, peak = timed(lambda: e.embed_tokens(tokens), args.reps, sampler)
         record("ESM-2 3B", name, "ours packed varlen", len(tokens), n_tok, sec_v, busy, peak, precision="fp16",
@@ -271,15 +298,24 @@ def bench_esm(name: str, proteins: list[str], args, sampler) -> None:
                attention=e.backend, **{f"vs_fp16_{k}": v for k, v in cos_stats(fp8_vec, ours_vec).items()})
         del e
         cleanup()
+        e = ours_esm(state, cfg, "fp8", True, fused=False)
+        vec = e.embed_tokens(tokens)
+        sec_u, busy, peak = timed(lambda: e.embed_tokens(tokens), args.reps, sampler)
+        record("ESM-2 3B", name, "ours packed fp8 unfused (fused: false, previous)", len(tokens), n_tok, sec_u, busy,
+               peak, precision="fp8", attention=e.backend, fused_vs_unfused=f"{100 * (sec / sec_u - 1):+.2f}% time",
+               **{f"fused_vs_unfused_{k}": v for k, v in cos_stats(fp8_vec, vec).items()})
+        del e
+        cleanup()
 
     # ours, padded FP16
-    e = ours_esm(state, cfg, "fp16", False, attention="sdpa", budget=st.token_budget)
-    pad_vec = e.embed_tokens(tokens)
-    sec, busy, peak = timed(lambda: e.embed_tokens(tokens), args.reps, sampler)
-    record("ESM-2 3B", name, "ours padded", len(tokens), n_tok, sec, busy, peak, precision="fp16", attention="sdpa",
-           **{f"vs_packed_{k}": v for k, v in cos_stats(pad_vec, ours_vec).items()})
-    del e
-    cleanup()
+    if not args.quick:
+        e = ours_esm(state, cfg, "fp16", False, attention="sdpa", budget=st.token_budget)
+        pad_vec = e.embed_tokens(tokens)
+        sec, busy, peak = timed(lambda: e.embed_tokens(tokens), args.reps, sampler)
+        record("ESM-2 3B", name, "ours padded", len(tokens), n_tok, sec, busy, peak, precision="fp16", attention="sdpa",
+               **{f"vs_packed_{k}": v for k, v in cos_stats(pad_vec, ours_vec).items()})
+        del e
+        cleanup()
 
     # transformers EsmModel FP16 SDPA, padded batches of 192
     m = hf_esm(state, cfg)
@@ -315,6 +351,8 @@ def bench_esm(name: str, proteins: list[str], args, sampler) -> None:
     del m
     cleanup()
 
+    if args.quick:
+        return
     # FP16 vs FP32 peak memory for the same packed batch (one budget-sized batch)
     one = tokens[: max(1, 16384 // int(np.mean([len(t) for t in tokens])))]
     peaks = {}
@@ -525,6 +563,8 @@ def main() -> None:
     p.add_argument("--job-models", default="esm2,dnabert_s")
     p.add_argument("--workdir", default="/tmp/virnucflow_bench")
     p.add_argument("--tiny", action="store_true", help="small models and inputs: a smoke test of this script (CPU ok)")
+    p.add_argument("--quick", action="store_true", help="ESM-2: ours (fused, unfused, FP8 both) and the peers only "
+                   "(no NaN-check, varlen, padded and memory rows)")
     args = p.parse_args()
     if args.tiny:
         global ESM_SIZE, DNABERT_SIZE

@@ -308,3 +308,21 @@ def test_fp8_on_the_cpu(request, kind):
     assert np.abs(vec - ref).max() > 1e-3  # it did run in FP8
     _, e32 = _run(model, tokens, precision="fp8")
     assert (e32.precision.name, e32.precision.requested) == ("fp32", "fp8")
+
+
+def test_the_fused_switch_reaches_the_model_and_its_fp8_layers(esm):
+    """``embedding.fused`` (default true in the schema) is set on ESM-2 by the engine, and under
+    FP8 on every quantised linear (its row quantisation kernel); the FP32 reference never fuses."""
+    import copy
+
+    from virnucflow.models.fp8 import Fp8Linear
+
+    opts = EmbedOptions.defaults(device="cpu")
+    assert opts.fused is True and opts.reference().fused is False
+    for fused in (True, False):
+        e = Embedder.create(copy.deepcopy(esm), EmbedOptions.defaults(device="cpu", fused=fused))
+        assert e.model.fused is fused
+        e8 = Embedder.create(copy.deepcopy(esm), EmbedOptions.defaults(device="cpu", fused=fused, precision="fp8",
+                                                                       fp16_on_cpu=True))
+        layers = [m for m in e8.model.modules() if isinstance(m, Fp8Linear)]
+        assert layers and all(m.one_pass is fused for m in layers) and e8.model.fused is fused

@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 import torch
 
-from virnucflow.models import kernels
+from virnucflow.models import attention_kernel, kernels
 from virnucflow.models.dnabert_s import DNABERT, DNABERTConfig
+from virnucflow.models.attention import PackedAttention
 from virnucflow.models.esm2 import ESM2, ESM2Config, tokenize
 from virnucflow.models.packing import make_packed
 from virnucflow.models.random_weights import init_random
@@ -48,7 +49,7 @@ def test_kernels_in_the_interpreter():
                          env={**os.environ, "TRITON_INTERPRET": "1"}, capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
-    assert res.stdout.strip().splitlines()[-1].startswith("18 passed")
+    assert res.stdout.strip().splitlines()[-1].startswith("26 passed")
 
 
 def test_rotary_in_place_on_the_fused_projection(device):
@@ -103,15 +104,86 @@ def test_varlen_attention_against_the_per_sequence_reference(device, alibi, dtyp
     q, k, v = qkv.unbind(1)
     cu = torch.tensor(np.concatenate([[0], np.cumsum(lengths)]), dtype=torch.int32, device=device)
     slopes = torch.tensor([0.5, 0.125, 2 ** -0.5], device=device) if alibi else None
-    out = kernels.varlen_attention(q, k, v, cu, max(lengths), d ** -0.5, slopes, pad_tail=tail)
-    ref = kernels.varlen_attention_reference(q, k, v, cu, d ** -0.5, slopes)
+    out = attention_kernel.varlen_attention(q, k, v, cu, max(lengths), d ** -0.5, slopes, pad_tail=tail)
+    ref = attention_kernel.varlen_attention_reference(q, k, v, cu, d ** -0.5, slopes)
     assert out.shape == (t, heads, d) and out.dtype == dtype
     assert torch.equal(out[-tail:], torch.zeros_like(out[-tail:]))
     torch.testing.assert_close(out.float(), ref.float(), atol=1e-5 if dtype == torch.float32 else 2e-3, rtol=0)
     # ALiBi changes the result (the slopes reach the kernel)
     if alibi:
-        plain = kernels.varlen_attention_reference(q, k, v, cu, d ** -0.5)
+        plain = attention_kernel.varlen_attention_reference(q, k, v, cu, d ** -0.5)
         assert (plain.float() - out.float()).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("head_size", [32, 64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_varlen_attention_rotating_q_and_k_as_it_loads_them(device, dtype, head_size):
+    """ESM-2's fused path: the kernel applies the rotary embedding (FP32 cos/sin per position) to q
+    and k as it loads them, against the unfused path (rotate in place, then attend) and the
+    reference. Rotation rounded to the inputs' dtype in both: FP32 1e-5, FP16 2e-3 (as above)."""
+    g = torch.Generator().manual_seed(5)
+    lengths = [1, 37, 65, 150, 2]
+    heads, d, tail = 3, head_size, 7
+    t = sum(lengths) + tail
+    qkv = torch.randn(t, 3 * heads * d, generator=g).to(device=device, dtype=dtype)
+    positions = torch.cat([torch.arange(n) for n in lengths] + [torch.zeros(tail, dtype=torch.long)])
+    freqs = torch.arange(max(lengths) + 3).float()[:, None] * (1.0 / 10000 ** (torch.arange(0, d, 2).float() / d))[None, :]
+    cos, sin = (f(torch.cat([freqs, freqs], 1)).to(device) for f in (torch.cos, torch.sin))  # per position
+    cu = torch.tensor(np.concatenate([[0], np.cumsum(lengths)]), dtype=torch.int32, device=device)
+    q, k, v = qkv.view(t, 3, heads, d).unbind(1)
+    out = attention_kernel.varlen_attention(q, k, v, cu, max(lengths), d ** -0.5, pad_tail=tail, rotary=(cos, sin))
+    ref = attention_kernel.varlen_attention_reference(q, k, v, cu, d ** -0.5, rotary=(cos, sin))
+    # the unfused path: tables per token, rotated in place, then attention
+    per_token = cos[positions.to(device)], sin[positions.to(device)]
+    unfused = attention_kernel.varlen_attention(*kernels.rotary_qk_inplace(qkv.clone(), *per_token, heads), cu,
+                                                max(lengths), d ** -0.5, pad_tail=tail)
+    tol = 1e-5 if dtype == torch.float32 else 2e-3
+    assert torch.equal(out[-tail:], torch.zeros_like(out[-tail:]))
+    torch.testing.assert_close(out.float(), ref.float(), atol=tol, rtol=0)
+    torch.testing.assert_close(out.float(), unfused.float(), atol=tol, rtol=0)
+    # the rotation matters (a kernel that skipped it, or flipped rotate_half's sign, fails above)
+    plain = attention_kernel.varlen_attention_reference(q, k, v, cu, d ** -0.5)
+    assert (plain.float() - out.float()).abs().max() > 0.1
+
+
+def test_esm2_fused_against_unfused(device, monkeypatch):
+    """The whole ESM-2 on the ``triton`` backend, ``fused`` with the rotary inside the attention
+    kernel against the unfused path (in-place rotary pass): FP32 1e-5. (FP32 keeps the erf GELU pass:
+    cuBLASLt's GELU epilogue runs for FP16/BF16 on GPUs, test_esm2_gelu_epilogue_on_the_gpu.)"""
+    _, tokens = _small_model("esm2")
+    model = ESM2(ESM2Config(2, 128, 4))  # heads of 32: the smallest the kernel rotates
+    init_random(model, 0)
+    tokens = [tokens[i] for i in (3, 6)]
+    m = model.prepare(device, torch.float32)
+    batch = make_packed(tokens, np.arange(len(tokens)), pad_to=sum(len(t) for t in tokens) + 50).to(device)
+    assert PackedAttention("triton", batch, 4).rotates_inside(32)
+    monkeypatch.setattr("virnucflow.models.esm2.ROTARY_IN_ATTENTION", True)  # (off by default: slower)
+    with torch.no_grad():
+        m.fused = True
+        fused = m.embed(batch, "triton")
+        m.fused = False
+        plain = m.embed(batch, "triton")
+    assert (fused - plain).abs().max() < 1e-5
+
+
+@pytest.mark.skipif(not CUDA, reason="cuBLASLt's GELU epilogue runs on GPUs only")
+def test_esm2_gelu_epilogue_on_the_gpu():
+    """fc1 + GELU in one cuBLASLt GEMM (FP16): the tanh-approximation GELU of the FP16 product
+    (2e-3, FP16 rounding), and within the tanh approximation's distance of the erf GELU."""
+    from virnucflow.models.esm2 import TransformerLayer
+
+    g = torch.Generator().manual_seed(6)
+    layer = TransformerLayer(ESM2Config(1, 256, 4)).cuda().half()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+        h = torch.randn(300, 256, generator=g).cuda().half()
+        fused, plain = layer.fc1_gelu(h, True), layer.fc1_gelu(h, False)
+        pre = torch.nn.functional.linear(h.float(), layer.fc1.weight.float(), layer.fc1.bias.float())
+    tanh = torch.nn.functional.gelu(pre, approximate="tanh")
+    torch.testing.assert_close(fused.float(), tanh, atol=2e-3, rtol=0)
+    torch.testing.assert_close(plain.float(), torch.nn.functional.gelu(pre), atol=2e-3, rtol=0)
+    assert (fused.float() - plain.float()).abs().max() < 2e-3 + 5e-4  # |tanh - erf GELU| <= 4.7e-4
 
 
 @pytest.mark.parametrize("which", ["esm2", "dnabert_s"])
@@ -154,8 +226,9 @@ def test_whole_models_fused_against_plain_pytorch(device, which, monkeypatch):
     assert (fused - plain).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("one_pass", [True, False])
 @pytest.mark.parametrize("activation", [None, "gelu"])
-def test_fp8_row_quantisation(device, activation):
+def test_fp8_row_quantisation(device, activation, one_pass):
     """The Triton pass against the reference: the same scales, and E4M3 values equal but for
     rare one-step rounding differences where the two erf implementations differ in the last bit."""
     from virnucflow.models import fp8
@@ -163,7 +236,7 @@ def test_fp8_row_quantisation(device, activation):
     x = torch.randn(37, 2500, generator=torch.Generator().manual_seed(3)) * 3
     x[5] = 0  # a row of zeros stays zeros
     x = x.to(device)
-    q, s = fp8.quantize_rows(x, activation)
+    q, s = fp8.quantize_rows(x, activation, one_pass)
     q_ref, s_ref = fp8.quantize_rows_reference(x, activation)
     assert q.dtype == q_ref.dtype == fp8.FP8 and s.shape == s_ref.shape == (37, 1)
     torch.testing.assert_close(s, s_ref, atol=0, rtol=1e-6)
@@ -177,6 +250,21 @@ def test_fp8_row_quantisation(device, activation):
     assert differ.float().mean() < 1e-3  # Triton's FP32 division and erf may differ in the last bit
     # E4M3 steps are 2**-3 relative (2**-9 absolute below 2**-6, the subnormals)
     assert ((a - b).abs() <= torch.maximum(b.abs() * 2**-3, torch.full_like(b, 2**-9)))[differ].all()
+
+
+def test_fp8_gelu_quantisation_of_rows_in_the_negative_lobe(device):
+    """Rows whose largest |GELU| lies in GELU's negative lobe (min -0.17 at x = -0.75): all values
+    negative, or the largest one small. The scales must still be the reference's."""
+    from virnucflow.models import fp8
+
+    g = torch.Generator().manual_seed(7)
+    x = -torch.rand(4, 3000, generator=g) * 4  # all negative
+    x[1, 10] = 0.1  # max 0.1: GELU(0.1) = 0.054 < |GELU(-0.75)|
+    x[2, 11] = 0.4  # GELU(0.4) = 0.26: the positive side wins
+    x[3] = -0.75 + torch.rand(3000, generator=g) * 1e-3  # next to the minimum
+    _, s = fp8.quantize_rows(x.to(device), "gelu")
+    _, s_ref = fp8.quantize_rows_reference(x, "gelu")
+    torch.testing.assert_close(s.cpu(), s_ref, atol=0, rtol=1e-6)
 
 
 def test_fp8_fast_erf_gelu_is_the_erf_gelu(device):

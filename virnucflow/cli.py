@@ -59,7 +59,8 @@ def _embed(a: argparse.Namespace) -> None:
     from virnucflow.steps.embed import embed_shard
 
     options = EmbedOptions(precision=a.precision, packing=a.packing, attention=a.attention, token_budget=a.token_budget,
-                           device=a.device, dedup=a.dedup, fp16_on_cpu=a.fp16_on_cpu, threads=a.threads)
+                           device=a.device, dedup=a.dedup, fp16_on_cpu=a.fp16_on_cpu, threads=a.threads,
+                           fused=a.fused)
     embed_shard(a.model, a.models_json, a.shard, a.out, options, nonfinite_out=a.nonfinite)
 
 
@@ -254,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--precision", default=emb["precision"])
     s.add_argument("--packing", action=argparse.BooleanOptionalAction, default=emb["packing"])
     s.add_argument("--attention", default=emb["attention"])
+    s.add_argument("--fused", action=argparse.BooleanOptionalAction, default=emb["fused"],
+                   help="ESM-2's fused kernels (--no-fused: the unfused reference kernels)")
     s.add_argument("--token-budget", type=_token_budget, default=emb["token_budget"])
     s.add_argument("--device", default=emb["device"])
     s.add_argument("--dedup", action=argparse.BooleanOptionalAction, default=emb["dedup"])

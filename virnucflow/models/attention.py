@@ -8,7 +8,7 @@ Packed batches (``q, k, v``: (T, H, D), sequences delimited by ``cu_seqlens``):
 - ``flash_attn``: ``flash_attn.flash_attn_varlen_func`` from the optional
   flash-attn package (CUDA, fp16/bf16; supports ALiBi slopes);
 - ``triton``: this package's FlashAttention-style Triton kernel
-  (``kernels.varlen_attention``; CUDA, fp16/bf16; ALiBi slopes in the kernel),
+  (``attention_kernel.varlen_attention``; CUDA, fp16/bf16; ALiBi slopes in the kernel),
   compiled by Triton's JIT and cached on disk: no ``torch.compile``, so none of
   the 7-8 s that importing torch._dynamo and Inductor costs an embedding job
   before FlexAttention can run;
@@ -198,8 +198,18 @@ class PackedAttention:
         elif backend == "sdpa":
             self._init_sdpa()
 
-    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-        """(T, H, D) x3 -> (T, H, D)."""
+    def rotates_inside(self, head_dim: int) -> bool:
+        """Whether this backend's kernel applies the rotary embedding as it loads q and k."""
+        from .attention_kernel import rotary_fits
+
+        return self.backend == "triton" and rotary_fits(head_dim)
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+                 rotary: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """(T, H, D) x3 -> (T, H, D); ``rotary`` ((T, D) cos and sin per token, backends that
+        :meth:`rotates_inside` only) rotates q and k inside the kernel."""
+        if rotary is not None and not self.rotates_inside(q.shape[-1]):
+            raise ValueError(f"the {self.backend} attention backend cannot apply the rotary embedding")
         if self.backend == "varlen":
             return _varlen_fn()(q, k, v, self.cu, self.cu, self.max_seqlen, self.max_seqlen, scale=scale)
         if self.backend == "flash_attn":
@@ -209,9 +219,10 @@ class PackedAttention:
                 dropout_p=0.0, softmax_scale=scale, causal=False, alibi_slopes=slopes,
             )
         if self.backend == "triton":
-            from .kernels import varlen_attention
+            from .attention_kernel import varlen_attention
 
-            return varlen_attention(q, k, v, self.cu, self.max_seqlen, scale, self.alibi, pad_tail=self.batch.pad_tail)
+            return varlen_attention(q, k, v, self.cu, self.max_seqlen, scale, self.alibi, pad_tail=self.batch.pad_tail,
+                                    rotary=rotary)
         if self.backend == "flex":
             # (T, H, D) -> (1, H, T, D)
             qh, kh, vh = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))

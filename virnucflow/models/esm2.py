@@ -22,6 +22,14 @@ Two forwards share the layers:
   positions restarting at each sequence and computed once per batch in FP32,
   token-dropout rescale per sequence, packed attention backends.
 
+``ESM2.fused`` (config ``embedding.fused``, default on) runs fc1's GELU in
+cuBLASLt's GEMM epilogue (FP16/BF16 on a GPU; the tanh approximation of GELU)
+and, with ``ROTARY_IN_ATTENTION``, lets the ``triton`` attention kernel rotate
+q and k as it loads them (off: measured slower than the separate pass). Off,
+the layer runs the separate erf-GELU pass (the reference the tests compare
+with). The bias adds are the GEMMs' epilogues and each residual add is part of
+the add+LayerNorm pass in both.
+
 Pooling (:meth:`ESM2.embed`) is the original VirNucPro's: mean of the last
 layer over residues only, first 1024 residues.
 """
@@ -52,6 +60,10 @@ for _i, _tok in enumerate(ALPHABET[4:31], start=4):
     _LOOKUP[ord(_tok)] = _i
 
 TOKEN_DROPOUT_RATIO = 0.15 * 0.8  # fair-esm's mask_ratio_train
+#: the fused path's rotary inside the attention kernel: off, measured slower than the separate
+#: pass (H100, 2026-12-07: attention + rotary inside 0.947 ms against 0.303 + 0.412 ms; whole
+#: model 102,483 against 103,475 tokens/s; benchmarks/results/esm2_fused_H100.md)
+ROTARY_IN_ATTENTION = False
 
 
 @dataclass(frozen=True)
@@ -108,9 +120,21 @@ class Rotary:
     """FP32 cos/sin tables for one batch: (N, D), one row per position (padded) or token (packed)."""
 
     def __init__(self, inv_freq: torch.Tensor, positions: torch.Tensor):
-        freqs = positions.float()[:, None] * inv_freq.float()[None, :]  # (N, D/2)
+        self.inv_freq = inv_freq
+        self.cos, self.sin = self._tables(positions)
+        self._by_position: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _tables(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = positions.float()[:, None] * self.inv_freq.float()[None, :]  # (N, D/2)
         emb = torch.cat((freqs, freqs), dim=-1)  # (N, D)
-        self.cos, self.sin = emb.cos(), emb.sin()
+        return emb.cos(), emb.sin()
+
+    def by_position(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, D) tables for positions 0..n-1 (the same values as the per-token rows), for the
+        attention kernel that rotates q and k itself; made once per batch."""
+        if self._by_position is None or self._by_position[0].shape[0] < n:
+            self._by_position = self._tables(torch.arange(n, device=self.cos.device))
+        return self._by_position
 
     def padded(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, L, H, D), table per position."""
@@ -177,7 +201,8 @@ class TransformerLayer(nn.Module):
         self.fc2 = nn.Linear(cfg.ffn_dim, cfg.embed_dim)
         self.final_layer_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
 
-    def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None, rotary: Rotary, attend, packed: bool):
+    def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None, rotary: Rotary, attend, packed: bool,
+                fused: bool = False):
         """Pre-LN layer, ``(hidden, residual) -> (hidden, residual)`` as vLLM passes them.
 
         ``hidden`` is the previous layer's MLP output (the embeddings for the
@@ -186,6 +211,7 @@ class TransformerLayer(nn.Module):
         layer's MLP output is returned un-added for the next one (or for the
         model's final LayerNorm). So ``residual + attn(LN1(residual))`` then
         ``+ fc2(gelu(fc1(LN2(...))))``, with one pass over memory per add+norm.
+        ``fused`` (ESM2.fused): GELU in fc1's epilogue (and ROTARY_IN_ATTENTION).
         """
         # precision fp8: the LayerNorms write E4M3 rows that the FP8 projections read
         quantize = packed and self.self_attn.qkv is not None and getattr(self.fc1, "takes_quantized", False)
@@ -194,12 +220,33 @@ class TransformerLayer(nn.Module):
             residual, h = hidden, ln(hidden)
         else:
             residual, h = kernels.add_layer_norm(residual, hidden, ln.weight, ln.bias, ln.eps, quantize=quantize)
-        q, k, v = self.self_attn.project_rotated(h, rotary, packed)
-        o = attend(q, k, v, 1.0)  # q already scaled
+        o = self.attention(h, rotary, attend, packed, fused)
         ln = self.final_layer_norm
         residual, h = kernels.add_layer_norm(residual, self.self_attn.out_proj(o.flatten(-2)), ln.weight, ln.bias,
                                              ln.eps, quantize=quantize)
-        return self.fc2(self.act(self.fc1(h))), residual
+        return self.fc2(self.fc1_gelu(h, fused)), residual
+
+    def attention(self, h: torch.Tensor, rotary: Rotary, attend, packed: bool, fused: bool) -> torch.Tensor:
+        """Self-attention before out_proj: fused with ROTARY_IN_ATTENTION, the attention kernel
+        rotates q and k as it loads them from the q|k|v projection; else a rotary pass first."""
+        attn = self.self_attn
+        if (fused and ROTARY_IN_ATTENTION and packed and attn.qkv is not None
+                and hasattr(attend, "rotates_inside") and attend.rotates_inside(attn.head_dim)):
+            qkv = attn.qkv(h)  # q|k|v, q scaled; strided (T, H, D) views of it
+            q, k, v = qkv.view(qkv.shape[0], 3, attn.num_heads, attn.head_dim).unbind(1)
+            return attend(q, k, v, 1.0, rotary=rotary.by_position(attend.max_seqlen))
+        q, k, v = attn.project_rotated(h, rotary, packed)
+        return attend(q, k, v, 1.0)  # q already scaled
+
+    def fc1_gelu(self, h: torch.Tensor, fused: bool) -> torch.Tensor:
+        """``gelu(fc1(h))``: fused (FP16/BF16 on a GPU), cuBLASLt's GELU epilogue, which is
+        the tanh approximation of the erf GELU (its effect on the pooled embeddings against
+        FP32: benchmarks/results/esm2_fused_accuracy_H100.md); else the erf GELU as a pass. Under FP8 the
+        GELU runs in fc2's input quantisation (``act`` is then an Identity)."""
+        fc1 = self.fc1
+        if fused and type(fc1) is nn.Linear and h.is_cuda and h.ndim == 2 and h.dtype != torch.float32:
+            return torch._addmm_activation(fc1.bias, h, fc1.weight.t(), use_gelu=True)
+        return self.act(fc1(h))
 
 
 class ESM2(PooledEncoder, nn.Module):
@@ -212,6 +259,9 @@ class ESM2(PooledEncoder, nn.Module):
     pooling = "ESM-2: mean over residues 1..min(1024, len) (original)"
     pooling_window = ESM_POOLING
     fp8 = True
+    #: the fused kernels (config ``embedding.fused``): fc1's GELU in cuBLASLt's epilogue (and
+    #: ROTARY_IN_ATTENTION); False runs the unfused reference kernels
+    fused = True
 
     def __init__(self, cfg: ESM2Config):
         super().__init__()
@@ -270,7 +320,7 @@ class ESM2(PooledEncoder, nn.Module):
         """The transformer stack and the final LayerNorm (fused with the last residual add)."""
         hidden, residual = x, None
         for layer, rotary in zip(self.layers, rotaries):
-            hidden, residual = layer(hidden, residual, rotary, attend, packed)
+            hidden, residual = layer(hidden, residual, rotary, attend, packed, self.fused)
         ln = self.emb_layer_norm_after
         return kernels.add_layer_norm(residual, hidden, ln.weight, ln.bias, ln.eps, write_sum=False)[1]
 

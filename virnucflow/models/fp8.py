@@ -7,7 +7,9 @@ mode every ``nn.Linear`` of a model becomes an :class:`Fp8Linear`:
   scale per output channel (``amax(|W[n, :]|) / 448``, 448 being E4M3's
   largest value);
 - activations are quantised per token as they arrive (one scale per row),
-  by one Triton pass that also applies the activation function before it
+  by one Triton kernel (each row's largest value first, then the activation
+  evaluated once per value: the row's second read comes from L2; one write
+  of E4M3 and its scale) that also applies the activation function before it
   where the model fuses one (ESM-2's erf GELU before ``fc2``);
 - the product runs in ``torch._scaled_mm`` with both scales applied in its
   epilogue, plus the bias, written in 16 bits.
@@ -91,10 +93,45 @@ if triton is not None:
         return 0.5 * v * (1.0 + erf)
 
     @triton.jit
-    def _quant_rows(x, q, scale, stride_x, K: tl.constexpr, BLOCK: tl.constexpr, GELU: tl.constexpr,
+    def _quant_rows_max_first(x, q, scale, stride_x, K: tl.constexpr, BLOCK: tl.constexpr, GELU: tl.constexpr,
+                              FAST_ERF: tl.constexpr):
+        # one program per row, BLOCK columns at a time, GELU evaluated once per value: pass 1
+        # reads the row for its largest value only (GELU is increasing where it exceeds
+        # |min GELU| = 0.17, so then amax |GELU| = GELU(max x); rows whose GELU(max x) < 0.17
+        # take the exact amax in a second look); pass 2 reads the row again (from L2) and
+        # writes GELU's E4M3 values
+        row = tl.program_id(0)
+        src = x + row.to(tl.int64) * stride_x
+        dst = q + row.to(tl.int64) * K
+        cols = tl.arange(0, BLOCK)
+        top = tl.full([BLOCK], float("-inf"), tl.float32)
+        for start in range(0, K, BLOCK):  # (a masked 0 can only send a row to the exact look)
+            v = tl.load(src + start + cols, mask=start + cols < K, other=0.0).to(tl.float32)
+            top = tl.maximum(top, v if GELU else tl.abs(v))
+        amax = tl.max(top, axis=0)
+        if GELU:
+            amax = _gelu(amax, FAST_ERF)
+            if amax < 0.17:  # the negative lobe may hold the largest |GELU|: look at every value
+                top = tl.zeros([BLOCK], dtype=tl.float32)
+                for start in range(0, K, BLOCK):
+                    v = tl.load(src + start + cols, mask=start + cols < K, other=0.0).to(tl.float32)
+                    top = tl.maximum(top, tl.abs(_gelu(v, FAST_ERF)))
+                amax = tl.max(top, axis=0)
+        amax = tl.maximum(amax, 1e-12)
+        inv = 448.0 / amax  # one division per row: x * inv differs from x / s in the last bit at most
+        for start in range(0, K, BLOCK):
+            v = tl.load(src + start + cols, mask=start + cols < K, other=0.0).to(tl.float32)
+            if GELU:
+                v = _gelu(v, FAST_ERF)
+            v = tl.minimum(tl.maximum(v * inv, -448.0), 448.0)
+            tl.store(dst + start + cols, v.to(q.dtype.element_ty), mask=start + cols < K)
+        tl.store(scale + row, amax / 448.0)
+
+    @triton.jit
+    def _quant_rows_looped(x, q, scale, stride_x, K: tl.constexpr, BLOCK: tl.constexpr, GELU: tl.constexpr,
                    FAST_ERF: tl.constexpr):
-        # one program per row, BLOCK columns at a time: pass 1 finds the amax, pass 2 (reading
-        # the row again, from L2) writes E4M3; rows of at most BLOCK are read once
+        # the previous kernel (fused: false): one program per row, BLOCK columns at a time: pass 1
+        # finds the amax, pass 2 (reading the row again, from L2, GELU again) writes E4M3
         row = tl.program_id(0)
         src = x + row.to(tl.int64) * stride_x
         dst = q + row.to(tl.int64) * K
@@ -123,12 +160,17 @@ if triton is not None:
         tl.store(scale + row, s)
 
 
-#: (block, warps, erf) of the row quantisation (measured on an H200: benchmarks/profile_esm2_layer.py)
-QUANT_BLOCK, QUANT_WARPS, FAST_ERF = 1024, 4, True
+#: the row quantisation (measured on an H100, benchmarks/results/esm2_layer_profile_H100.md: F wide with
+#: GELU 0.447 ms at block 2048 / 4 warps, against 0.693 for the whole row in one tile and 0.765 for the
+#: previous two-pass kernel); fast erf: A&S 7.1.26
+QUANT_BLOCK, QUANT_WARPS, FAST_ERF = 2048, 4, True
+LOOPED_BLOCK, LOOPED_WARPS = 1024, 4  # the previous kernel's (fused: false)
 
 
-def quantize_rows(x: torch.Tensor, activation: str | None = None):
-    """Per-row E4M3 quantisation (Triton on CUDA, the reference elsewhere)."""
+def quantize_rows(x: torch.Tensor, activation: str | None = None, one_pass: bool = True):
+    """Per-row E4M3 quantisation (Triton on CUDA, the reference elsewhere): the row's largest
+    value first, then GELU once per value; ``one_pass=False`` runs the previous kernel, which
+    evaluates the GELU twice (config ``embedding.fused: false``)."""
     if not kernels.use_triton(x) or x.stride(-1) != 1:
         return quantize_rows_reference(x, activation)
     if activation not in (None, "gelu"):
@@ -136,9 +178,13 @@ def quantize_rows(x: torch.Tensor, activation: str | None = None):
     m, k = x.shape
     q = torch.empty((m, k), dtype=FP8, device=x.device)
     scale = torch.empty((m, 1), dtype=torch.float32, device=x.device)
-    if m:
-        _quant_rows[(m,)](x, q, scale, x.stride(0), K=k, BLOCK=QUANT_BLOCK, GELU=activation == "gelu",
-                              FAST_ERF=FAST_ERF, num_warps=QUANT_WARPS)
+    if m and not one_pass:
+        _quant_rows_looped[(m,)](x, q, scale, x.stride(0), K=k, BLOCK=LOOPED_BLOCK, GELU=activation == "gelu",
+                                 FAST_ERF=FAST_ERF, num_warps=LOOPED_WARPS)
+    elif m:
+        block = min(QUANT_BLOCK, k & -k if k & -k >= 256 else triton.next_power_of_2(k))  # no masked tail if it can
+        _quant_rows_max_first[(m,)](x, q, scale, x.stride(0), K=k, BLOCK=block, GELU=activation == "gelu",
+                                    FAST_ERF=FAST_ERF, num_warps=QUANT_WARPS)
     return q, scale
 
 
@@ -182,6 +228,7 @@ class Fp8Linear(nn.Module):
         bias = linear.bias.detach() if linear.bias is not None else None
         self.register_buffer("bias", bias)
         self.activation = activation
+        self.one_pass = True  # the one-pass quantisation kernel (False: the previous two-pass one)
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
     def extra_repr(self) -> str:
@@ -195,7 +242,7 @@ class Fp8Linear(nn.Module):
             (q, scale), shape = x, x.q.shape[:-1]
         else:
             shape = x.shape[:-1]
-            q, scale = quantize_rows(x.reshape(-1, x.shape[-1]), self.activation)
+            q, scale = quantize_rows(x.reshape(-1, x.shape[-1]), self.activation, self.one_pass)
         if q.is_cuda and kernels.use_triton(q):
             out_dtype = _out_dtype(q.device, self.dtype)
             bias = self.bias.to(out_dtype) if self.bias is not None else None
@@ -206,8 +253,9 @@ class Fp8Linear(nn.Module):
         return y.reshape(*shape, self.out_features)
 
 
-def quantize_model(model: nn.Module) -> int:
+def quantize_model(model: nn.Module, one_pass: bool = True) -> int:
     """Replace the model's ``nn.Linear`` modules (in place) by :class:`Fp8Linear`; returns how many.
+    ``one_pass``: the one-pass row quantisation (False: the previous kernel; ``embedding.fused``).
 
     Linears whose sizes are not multiples of 16 (FP8 GEMMs need them) stay as they are.
     """
@@ -229,5 +277,6 @@ def quantize_model(model: nn.Module) -> int:
                 activation = "gelu"
                 setattr(module, act_name, nn.Identity())
             setattr(module, name, Fp8Linear(child, activation))
+            getattr(module, name).one_pass = one_pass
             n += 1
     return n

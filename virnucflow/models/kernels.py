@@ -1,4 +1,4 @@
-"""Triton kernels for the GPU fast path (fused elementwise passes and packed attention), each beside its PyTorch reference.
+"""Triton kernels for the GPU fast path (fused elementwise passes), each beside its PyTorch reference.
 
 The matrix products of both models run in cuBLAS near the GPU's limit; what
 is left is memory-bound elementwise work between them and attention. Triton kernels
@@ -15,11 +15,10 @@ erf-GELU was tried and was slower than PyTorch's, so GELU stays eager):
   one pass;
 - :func:`add_layer_norm`: ``s = x + y`` and ``LayerNorm(s)`` in one pass (FP32
   statistics), returning both (pre-LN) or only the normalised rows (post-LN);
-- :func:`varlen_attention`: attention within each sequence of a packed batch
-  (FlashAttention's online softmax, optional ALiBi), the ``triton`` attention
-  backend: faster than FlexAttention and PyTorch's varlen FlashAttention on
-  these models' short sequences (``benchmarks/attention_kernels.py``) and,
-  unlike FlexAttention, no ``torch.compile``.
+
+The packed attention kernel (the ``triton`` backend, which can also apply the
+rotary embedding as it loads q and k) is in :mod:`.attention_kernel`; the FP8
+row quantisation in :mod:`.fp8`.
 
 Each public function runs the Triton kernel on CUDA tensors (or anywhere under
 ``TRITON_INTERPRET=1``, which the CPU tests use) and the PyTorch reference
@@ -78,21 +77,6 @@ def rotary_qkv_reference(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
 def geglu_reference(h: torch.Tensor) -> torch.Tensor:
     gate, value = h.chunk(2, dim=-1)
     return F.gelu(gate) * value
-
-
-def varlen_attention_reference(q, k, v, cu_seqlens, scale, alibi_slopes=None):
-    """Attention within each packed sequence, one at a time: FP32 scores (plus ALiBi's
-    ``-slope[h] * |i - j|``), FP32 softmax, the weighted sum in FP32, cast back."""
-    out = torch.zeros_like(q)
-    cu = cu_seqlens.tolist()
-    for a, b in zip(cu[:-1], cu[1:]):
-        qh, kh, vh = (t[a:b].transpose(0, 1).float() for t in (q, k, v))  # (H, L, D)
-        scores = torch.matmul(qh, kh.transpose(-1, -2)) * scale
-        if alibi_slopes is not None:
-            pos = torch.arange(b - a, device=q.device)
-            scores = scores - alibi_slopes.float()[:, None, None] * (pos[None, :] - pos[:, None]).abs()
-        out[a:b] = torch.matmul(torch.softmax(scores, dim=-1), vh).transpose(0, 1).to(q.dtype)
-    return out
 
 
 def add_layer_norm_reference(x, y, weight, bias, eps):
@@ -162,68 +146,9 @@ def _kernels():
             n = tl.minimum(tl.maximum(n / scale, -448.0), 448.0)
         tl.store(n_out + row * E + cols, n.to(n_out.dtype.element_ty), mask=mask)
 
-    @triton.jit(do_not_specialize=["n_qblocks"])
-    def varlen_attention_kernel(q, k, v, out, cu, slopes, qk_scale, n_qblocks,
-                                stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
-                                D: tl.constexpr, DP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                                ALIBI: tl.constexpr, IEEE: tl.constexpr):
-        # program: BLOCK_M queries of one sequence x one head, over that sequence's keys only
-        # (online softmax in base 2: qk_scale and the ALiBi slope carry the factor log2(e))
-        pid = tl.program_id(0)
-        head = tl.program_id(1)
-        seq = pid // n_qblocks
-        m0 = (pid % n_qblocks) * BLOCK_M
-        start = tl.load(cu + seq)
-        length = tl.load(cu + seq + 1) - start
-        if m0 < length:
-            rows = m0 + tl.arange(0, BLOCK_M)
-            dims = tl.arange(0, DP)  # the head size padded to a power of two (ESM-2 35M: 24 -> 32)
-            row_ok = rows < length
-            if DP == D:  # no padded columns: the masks are by row only (the kernel as measured)
-                row_mask = row_ok[:, None]
-            else:
-                row_mask = row_ok[:, None] & (dims < D)[None, :]
-            qb = tl.load(q + (start + rows)[:, None] * stride_qt + head * stride_qh + dims[None, :],
-                         mask=row_mask, other=0.0)
-            m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-            l_i = tl.zeros([BLOCK_M], tl.float32)
-            acc = tl.zeros([BLOCK_M, DP], tl.float32)
-            if ALIBI:
-                slope = tl.load(slopes + head)
-            for n0 in range(0, length, BLOCK_N):
-                cols = n0 + tl.arange(0, BLOCK_N)
-                col_ok = cols < length
-                if DP == D:
-                    col_mask = col_ok[:, None]
-                else:
-                    col_mask = col_ok[:, None] & (dims < D)[None, :]
-                kb = tl.load(k + (start + cols)[:, None] * stride_kt + head * stride_kh + dims[None, :],
-                             mask=col_mask, other=0.0)
-                if IEEE:  # FP32 inputs: full-precision products, not TF32
-                    s = tl.dot(qb, tl.trans(kb), input_precision="ieee") * qk_scale
-                else:
-                    s = tl.dot(qb, tl.trans(kb)) * qk_scale
-                if ALIBI:
-                    s = s - slope * tl.abs(rows[:, None] - cols[None, :]).to(tl.float32)
-                s = tl.where(col_ok[None, :], s, float("-inf"))
-                m_new = tl.maximum(m_i, tl.max(s, 1))
-                alpha = tl.math.exp2(m_i - m_new)
-                p = tl.math.exp2(s - m_new[:, None])
-                l_i = l_i * alpha + tl.sum(p, 1)
-                vb = tl.load(v + (start + cols)[:, None] * stride_vt + head * stride_vh + dims[None, :],
-                             mask=col_mask, other=0.0)
-                if IEEE:
-                    acc = acc * alpha[:, None] + tl.dot(p, vb, input_precision="ieee")
-                else:
-                    acc = acc * alpha[:, None] + tl.dot(p.to(vb.dtype), vb)
-                m_i = m_new
-            acc = acc / l_i[:, None]
-            tl.store(out + (start + rows)[:, None] * stride_ot + head * stride_oh + dims[None, :],
-                     acc.to(out.dtype.element_ty), mask=row_mask)
-
     return SimpleNamespace(cdiv=triton.cdiv, next_power_of_2=triton.next_power_of_2,
                            rotary_inplace=rotary_inplace_kernel, geglu=geglu_kernel,
-                           add_ln=add_ln_kernel, varlen_attention=varlen_attention_kernel)
+                           add_ln=add_ln_kernel)
 
 
 # --------------------------------------------------------------------------- public
@@ -262,49 +187,14 @@ def geglu(h: torch.Tensor) -> torch.Tensor:
     return out
 
 
-LOG2E = 1.4426950408889634
-ATTENTION_BLOCK_M = 64  # queries per program: DNABERT-S's ~100-token windows fill two
-ATTENTION_BLOCK_N = 64  # keys per step of the online softmax
-ATTENTION_WARPS = 4
-
-
-def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
-                     scale: float, alibi_slopes: torch.Tensor | None = None, pad_tail: int = 0) -> torch.Tensor:
-    """FlashAttention-style attention over a packed batch: (T, H, D) x3 (strided rows allowed)
-    -> (T, H, D); tokens attend within their ``cu_seqlens`` sequence only, with ALiBi's
-    ``-slope[h] * |i - j|`` added to the scores when ``alibi_slopes`` (H,) is given.
-
-    One Triton kernel, compiled by Triton's JIT (no torch.compile, no Inductor): FP32
-    scores, ALiBi and online softmax, FP32 accumulation of the products (the softmax
-    weights rounded to the inputs' dtype for the product with V, as FlashAttention
-    does; FP32 inputs are multiplied in full FP32, not TF32). Tokens after
-    ``cu_seqlens[-1]`` (``pad_tail`` of them: a batch's filler) come out as zeros.
-    """
-    if not use_triton(q):
-        return varlen_attention_reference(q, k, v, cu_seqlens, scale, alibi_slopes)
-    t, heads, d = q.shape
-    if any(x.stride(-1) != 1 for x in (q, k, v)):
-        raise ValueError("varlen_attention needs q, k and v with unit stride along the head dimension")
-    kn = _kernels()
-    out = torch.empty((t, heads, d), dtype=q.dtype, device=q.device)
-    if pad_tail:
-        out[t - pad_tail:] = 0
-    n_seq = cu_seqlens.numel() - 1
-    n_qblocks = kn.cdiv(max(int(max_seqlen), 1), ATTENTION_BLOCK_M)
-    slopes = (alibi_slopes.float().contiguous() * LOG2E) if alibi_slopes is not None else cu_seqlens  # unused if not
-    kn.varlen_attention[(n_seq * n_qblocks, heads)](
-        q, k, v, out, cu_seqlens, slopes, scale * LOG2E, n_qblocks,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
-        D=d, DP=max(16, kn.next_power_of_2(d)), BLOCK_M=ATTENTION_BLOCK_M, BLOCK_N=ATTENTION_BLOCK_N, ALIBI=alibi_slopes is not None,
-        IEEE=q.dtype == torch.float32, num_warps=ATTENTION_WARPS)
-    return out
-
-
 class QuantizedRows(NamedTuple):
     """(M, K) E4M3 values and (M, 1) float32 scales: row ``i`` is ``q[i] * scale[i]``."""
 
     q: torch.Tensor
     scale: torch.Tensor
+
+
+ADD_LN_WARPS = 4  # per row (Triton's default; benchmarks/profile_esm2_layer.py times 4, 8 and 16)
 
 
 def add_layer_norm(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
@@ -332,5 +222,5 @@ def add_layer_norm(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias:
         n = n_out = torch.empty_like(x)
         scale_out = n_out  # unused
     k.add_ln[(rows,)](x, y, weight, bias, s, n_out, scale_out, eps, E=e, BLOCK=k.next_power_of_2(e),
-                      WRITE_SUM=write_sum, QUANT=quantize)
+                      WRITE_SUM=write_sum, QUANT=quantize, num_warps=ADD_LN_WARPS)
     return (s if write_sum else None), n
