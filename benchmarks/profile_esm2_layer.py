@@ -30,6 +30,7 @@ from virnucflow.models.attention import PackedAttention, resolve_backend  # noqa
 from virnucflow.models import esm2  # noqa: E402
 from virnucflow.models.esm2 import ESM2, ESM2Config, tokenize  # noqa: E402
 from virnucflow.models.packing import make_packed  # noqa: E402
+from virnucflow.models.precision import Precision  # noqa: E402
 from virnucflow.models.random_weights import init_random  # noqa: E402
 
 BUDGET, LAYERS = 32768, 36
@@ -55,7 +56,7 @@ def main() -> None:
     with torch.device(dev):
         model = ESM2(cfg)
     init_random(model, 0)
-    model.prepare(dev, torch.float16)
+    model.prepare(dev, Precision("fp16", "fp16"), fused=True)
     layer16 = model.layers[0]
     backend = resolve_backend("auto", dev, torch.float16, alibi=False, packed=True)
     attend = PackedAttention(backend, batch, cfg.attention_heads)
@@ -80,7 +81,7 @@ def main() -> None:
         h1 = layer.fc1(h)
         act = layer.act(h1)
         steps = [("add + LayerNorm (x2)" + (", writing E4M3 rows" if is8 else ""),
-                  lambda: kernels.add_layer_norm(residual, hidden, ln1.weight, ln1.bias, ln1.eps, quantize=is8), 2, None)]
+                  lambda: layer.add_norm(residual, hidden, ln1, is8), 2, None)]
         one_pass = "max first, GELU once" if fused else "previous, GELU twice"
         if is8:
             steps.append((f"quantise rows, E wide (out_proj input), {one_pass}", lambda: fp8.quantize_rows(o, None, fused), 1,

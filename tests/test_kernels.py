@@ -20,11 +20,12 @@ import numpy as np
 import pytest
 import torch
 
-from virnucflow.models import attention_kernel, kernels
+from virnucflow.models import attention_kernel, fp8, kernels
 from virnucflow.models.dnabert_s import DNABERT, DNABERTConfig
 from virnucflow.models.attention import PackedAttention
 from virnucflow.models.esm2 import ESM2, ESM2Config, tokenize
 from virnucflow.models.packing import make_packed
+from virnucflow.models.precision import Precision
 from virnucflow.models.random_weights import init_random
 
 from workloads.frames import mixed_frames
@@ -79,7 +80,7 @@ def test_add_layer_norm_with_and_without_the_sum(device):
     assert kernels.add_layer_norm(x, y, w, b, 1e-5, write_sum=False)[0] is None
     # precision fp8: the normalised rows in E4M3 with one scale per row (the scales of the
     # reference's rows; values checked on GPUs, see test_fp8_row_quantisation)
-    s3, (q, scale) = kernels.add_layer_norm(x, y, w, b, 1e-5, quantize=True)
+    s3, (q, scale) = fp8.add_layer_norm_quantized(x, y, w, b, 1e-5)
     assert torch.equal(s3, s2) and q.dtype == torch.float8_e4m3fn and scale.shape == (5, 1)
     torch.testing.assert_close(scale, n2.abs().amax(1, keepdim=True) / 448, atol=0, rtol=1e-5)
     if not INTERPRETED:
@@ -154,7 +155,7 @@ def test_esm2_fused_against_unfused(device, monkeypatch):
     model = ESM2(ESM2Config(2, 128, 4))  # heads of 32: the smallest the kernel rotates
     init_random(model, 0)
     tokens = [tokens[i] for i in (3, 6)]
-    m = model.prepare(device, torch.float32)
+    m = model.prepare(device, Precision("fp32", "fp32"), fused=True)
     batch = make_packed(tokens, np.arange(len(tokens)), pad_to=sum(len(t) for t in tokens) + 50).to(device)
     assert PackedAttention("triton", batch, 4).rotates_inside(32)
     monkeypatch.setattr("virnucflow.models.esm2.ROTARY_IN_ATTENTION", True)  # (off by default: slower)
@@ -193,7 +194,7 @@ def test_whole_models_on_the_triton_attention_kernel(device, which):
     model, tokens = _small_model(which)
     # the interpreter runs every program in Python: a few sequences of one, two and three blocks of 64
     tokens = [tokens[i] for i in ((3, 6) if which == "esm2" else (0, 1, 2))]
-    m = model.prepare(device, torch.float32)
+    m = model.prepare(device, Precision("fp32", "fp32"), fused=True)
     batch = make_packed(tokens, np.arange(len(tokens)), pad_to=sum(len(t) for t in tokens) + 50).to(device)
     with torch.no_grad():
         assert (m.embed(batch, "triton") - m.embed(batch, "sdpa")).abs().max() < 1e-5
@@ -217,7 +218,7 @@ def _small_model(which, dnabert_hidden=64, dnabert_heads=4):
 @pytest.mark.parametrize("which", ["esm2", "dnabert_s"])
 def test_whole_models_fused_against_plain_pytorch(device, which, monkeypatch):
     model, tokens = _small_model(which, dnabert_hidden=48, dnabert_heads=6)
-    m = model.prepare(device, torch.float32)
+    m = model.prepare(device, Precision("fp32", "fp32"), fused=True)
     batch = make_packed(tokens, np.arange(len(tokens)), pad_to=sum(len(t) for t in tokens) + 50).to(device)
     with torch.no_grad():
         fused = m.embed(batch, "sdpa")

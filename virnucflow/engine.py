@@ -57,7 +57,7 @@ class EmbedOptions:
     dedup: bool
     fp16_on_cpu: bool
     threads: int
-    fused: bool = True  # ESM-2: GELU in fc1's epilogue, FP8 quantisation with GELU once; False rolls back
+    fused: bool  # the models' fused kernels (ESM-2: GELU in fc1's epilogue, FP8 quantisation with GELU once)
 
     @classmethod
     def defaults(cls, **overrides) -> "EmbedOptions":
@@ -129,17 +129,10 @@ class Embedder:
         if device.type == "cpu" and opts.threads:
             torch.set_num_threads(max(1, int(opts.threads)))
         backend = resolve_backend(opts.attention, device, precision.dtype, alibi=model.alibi, packed=opts.packing)
-        model.prepare(device, precision.dtype)
-        if hasattr(model, "fused"):  # ESM-2: the fused kernels or the unfused reference ones
-            model.fused = bool(opts.fused)
-        if precision.fp8:
-            from virnucflow.models.fp8 import quantize_model
-
-            if not model.fp8:
-                raise ConfigError(f"precision fp8 is not offered for {model.name}: give it per model, e.g. "
-                                  "embedding: {esm2: {precision: fp8}}")
-
-            log.info("%s: %d linear layers quantised to FP8 E4M3", model.name, quantize_model(model, one_pass=opts.fused))
+        if precision.fp8 and not model.fp8:
+            raise ConfigError(f"precision fp8 is not offered for {model.name}: give it per model, e.g. "
+                              "embedding: {esm2: {precision: fp8}}")
+        model.prepare(device, precision, opts.fused)
         return cls(model, device, precision, opts.packing, backend, opts.token_budget)
 
     def warm_up(self) -> None:

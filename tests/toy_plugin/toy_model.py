@@ -49,8 +49,8 @@ class ToyCounter(nn.Module):
     def output_dim(self) -> int:
         return 3
 
-    def prepare(self, device, dtype):
-        return self.to(device=device, dtype=dtype).eval()
+    def prepare(self, device, precision, fused):
+        return self.to(device=device, dtype=precision.dtype).eval()
 
     def hidden_states(self, batch, backend):
         """(T, 3) packed or (B, L, 3) padded token states."""

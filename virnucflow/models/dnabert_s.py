@@ -36,6 +36,7 @@ from . import kernels
 from .attention import PackedAttention, PaddedAttention, alibi_slopes
 from .packing import PackedBatch, PaddedBatch
 from .pooling import DNABERT_POOLING, PooledEncoder
+from .precision import Precision
 
 
 @dataclass(frozen=True)
@@ -207,9 +208,10 @@ class DNABERT(PooledEncoder, nn.Module):
     def output_dim(self) -> int:
         return self.cfg.hidden_size
 
-    def prepare(self, device: torch.device, dtype: torch.dtype) -> "DNABERT":
-        """Inference set-up: weights on ``device`` in ``dtype``."""
-        self.to(device=device, dtype=dtype)
+    def prepare(self, device: torch.device, precision: Precision, fused: bool) -> "DNABERT":
+        """Inference set-up: weights on ``device`` in the precision's dtype (no FP8: ``fp8`` is False; no
+        kernel choice: ``fused`` changes nothing here)."""
+        self.to(device=device, dtype=precision.dtype)
         self.eval()
         return self
 

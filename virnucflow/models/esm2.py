@@ -36,16 +36,20 @@ layer over residues only, first 1024 residues.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import kernels
+from . import fp8, kernels
 from .attention import PackedAttention, PaddedAttention
 from .packing import PackedBatch, PaddedBatch
 from .pooling import ESM_POOLING, PooledEncoder
+from .precision import Precision
+
+log = logging.getLogger("virnucflow")
 
 # fair-esm's alphabet ("ESM-1b" architecture): prepend <cls>, append <eos>, pad with <pad>.
 ALPHABET = (
@@ -191,6 +195,7 @@ class MultiheadAttention(nn.Module):
 
 class TransformerLayer(nn.Module):
     fp8_fused_activations = (("act", "fc2"),)  # precision fp8: the GELU runs in fc2's input quantisation
+    fp8 = False  # its linears quantised to E4M3 (ESM2.prepare in precision fp8)
 
     def __init__(self, cfg: ESM2Config):
         super().__init__()
@@ -213,18 +218,23 @@ class TransformerLayer(nn.Module):
         ``+ fc2(gelu(fc1(LN2(...))))``, with one pass over memory per add+norm.
         ``fused`` (ESM2.fused): GELU in fc1's epilogue (and ROTARY_IN_ATTENTION).
         """
-        # precision fp8: the LayerNorms write E4M3 rows that the FP8 projections read
-        quantize = packed and self.self_attn.qkv is not None and getattr(self.fc1, "takes_quantized", False)
+        # precision fp8 (packed rows): the LayerNorms write E4M3 rows that the FP8 projections read
+        quantize = packed and self.fp8
         ln = self.self_attn_layer_norm
         if residual is None:
             residual, h = hidden, ln(hidden)
         else:
-            residual, h = kernels.add_layer_norm(residual, hidden, ln.weight, ln.bias, ln.eps, quantize=quantize)
+            residual, h = self.add_norm(residual, hidden, ln, quantize)
         o = self.attention(h, rotary, attend, packed, fused)
-        ln = self.final_layer_norm
-        residual, h = kernels.add_layer_norm(residual, self.self_attn.out_proj(o.flatten(-2)), ln.weight, ln.bias,
-                                             ln.eps, quantize=quantize)
+        residual, h = self.add_norm(residual, self.self_attn.out_proj(o.flatten(-2)), self.final_layer_norm, quantize)
         return self.fc2(self.fc1_gelu(h, fused)), residual
+
+    @staticmethod
+    def add_norm(residual: torch.Tensor, y: torch.Tensor, ln: nn.LayerNorm, quantize: bool):
+        """``residual + y`` and its LayerNorm in one pass; in E4M3 rows for the FP8 projections."""
+        if quantize:
+            return fp8.add_layer_norm_quantized(residual, y, ln.weight, ln.bias, ln.eps)
+        return kernels.add_layer_norm(residual, y, ln.weight, ln.bias, ln.eps)
 
     def attention(self, h: torch.Tensor, rotary: Rotary, attend, packed: bool, fused: bool) -> torch.Tensor:
         """Self-attention before out_proj: fused with ROTARY_IN_ATTENTION, the attention kernel
@@ -278,14 +288,20 @@ class ESM2(PooledEncoder, nn.Module):
     def output_dim(self) -> int:
         return self.cfg.embed_dim
 
-    def prepare(self, device: torch.device, dtype: torch.dtype, fuse: bool = True) -> "ESM2":
-        """Inference set-up: FP32 copies of the rotary frequencies (before any cast),
-        weights on ``device`` in ``dtype``, q/k/v fused into one projection."""
+    def prepare(self, device: torch.device, precision: Precision, fused: bool) -> "ESM2":
+        """Inference set-up: FP32 copies of the rotary frequencies (before any cast), weights on
+        ``device`` in the precision's dtype, q/k/v fused into one projection, the fused kernels or not
+        (``embedding.fused``); precision fp8: the layers' linears quantised to E4M3 (:mod:`.fp8`), the
+        LayerNorms before them then writing E4M3 rows."""
         self._inv_freqs = [layer.self_attn.rot_emb.inv_freq.detach().to(device, torch.float32) for layer in self.layers]
-        self.to(device=device, dtype=dtype)
-        if fuse:
+        self.to(device=device, dtype=precision.dtype)
+        for layer in self.layers:
+            layer.self_attn.fuse_qkv()
+        self.fused = fused
+        if precision.fp8:
+            log.info("%s: %d linear layers quantised to FP8 E4M3", self.name, fp8.quantize_model(self, one_pass=fused))
             for layer in self.layers:
-                layer.self_attn.fuse_qkv()
+                layer.fp8 = True
         self.eval()
         return self
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +59,27 @@ def supported(device: torch.device) -> str | None:
 
 
 # --------------------------------------------------------------------------- quantisation
+
+
+class QuantizedRows(NamedTuple):
+    """(M, K) E4M3 values and (M, 1) float32 scales: row ``i`` is ``q[i] * scale[i]``."""
+
+    q: torch.Tensor
+    scale: torch.Tensor
+
+
+def add_layer_norm_quantized(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                             eps: float) -> tuple[torch.Tensor, QuantizedRows]:
+    """``s = x + y`` and ``LayerNorm(s)`` in E4M3 rows (one scale per row) for an :class:`Fp8Linear` to
+    read directly: one pass with the Triton kernel (:func:`kernels.add_layer_norm`), else the reference."""
+    if not kernels.add_layer_norm_runs_fused(x, y):
+        s, n = kernels.add_layer_norm_reference(x, y, weight, bias, eps)
+        return s, QuantizedRows(*quantize_rows_reference(n.reshape(-1, n.shape[-1])))
+    rows, e = x.shape
+    out = QuantizedRows(torch.empty((rows, e), dtype=FP8, device=x.device),
+                        torch.empty((rows, 1), dtype=torch.float32, device=x.device))
+    s, _ = kernels.add_layer_norm(x, y, weight, bias, eps, quantized_out=out)
+    return s, out
 
 
 def quantize_rows_reference(x: torch.Tensor, activation: str | None = None):
@@ -235,10 +257,8 @@ class Fp8Linear(nn.Module):
         act = f", activation={self.activation}" if self.activation else ""
         return f"in_features={self.in_features}, out_features={self.out_features}, fp8=e4m3{act}"
 
-    takes_quantized = True  # accepts kernels.QuantizedRows (rows a fused LayerNorm quantised)
-
-    def forward(self, x: torch.Tensor | kernels.QuantizedRows) -> torch.Tensor:
-        if isinstance(x, kernels.QuantizedRows):
+    def forward(self, x: torch.Tensor | QuantizedRows) -> torch.Tensor:
+        if isinstance(x, QuantizedRows):
             (q, scale), shape = x, x.q.shape[:-1]
         else:
             shape = x.shape[:-1]

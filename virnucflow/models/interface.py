@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .packing import PackedBatch, PaddedBatch
+from .precision import Precision
 
 
 @runtime_checkable
@@ -41,8 +42,10 @@ class EmbeddingModel(Protocol):
     @property
     def output_dim(self) -> int: ...
 
-    def prepare(self, device: torch.device, dtype: torch.dtype) -> "EmbeddingModel":
-        """Inference set-up: weights on ``device`` in ``dtype``, eval mode, fused layouts."""
+    def prepare(self, device: torch.device, precision: Precision, fused: bool) -> "EmbeddingModel":
+        """Inference set-up: weights on ``device`` in ``precision.dtype``, eval mode, fused layouts;
+        ``fused``: the model's fused kernels or its unfused reference ones (``embedding.fused``); with
+        ``precision.fp8`` (offered where ``fp8`` is True) the model quantises its own linear layers."""
         ...
 
     def embed(self, batch: PackedBatch | PaddedBatch, backend: str) -> torch.Tensor:

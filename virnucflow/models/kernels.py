@@ -30,7 +30,6 @@ from __future__ import annotations
 import functools
 import os
 from types import SimpleNamespace
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -187,40 +186,36 @@ def geglu(h: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class QuantizedRows(NamedTuple):
-    """(M, K) E4M3 values and (M, 1) float32 scales: row ``i`` is ``q[i] * scale[i]``."""
-
-    q: torch.Tensor
-    scale: torch.Tensor
-
-
 ADD_LN_WARPS = 4  # per row (Triton's default; benchmarks/profile_esm2_layer.py times 4, 8 and 16)
 
 
+def add_layer_norm_runs_fused(x: torch.Tensor, y: torch.Tensor) -> bool:
+    """Whether :func:`add_layer_norm` runs its Triton kernel on these rows (else the PyTorch reference)."""
+    return use_triton(x) and x.ndim == 2 and x.is_contiguous() and y.is_contiguous()
+
+
 def add_layer_norm(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
-                   write_sum: bool = True, quantize: bool = False):
+                   write_sum: bool = True, quantized_out: tuple[torch.Tensor, torch.Tensor] | None = None):
     """``s = x + y`` and ``LayerNorm(s)``; returns ``(s, ln)`` (``s`` is None without ``write_sum``).
 
-    With ``quantize`` (2-D input; precision fp8) ``ln`` is :class:`QuantizedRows`: the
-    normalised rows in E4M3 with one scale per row, for an ``Fp8Linear`` to read directly.
+    ``quantized_out`` (Triton only, see :func:`add_layer_norm_runs_fused`): an (M, E) E4M3 and an
+    (M, 1) float32 tensor that receive the normalised rows quantised per row (``ln`` is then None):
+    what ``virnucflow.models.fp8.add_layer_norm_quantized`` asks for.
     """
-    if not (use_triton(x) and x.ndim == 2 and x.is_contiguous() and y.is_contiguous()):
+    if not add_layer_norm_runs_fused(x, y):
+        if quantized_out is not None:
+            raise ValueError("quantised rows come from the Triton kernel only")
         s, n = add_layer_norm_reference(x, y, weight, bias, eps)
-        if quantize:
-            from .fp8 import quantize_rows_reference
-
-            n = QuantizedRows(*quantize_rows_reference(n.reshape(-1, n.shape[-1])))
         return (s if write_sum else None), n
     k = _kernels()
     rows, e = x.shape
     s = torch.empty_like(x) if write_sum else x  # unused when not written
-    if quantize:
-        n = QuantizedRows(torch.empty((rows, e), dtype=torch.float8_e4m3fn, device=x.device),
-                          torch.empty((rows, 1), dtype=torch.float32, device=x.device))
-        n_out, scale_out = n
+    if quantized_out is not None:
+        n = None
+        n_out, scale_out = quantized_out
     else:
         n = n_out = torch.empty_like(x)
         scale_out = n_out  # unused
     k.add_ln[(rows,)](x, y, weight, bias, s, n_out, scale_out, eps, E=e, BLOCK=k.next_power_of_2(e),
-                      WRITE_SUM=write_sum, QUANT=quantize, num_warps=ADD_LN_WARPS)
+                      WRITE_SUM=write_sum, QUANT=quantized_out is not None, num_warps=ADD_LN_WARPS)
     return (s if write_sum else None), n
