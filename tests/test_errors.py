@@ -154,7 +154,7 @@ def _dry_run(tmp_path: Path, text: str):
     ("calling: {min_viral_fracton: 0.9}\n", "config key calling.min_viral_fracton: unknown key; did you mean "
      "min_viral_fraction? (known here: preset, min_viral_fraction, min_windows)"),
     ("embedding: {esm2: {precison: fp32}}\n", "config key embedding.esm2.precison: unknown key; did you mean "
-     "precision? (known here: precision, packing, attention, token_budget)"),
+     "precision? (known here: precision, packing, attention, fused, token_budget)"),
     ("chunk_length: 500.0\n", "config key chunk_length: 500.0 is not a whole number; write 500"),
     ("shards: 2.0\n", "config key shards: 2.0 is not a whole number; write 2"),
     ("resources: {embed: {mem_mbb: 100}}\n", "config key resources.embed.mem_mbb: unknown key; did you mean mem_mb? "
