@@ -67,12 +67,12 @@ class EmbedOptions:
     precision: str
     packing: bool
     attention: str
+    fused: bool  # ESM-2: GELU in fc1's epilogue, FP8 quantisation with GELU once; False rolls back
     token_budget: int | str
     device: str
     dedup: bool
     fp16_on_cpu: bool
     threads: int
-    fused: bool = True  # ESM-2: GELU in fc1's epilogue, FP8 quantisation with GELU once; False rolls back
 
     @classmethod
     def defaults(cls, **overrides) -> "EmbedOptions":
