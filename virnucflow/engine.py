@@ -52,12 +52,12 @@ class EmbedOptions:
     precision: str
     packing: bool
     attention: str
+    fused: bool  # ESM-2: GELU in fc1's epilogue, FP8 quantisation with GELU once; False rolls back
     token_budget: int | str
     device: str
     dedup: bool
     fp16_on_cpu: bool
     threads: int
-    fused: bool  # the models' fused kernels (ESM-2: GELU in fc1's epilogue, FP8 quantisation with GELU once)
 
     @classmethod
     def defaults(cls, **overrides) -> "EmbedOptions":
