@@ -13,6 +13,7 @@ import pytest
 
 from virnucflow.planning.batches import plan_batches
 from virnucflow.io.features import Embeddings, write_h5
+from virnucflow.errors import InputError
 from virnucflow.steps.shard import CLASSIFIER_BATCH, plan_shards, read_plan, read_planned_shard
 
 from workloads.frames import SENSE
@@ -274,3 +275,18 @@ def test_an_unchanged_model_is_not_checked_again(tmp_path, monkeypatch, caplog):
     with pytest.raises(ModelFileError):
         check_model("esm2", str(models / "esm2.pt"), tmp_path / "c.json", allow_download=False)
     assert not (tmp_path / "c.json").exists()
+
+
+def test_a_plan_written_by_0_9_0_is_read(tmp_path):
+    """0.9.0 wrote the token columns as esm2_tokens, dnabert_s_tokens; a run resumed after an upgrade reads
+    them by name (and a file that is no plan is still refused)."""
+    old = tmp_path / "shards.tsv"
+    old.write_text("shard\tsample\tfirst\tstop\tnucleotide_offset\tprotein_offset\tesm2_tokens\tdnabert_s_tokens\n"
+                   "1-of-1\ts\t0\t52\t0\t0\t8440\t6381\n")
+    plan = read_plan(old)
+    assert list(plan.columns) == ["shard", "sample", "first", "stop", "nucleotide_offset", "protein_offset",
+                                  "dnabert_s_tokens", "esm2_tokens"]
+    assert plan.loc[0, "esm2_tokens"] == 8440 and plan.loc[0, "dnabert_s_tokens"] == 6381
+    (tmp_path / "other.tsv").write_text("shard\tsample\n1-of-1\ts\n")
+    with pytest.raises(InputError, match="not a VirNucFlow shard plan"):
+        read_plan(tmp_path / "other.tsv")

@@ -167,9 +167,9 @@ def read_plan(path: str | os.PathLike):  # noqa: ANN201 (a pandas DataFrame)
     from virnucflow.io.tables import read_tsv
 
     plan = read_tsv(path, dtype={"shard": str, "sample": str})
-    if list(plan.columns) != PLAN_COLUMNS:
+    if sorted(plan.columns) != sorted(PLAN_COLUMNS):  # (0.9.0 wrote the token columns in another order)
         raise InputError(f"{path}: not a VirNucFlow shard plan (columns {list(plan.columns)})")
-    return plan
+    return plan[PLAN_COLUMNS]
 
 
 def planned_tokens(plan_tsv: str | os.PathLike, shard: str) -> dict[str, int]:
