@@ -79,7 +79,6 @@ def test_plans_cut_at_whole_classifier_batches_and_read_back_every_frame_once(tm
 
 
 def test_a_changed_identified_file_is_refused_not_misread(tmp_path):
-
     files = {"s": _identified(tmp_path, "s", 5000, 1)}
     plan_shards(["s"], files, 2, tmp_path / "p.tsv")
     files["s"][0].write_text(files["s"][0].read_text().replace(">", ">x", 5000))
