@@ -58,7 +58,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from virnucflow.engine import EmbedOptions, Embedder  # noqa: E402
-from virnucflow.models.dnabert_s import DNABERT, DNABERTConfig  # noqa: E402
+from virnucflow.models.dnabert_s import DNABERTS, DNABERTSConfig  # noqa: E402
 from virnucflow.models.esm2 import ESM2, PAD, tokenize  # noqa: E402
 from workloads.published import KNOWN_CONFIGS  # noqa: E402
 from virnucflow.models.random_weights import init_random  # noqa: E402
@@ -387,9 +387,9 @@ def dna_tokenizer():
 
 def bench_dnabert(name: str, nucleotides: list[str], args, sampler, tok) -> None:
     log(f"\nDNABERT-S, workload {name}: {len(nucleotides)} windows")
-    cfg = DNABERTConfig(vocab_size=4096, **DNABERT_SIZE)
+    cfg = DNABERTSConfig(vocab_size=4096, **DNABERT_SIZE)
     with torch.device(DEV):
-        m = DNABERT(cfg)
+        m = DNABERTS(cfg)
     init_random(m, 2)
     state = {k: v.detach().cpu() for k, v in m.state_dict().items()}
     del m
@@ -400,7 +400,7 @@ def bench_dnabert(name: str, nucleotides: list[str], args, sampler, tok) -> None
 
     def make(precision, packing, attention, budget="auto"):
         with torch.device("meta"):
-            mm = DNABERT(cfg)
+            mm = DNABERTS(cfg)
         mm.load_state_dict(state, assign=True)
         mm.tokenizer = SimpleNamespace(pad_id=3)  # tokens come from the benchmark's own tokenizer
         return Embedder.create(mm, EmbedOptions.defaults(precision=precision, packing=packing, attention=attention,
@@ -487,14 +487,14 @@ def bench_job(args, sampler, tok) -> None:
         del m
         cleanup()
     if not dn_path.exists():
-        save_dnabert_dir(random_dnabert(DNABERTConfig(vocab_size=tok.get_vocab_size(), **DNABERT_SIZE), 6), dn_path, tok)
+        save_dnabert_dir(random_dnabert(DNABERTSConfig(vocab_size=tok.get_vocab_size(), **DNABERT_SIZE), 6), dn_path, tok)
     from virnucflow.steps.demo import random_classifier, save_original_classifier
 
-    width = KNOWN_CONFIGS[ESM_SIZE].embed_dim + DNABERTConfig(**DNABERT_SIZE).hidden_size
+    width = KNOWN_CONFIGS[ESM_SIZE].embed_dim + DNABERTSConfig(**DNABERT_SIZE).hidden_size
     save_original_classifier(random_classifier(width, 512, 0), work / "clf.pth")
     if not esm_path.exists():  # DNABERT-S only: a small ESM-2 stands in for the manifest
         save_fair_esm(random_esm2(KNOWN_CONFIGS["esm2_t6_8M_UR50D"], 5), esm_path)
-        width = KNOWN_CONFIGS["esm2_t6_8M_UR50D"].embed_dim + DNABERTConfig(**DNABERT_SIZE).hidden_size
+        width = KNOWN_CONFIGS["esm2_t6_8M_UR50D"].embed_dim + DNABERTSConfig(**DNABERT_SIZE).hidden_size
         save_original_classifier(random_classifier(width, 512, 0), work / "clf.pth")
     check_models({"esm2": str(esm_path), "dnabert_s": str(dn_path), "classifier": str(work / "clf.pth")}, work / "models.json")
     for kind in args.job_models.split(","):

@@ -28,7 +28,7 @@ from virnucflow.steps.demo import (  # noqa: E402
     random_classifier, random_dnabert, random_esm2, save_dnabert_dir, save_fair_esm, save_original_classifier,
     train_dna_tokenizer,
 )
-from virnucflow.models.dnabert_s import DNABERTConfig  # noqa: E402
+from virnucflow.models.dnabert_s import DNABERTSConfig  # noqa: E402
 from workloads.published import KNOWN_CONFIGS  # noqa: E402
 from virnucflow.steps.preprocess import CODON_TABLE  # noqa: E402
 
@@ -59,7 +59,7 @@ def build_models(work: Path, tiny: bool = False) -> dict:
         rng = np.random.default_rng(0)
         tok = train_dna_tokenizer(["".join(rng.choice(list("ACGT"), 5000)) for _ in range(400)], vocab_size=4096)
         size = dict(hidden_size=96, num_hidden_layers=2, intermediate_size=192) if tiny else {}
-        save_dnabert_dir(random_dnabert(DNABERTConfig(vocab_size=tok.get_vocab_size(), **size), 6), paths["dnabert_s"], tok)
+        save_dnabert_dir(random_dnabert(DNABERTSConfig(vocab_size=tok.get_vocab_size(), **size), 6), paths["dnabert_s"], tok)
     if not paths["classifier"].exists():
         width = 96 + 320 if tiny else 768 + 2560
         save_original_classifier(random_classifier(width, 512, 0), paths["classifier"])

@@ -124,7 +124,7 @@ def full_size_models(directory: Path, seed: int = 0) -> dict[str, Path]:
     12 x 768 with a 4,096-piece tokenizer, the classifier 3328 -> 512 -> 2), in the real formats."""
     from virnucflow.steps.demo import (random_classifier, random_dnabert, random_esm2, save_dnabert_dir, save_fair_esm,
                                  save_original_classifier, train_dna_tokenizer)
-    from virnucflow.models.dnabert_s import DNABERTConfig
+    from virnucflow.models.dnabert_s import DNABERTSConfig
     from workloads.published import KNOWN_CONFIGS
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -134,7 +134,7 @@ def full_size_models(directory: Path, seed: int = 0) -> dict[str, Path]:
         save_fair_esm(random_esm2(KNOWN_CONFIGS["esm2_t36_3B_UR50D"], seed).half(), paths["esm2"])
     rng = np.random.default_rng(seed)
     tok = train_dna_tokenizer(["".join(rng.choice(list("ACGT"), 5000)) for _ in range(400)], vocab_size=4096)
-    config = DNABERTConfig(vocab_size=tok.get_vocab_size())
+    config = DNABERTSConfig(vocab_size=tok.get_vocab_size())
     if not paths["dnabert_s"].exists():
         save_dnabert_dir(random_dnabert(config, seed + 1), paths["dnabert_s"], tok)
     width = KNOWN_CONFIGS["esm2_t36_3B_UR50D"].embed_dim + config.hidden_size

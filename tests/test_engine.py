@@ -21,7 +21,7 @@ from virnucflow.engine import EmbedOptions, Embedder, EmbedStats
 from virnucflow.steps.embed import dedup, embed_shard, embed_shard_models, read_ahead
 from virnucflow.errors import ConfigError, ResourceError
 from virnucflow.models.attention import ALL_BACKENDS
-from virnucflow.models.dnabert_s import DNABERT, DNABERTConfig
+from virnucflow.models.dnabert_s import DNABERTS, DNABERTSConfig
 from virnucflow.models.esm2 import ESM2, ESM2Config, PAD, tokenize
 from virnucflow.models.packing import make_packed, make_padded, packing_efficiency, plan_packed, plan_padded
 from virnucflow.models.random_weights import init_random
@@ -39,7 +39,7 @@ def esm():
 
 @pytest.fixture(scope="module")
 def dnabert():
-    m = DNABERT(DNABERTConfig(vocab_size=64, hidden_size=48, num_hidden_layers=2, num_attention_heads=6, intermediate_size=96))
+    m = DNABERTS(DNABERTSConfig(vocab_size=64, hidden_size=48, num_hidden_layers=2, num_attention_heads=6, intermediate_size=96))
     init_random(m, 1)
     m.tokenizer = SimpleNamespace(pad_id=3)  # the token arrays below are made directly
     return m.eval()

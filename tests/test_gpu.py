@@ -28,7 +28,7 @@ import torch
 
 from virnucflow.engine import EmbedOptions, Embedder
 from virnucflow.models.attention import can_run
-from virnucflow.models.dnabert_s import DNABERT, DNABERTConfig
+from virnucflow.models.dnabert_s import DNABERTS, DNABERTSConfig
 from virnucflow.models.esm2 import ESM2, PAD, tokenize
 from workloads.published import KNOWN_CONFIGS
 from virnucflow.models.random_weights import init_random
@@ -64,7 +64,7 @@ def esm_model():
 @pytest.fixture(scope="module")
 def dnabert_model():
     with torch.device("cuda"):
-        model = DNABERT(DNABERTConfig())
+        model = DNABERTS(DNABERTSConfig())
     init_random(model, 4)
     return model
 
@@ -201,7 +201,7 @@ def test_full_size_models_build_and_run_one_batch():
     del esm, emb
     torch.cuda.empty_cache()
     with torch.device("cuda"):
-        dn = DNABERT(DNABERTConfig())
+        dn = DNABERTS(DNABERTSConfig())
     init_random(dn, 2)
     tokens = [rng.integers(5, 4096, 120) for _ in range(64)]
     for t in tokens:

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from virnucflow.models import attention_kernel, fp8, kernels
-from virnucflow.models.dnabert_s import DNABERT, DNABERTConfig
+from virnucflow.models.dnabert_s import DNABERTS, DNABERTSConfig
 from virnucflow.models.attention import PackedAttention
 from virnucflow.models.esm2 import ESM2, ESM2Config, tokenize
 from virnucflow.models.packing import make_packed
@@ -207,7 +207,7 @@ def _small_model(which, dnabert_hidden=64, dnabert_heads=4):
         model = ESM2(ESM2Config(3, 64, 4))
         tokens = [tokenize(a) for a in mixed_frames(8, seed=1, high=200)[1]]
     else:
-        model = DNABERT(DNABERTConfig(vocab_size=64, hidden_size=dnabert_hidden, num_hidden_layers=2,
+        model = DNABERTS(DNABERTSConfig(vocab_size=64, hidden_size=dnabert_hidden, num_hidden_layers=2,
                                       num_attention_heads=dnabert_heads, intermediate_size=96))
         rng = np.random.default_rng(2)
         tokens = [np.concatenate([[1], rng.integers(5, 64, int(k)), [2]]) for k in rng.integers(1, 150, 8)]

@@ -24,7 +24,7 @@ from virnucflow.steps.demo import random_dnabert, random_esm2, save_dnabert_dir,
 from virnucflow.models.attention import alibi_slopes
 from virnucflow.models.checkpoints import dnabert_s_to_checkpoint, load_dnabert_s, load_esm2
 from workloads.published import fair_to_hf_esm
-from virnucflow.models.dnabert_s import DNABERTConfig
+from virnucflow.models.dnabert_s import DNABERTSConfig
 from virnucflow.models.esm2 import ALPHABET, ESM2, ESM2Config, PAD, tokenize
 from virnucflow.models.packing import make_packed, make_padded
 
@@ -198,7 +198,7 @@ def test_alibi_slopes_match_dnabert2_list():
 
 @pytest.fixture(scope="module")
 def small_dnabert():
-    return random_dnabert(DNABERTConfig(vocab_size=64, hidden_size=96, num_hidden_layers=3, num_attention_heads=12,
+    return random_dnabert(DNABERTSConfig(vocab_size=64, hidden_size=96, num_hidden_layers=3, num_attention_heads=12,
                                         intermediate_size=192), 7)
 
 
@@ -294,11 +294,11 @@ def test_published_dnabert_layout_loads_strictly(tmp_path, prefix):
 
 
 def test_tokenizer_adds_cls_sep_and_ignores_stored_padding(tmp_path):
-    from virnucflow.models.dnabert_s import Tokenizer
+    from virnucflow.models.dnabert_s import DNABERTSTokenizer
 
     tok = train_dna_tokenizer(["ACGTTGCA" * 100], vocab_size=40)  # stores padding/truncation to 2000
     tok.save(str(tmp_path / "tokenizer.json"))
-    ours = Tokenizer(tmp_path / "tokenizer.json")
+    ours = DNABERTSTokenizer(tmp_path / "tokenizer.json")
     ids = ours.encode("ACGT" * 1000)
     assert ids[0] == 1 and ids[-1] == 2
     assert 3 not in ids  # no [PAD] to 2000
@@ -307,7 +307,7 @@ def test_tokenizer_adds_cls_sep_and_ignores_stored_padding(tmp_path):
 
 def test_demo_dnabert_round_trip(tmp_path):
     tok = train_dna_tokenizer(["ACGT" * 200], vocab_size=48)
-    model = random_dnabert(DNABERTConfig(vocab_size=tok.get_vocab_size(), hidden_size=48, num_hidden_layers=2,
+    model = random_dnabert(DNABERTSConfig(vocab_size=tok.get_vocab_size(), hidden_size=48, num_hidden_layers=2,
                                          num_attention_heads=6, intermediate_size=96), 3)
     for safetensors in (False, True):
         d = tmp_path / f"dn{safetensors}"

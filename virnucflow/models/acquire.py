@@ -145,10 +145,10 @@ def describe_esm2(path: Path) -> dict:
 
 def describe_dnabert_s(path: Path) -> dict:
     from .checkpoints import check_state_dict, describe_shapes, read_dnabert_s, read_dnabert_s_tokenizer
-    from .dnabert_s import DNABERT
+    from .dnabert_s import DNABERTS
 
     config, state, meta = read_dnabert_s(path)
-    check_state_dict(describe_shapes(lambda: DNABERT(config)), state, str(path), f"DNABERT-S ({config.num_hidden_layers} layers, {config.hidden_size} wide)")
+    check_state_dict(describe_shapes(lambda: DNABERTS(config)), state, str(path), f"DNABERT-S ({config.num_hidden_layers} layers, {config.hidden_size} wide)")
     read_dnabert_s_tokenizer(path, config)
     return {"dim": config.hidden_size, "demo": meta["demo_model"], "format": meta["format"], "config": config.to_dict(),
             "description": f"DNABERT-S {config.num_hidden_layers} layers x {config.hidden_size}"}

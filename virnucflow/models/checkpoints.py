@@ -37,7 +37,7 @@ from torch import nn
 
 from ..errors import ModelFileError, short
 from .dnabert_s import CHECKPOINT_NAMES as DNABERT_S_NAMES
-from .dnabert_s import DNABERT, DNABERTConfig
+from .dnabert_s import DNABERTS, DNABERTSConfig
 from .esm2 import ESM2, ESM2Config
 
 log = logging.getLogger("virnucflow")
@@ -327,7 +327,7 @@ def dnabert_s_to_checkpoint(state: Mapping[str, torch.Tensor]) -> dict[str, torc
     return out
 
 
-def read_dnabert_s(path: str | Path) -> tuple[DNABERTConfig, dict[str, torch.Tensor], dict]:
+def read_dnabert_s(path: str | Path) -> tuple[DNABERTSConfig, dict[str, torch.Tensor], dict]:
     p = Path(path)
     if not p.exists():
         raise ModelFileError(f"{p}: DNABERT-S model directory not found")
@@ -337,7 +337,7 @@ def read_dnabert_s(path: str | Path) -> tuple[DNABERTConfig, dict[str, torch.Ten
     if cfg.get("model_type") != "bert":
         raise ModelFileError(f"{p / 'config.json'}: model_type {cfg.get('model_type')!r} is not a DNABERT-S ('bert') model")
     try:
-        config = DNABERTConfig.from_hf(cfg, name=p.name)
+        config = DNABERTSConfig.from_hf(cfg, name=p.name)
     except KeyError as exc:
         raise ModelFileError(f"{p / 'config.json'}: missing {exc}") from None
     if not (p / "tokenizer.json").is_file():
@@ -346,13 +346,13 @@ def read_dnabert_s(path: str | Path) -> tuple[DNABERTConfig, dict[str, torch.Ten
     return config, state, {"demo_model": bool(cfg.get("virnucflow_demo", False)), "format": "huggingface"}
 
 
-def read_dnabert_s_tokenizer(path: str | Path, config: DNABERTConfig):
+def read_dnabert_s_tokenizer(path: str | Path, config: DNABERTSConfig):
     """The model directory's ``tokenizer.json``, checked against the model's embeddings."""
-    from .dnabert_s import Tokenizer
+    from .dnabert_s import DNABERTSTokenizer
 
     file = Path(path) / "tokenizer.json"
     try:
-        tokenizer = Tokenizer(file)
+        tokenizer = DNABERTSTokenizer(file)
     except Exception as exc:  # tokenizers raises its own exception types
         raise ModelFileError(f"{file}: not a tokenizers JSON file ({short(exc)})") from None
     if tokenizer.vocab_size > config.vocab_size:
@@ -360,9 +360,9 @@ def read_dnabert_s_tokenizer(path: str | Path, config: DNABERTConfig):
     return tokenizer
 
 
-def load_dnabert_s(path: str | Path) -> tuple[DNABERT, dict]:
+def load_dnabert_s(path: str | Path) -> tuple[DNABERTS, dict]:
     """DNABERT-S and its tokenizer from a Hugging Face model directory."""
     config, state, meta = read_dnabert_s(path)
-    model = build_and_load(lambda: DNABERT(config), state, str(path), f"DNABERT-S ({config.num_hidden_layers} layers, {config.hidden_size} wide)")
+    model = build_and_load(lambda: DNABERTS(config), state, str(path), f"DNABERT-S ({config.num_hidden_layers} layers, {config.hidden_size} wide)")
     model.tokenizer = read_dnabert_s_tokenizer(path, config)
     return model, {**meta, "config": config.to_dict()}

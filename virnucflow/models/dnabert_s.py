@@ -40,7 +40,7 @@ from .precision import Precision
 
 
 @dataclass(frozen=True)
-class DNABERTConfig:
+class DNABERTSConfig:
     vocab_size: int = 4096
     hidden_size: int = 768
     num_hidden_layers: int = 12
@@ -56,7 +56,7 @@ class DNABERTConfig:
         return self.hidden_size // self.num_attention_heads
 
     @classmethod
-    def from_hf(cls, cfg: dict, name: str = "DNABERT-S") -> "DNABERTConfig":
+    def from_hf(cls, cfg: dict, name: str = "DNABERT-S") -> "DNABERTSConfig":
         keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
         missing = [k for k in keys if k not in cfg]
         if missing:
@@ -73,7 +73,7 @@ class DNABERTConfig:
         return asdict(self)
 
 
-class Tokenizer:
+class DNABERTSTokenizer:
     """DNABERT-S's BPE tokenizer from ``tokenizer.json`` (adds [CLS] ... [SEP]).
 
     The published file stores fixed padding and truncation to 2000 tokens;
@@ -117,10 +117,10 @@ CHECKPOINT_NAMES = [
 ]
 
 
-class Embeddings(nn.Module):
+class TokenEmbeddings(nn.Module):
     """``LayerNorm(word + token_type[0])``: no position embeddings (ALiBi in attention)."""
 
-    def __init__(self, cfg: DNABERTConfig):
+    def __init__(self, cfg: DNABERTSConfig):
         super().__init__()
         self.word = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
         self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
@@ -133,7 +133,7 @@ class Embeddings(nn.Module):
 class SelfAttention(nn.Module):
     """Fused ``qkv`` projection laid out (t h d); ``attend`` applies the ALiBi bias."""
 
-    def __init__(self, cfg: DNABERTConfig):
+    def __init__(self, cfg: DNABERTSConfig):
         super().__init__()
         self.num_heads, self.head_dim = cfg.num_attention_heads, cfg.head_dim
         self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
@@ -147,7 +147,7 @@ class SelfAttention(nn.Module):
 class GEGLU(nn.Module):
     """``down(gelu(gate) * value)`` with ``gate | value = gated(x)`` (erf GELU, no bias on ``gated``)."""
 
-    def __init__(self, cfg: DNABERTConfig):
+    def __init__(self, cfg: DNABERTSConfig):
         super().__init__()
         self.gated = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
         self.down = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
@@ -159,7 +159,7 @@ class GEGLU(nn.Module):
 class Layer(nn.Module):
     """Post-LN: ``x = LN(x + attn(x))``, then ``x = LN(x + mlp(x))``; each add fused with its LayerNorm."""
 
-    def __init__(self, cfg: DNABERTConfig):
+    def __init__(self, cfg: DNABERTSConfig):
         super().__init__()
         self.attn = SelfAttention(cfg)
         self.attn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
@@ -176,7 +176,7 @@ def _add_norm(x: torch.Tensor, y: torch.Tensor, norm: nn.LayerNorm) -> torch.Ten
     return kernels.add_layer_norm(x, y, norm.weight, norm.bias, norm.eps, write_sum=False)[1]
 
 
-class DNABERT(PooledEncoder, nn.Module):
+class DNABERTS(PooledEncoder, nn.Module):
     """DNABERT-S as an :class:`~virnucflow.models.interface.EmbeddingModel`."""
 
     name = "dnabert_s"
@@ -189,13 +189,13 @@ class DNABERT(PooledEncoder, nn.Module):
     # FP32 (post-LN and GEGLU amplify E4M3 rounding), and it is ~3% of the GPU time anyway
     fp8 = False
 
-    def __init__(self, cfg: DNABERTConfig):
+    def __init__(self, cfg: DNABERTSConfig):
         super().__init__()
         self.cfg = cfg
-        self.embed_tokens = Embeddings(cfg)
+        self.embed_tokens = TokenEmbeddings(cfg)
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_hidden_layers))
         self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size)  # in the checkpoint; unused for embeddings
-        self.tokenizer: Tokenizer | None = None  # attached by the loader
+        self.tokenizer: DNABERTSTokenizer | None = None  # attached by the loader
         self._slopes: torch.Tensor | None = None
 
     def slopes(self, device: torch.device) -> torch.Tensor:
@@ -208,7 +208,7 @@ class DNABERT(PooledEncoder, nn.Module):
     def output_dim(self) -> int:
         return self.cfg.hidden_size
 
-    def prepare(self, device: torch.device, precision: Precision, fused: bool) -> "DNABERT":
+    def prepare(self, device: torch.device, precision: Precision, fused: bool) -> "DNABERTS":
         """Inference set-up: weights on ``device`` in the precision's dtype (no FP8: ``fp8`` is False; no
         kernel choice: ``fused`` changes nothing here)."""
         self.to(device=device, dtype=precision.dtype)

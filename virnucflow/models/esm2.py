@@ -99,7 +99,7 @@ def tokenize(protein: str) -> np.ndarray:
     return np.concatenate(([CLS], body, [EOS])).astype(np.int64)
 
 
-class Tokenizer:
+class ESM2Tokenizer:
     """fair-esm's alphabet as a tokenizer of the engine's interface."""
 
     pad_id = PAD
@@ -276,7 +276,7 @@ class ESM2(PooledEncoder, nn.Module):
     def __init__(self, cfg: ESM2Config):
         super().__init__()
         self.cfg = cfg
-        self.tokenizer = Tokenizer()
+        self.tokenizer = ESM2Tokenizer()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=PAD)
         self.layers = nn.ModuleList(TransformerLayer(cfg) for _ in range(cfg.num_layers))
         self.emb_layer_norm_after = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)

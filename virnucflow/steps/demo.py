@@ -30,7 +30,7 @@ import torch
 
 from virnucflow.io.atomic import atomic_outputs
 from virnucflow.models.classifier import MLPClassifier
-from virnucflow.models.dnabert_s import DNABERT, DNABERTConfig
+from virnucflow.models.dnabert_s import DNABERTS, DNABERTSConfig
 from virnucflow.models.esm2 import ESM2, ESM2Config
 from virnucflow.models.checkpoints import dnabert_s_to_checkpoint
 from virnucflow.models.random_weights import init_random
@@ -114,7 +114,7 @@ def train_dna_tokenizer(corpus: list[str], vocab_size: int = 128):
     return tok
 
 
-def save_dnabert_dir(model: DNABERT, directory: str | Path, tokenizer, demo: bool = False, safetensors: bool = False) -> None:
+def save_dnabert_dir(model: DNABERTS, directory: str | Path, tokenizer, demo: bool = False, safetensors: bool = False) -> None:
     """Write ``model`` as a Hugging Face DNABERT-S directory."""
     c = model.cfg
     config = {
@@ -144,8 +144,8 @@ def save_dnabert_dir(model: DNABERT, directory: str | Path, tokenizer, demo: boo
             {"cls_token": "[CLS]", "mask_token": "[MASK]", "pad_token": "[PAD]", "sep_token": "[SEP]", "unk_token": "[UNK]"}) + "\n")
 
 
-def random_dnabert(config: DNABERTConfig, seed: int) -> DNABERT:
-    model = DNABERT(config)
+def random_dnabert(config: DNABERTSConfig, seed: int) -> DNABERTS:
+    model = DNABERTS(config)
     init_random(model, seed)
     return model.eval()
 
@@ -196,7 +196,7 @@ def build_demo_esm2(path: str | Path, seed: int = 0) -> int:
 def build_demo_dnabert_s(directory: str | Path, seed: int = 0) -> int:
     """The demo DNABERT-S (a Hugging Face directory with its tokenizer); returns its width."""
     tokenizer = train_dna_tokenizer(demo_dna_corpus(seed))
-    dn_cfg = DNABERTConfig(vocab_size=tokenizer.get_vocab_size(), name="virnucflow_demo_dnabert", **DEMO_DNABERT)
+    dn_cfg = DNABERTSConfig(vocab_size=tokenizer.get_vocab_size(), name="virnucflow_demo_dnabert", **DEMO_DNABERT)
     save_dnabert_dir(random_dnabert(dn_cfg, seed + 1), directory, tokenizer, demo=True)
     return DEMO_DNABERT["hidden_size"]
 
