@@ -21,7 +21,8 @@ Adding a model is one module and one registration:
 
 This module imports neither torch nor the model modules: Snakemake plans the
 workflow from it. Loaders are named as ``"module:function"`` and imported when
-a job runs them.
+a job runs them; a package's ``ModelSpec`` should likewise sit in a module that
+imports no torch at its top (the Snakefile loads the entry points).
 """
 
 from __future__ import annotations
