@@ -162,10 +162,9 @@ def describe_classifier(path: Path) -> dict:
             "description": f"VirNucPro MLP {meta['input_dim']} -> {meta['hidden_dim']} -> 2"}
 
 
-def describe_model(kind: str, spec: object, allow_download: bool) -> dict:
-    """One model's manifest entry: its spec, the resolved path and what the file holds."""
-    r = resolve(kind, str(spec), allow_download)
-    entry = describe_classifier(r.path) if kind == "classifier" else get(kind).describe_file(r.path)
+def describe_model(r: Resolved) -> dict:
+    """A resolved model's manifest entry: its spec, its path and what the file holds."""
+    entry = describe_classifier(r.path) if r.kind == "classifier" else get(r.kind).describe_file(r.path)
     return {"spec": r.spec, "path": str(r.path), **entry}
 
 

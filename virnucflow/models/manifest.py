@@ -37,11 +37,16 @@ def check_model(kind: str, spec: str, out: str | os.PathLike | None, allow_downl
     entry = _checked(kind, spec, allow_download)
     if others:
         check_classifier_width(entry, {k: json.loads(Path(p).read_text())[k]["dim"] for k, p in others.items()})
-    if out is not None:
-        with atomic_outputs([out]) as (tmp,):
-            Path(tmp).write_text(json.dumps({kind: entry}, indent=2, sort_keys=True) + "\n")
+    _write({kind: entry}, out)
     log.info("%s: %s (%s)", kind, entry["path"], entry["description"])
     return entry
+
+
+def _write(manifest: Mapping, out: str | os.PathLike | None) -> None:
+    """A manifest file (``{model: entry}``), written whole or not at all; nothing when ``out`` is None."""
+    if out is not None:
+        with atomic_outputs([out]) as (tmp,):
+            Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def _cache_file() -> Path:
@@ -90,7 +95,7 @@ def _checked(kind: str, spec: str, allow_download: bool) -> dict:
     if isinstance(hit, dict) and {k: hit.get(k) for k in stamp} == json.loads(json.dumps(stamp)):
         log.info("%s: %s unchanged since its last check (%s): not loaded again", kind, resolved.path, cache)
         return hit["entry"]
-    entry = describe_model(kind, spec, allow_download)
+    entry = describe_model(resolved)
     known[key] = {**stamp, "entry": entry}
     _remember(cache, known)
     return entry
@@ -117,8 +122,7 @@ def combine_manifests(paths: Iterable[str | os.PathLike], out: str | os.PathLike
     manifest: dict = {}
     for p in paths:
         manifest.update(json.loads(Path(p).read_text()))
-    with atomic_outputs([out]) as (tmp,):
-        Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    _write(manifest, out)
     return manifest
 
 
@@ -128,9 +132,7 @@ def check_models(models: Mapping[str, object], out: str | os.PathLike | None) ->
     allow_download = bool(models.get("download", True))
     manifest = {kind: _checked(kind, models[kind], allow_download) for kind in model_kinds()}
     check_classifier_width(manifest["classifier"], {k: manifest[k]["dim"] for k in names()})
-    if out is not None:
-        with atomic_outputs([out]) as (tmp,):
-            Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    _write(manifest, out)
     for kind, entry in manifest.items():
         log.info("%s: %s (%s)", kind, entry["path"], entry["description"])
     return manifest

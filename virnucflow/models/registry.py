@@ -67,6 +67,10 @@ class ModelSpec:
     # selftest: (file name with {case}, the key of its ID list, the key of a frame's vector in a dict or "" where
     # each frame's vector is a tensor)
 
+    def frame_tokens(self, nucleotide_length: int, protein_length: int) -> int:
+        """Tokens of one frame: the count of the sequence this model reads."""
+        return self.tokens(nucleotide_length if self.reads == "nucleotide" else protein_length)
+
     @property
     def config_key(self) -> str:
         return f"models.{self.name}"

@@ -7,6 +7,7 @@ CLI, tests and benchmarks read them here instead of writing them again.
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from pathlib import Path
@@ -21,15 +22,20 @@ SCHEMA = share() / "workflow" / "schemas" / "config.schema.yaml"
 
 
 @functools.lru_cache(maxsize=None)
+def _file_schema() -> dict:
+    """The workflow's schema file as it is (read once; not to be changed: :func:`schema` copies it)."""
+    return yaml.safe_load(SCHEMA.read_text())
+
+
+@functools.lru_cache(maxsize=None)
 def schema() -> dict:
     """The config schema: the workflow's file, plus ``models.<name>`` and ``embedding.<name>`` for each
     registered embedding model the file does not list (a model added by a package, virnucflow.models.registry)."""
     from virnucflow.models.registry import embedding_models
 
-    tree = yaml.safe_load(SCHEMA.read_text())
-    props = tree["properties"]
+    tree = copy.deepcopy(_file_schema())
+    models, embedding = tree["properties"]["models"], tree["properties"]["embedding"]
     for spec in embedding_models():
-        models = props["models"]
         if spec.name not in models["properties"]:
             entry = {"type": "string", "description": f"{spec.label}: a path" + (
                 f" or {', '.join(spec.known_names)}" if spec.known_names else "")}
@@ -38,7 +44,7 @@ def schema() -> dict:
             else:
                 models.setdefault("required", []).append(spec.name)
             models["properties"][spec.name] = entry
-        props["embedding"]["properties"].setdefault(
+        embedding["properties"].setdefault(
             spec.name, {"$ref": "#/$defs/model_embedding", "description": f"{spec.label} only; overrides the shared keys above"})
     return tree
 
@@ -47,7 +53,7 @@ def schema_file() -> str:
     """The schema's path for Snakemake's ``validate``: the workflow's file, or where models were added to it
     (:func:`schema`), the effective schema written to ``.snakemake/virnucflow/config.schema.yaml``."""
     tree = schema()
-    if tree == yaml.safe_load(SCHEMA.read_text()):
+    if tree == _file_schema():
         return str(SCHEMA)
     path = Path(".snakemake", "virnucflow", "config.schema.yaml").resolve()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -38,13 +38,11 @@ def frame_tokens(model: str, nucleotide_length: int, protein_length: int) -> int
     """Tokens of one frame for ``model`` (its registered count: ESM-2 residues + <cls> + <eos>; DNABERT-S BPE
     pieces, ~4 bases each, + [CLS] + [SEP]): the shard balancing's estimate
     (``virnucflow.steps.shard.frame_cost`` is their sum)."""
-    from virnucflow.models.registry import get
-
     try:
         spec = get(model)
     except KeyError as exc:
         raise ValueError(f"no token count for model {model!r}") from exc
-    return spec.tokens(nucleotide_length if spec.reads == "nucleotide" else protein_length)
+    return spec.frame_tokens(nucleotide_length, protein_length)
 
 
 @functools.lru_cache(maxsize=256)

@@ -48,8 +48,7 @@ SHARD_HEADER = "index\tid\tnucleotide\tprotein\n"
 
 def model_tokens(nucleotide_length: int, protein_length: int) -> list[int]:
     """A frame's tokens for each embedding model (its registered count of what it reads), in model order."""
-    return [spec.tokens(nucleotide_length if spec.reads == "nucleotide" else protein_length)
-            for spec in embedding_models()]
+    return [spec.frame_tokens(nucleotide_length, protein_length) for spec in embedding_models()]
 
 
 def frame_cost(nucleotide_length: int, protein_length: int) -> int:
