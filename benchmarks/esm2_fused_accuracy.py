@@ -7,8 +7,10 @@ attention, no TF32: ``EmbedOptions.reference``); each production path runs
 packed on the same frames:
 
 - fp16 unfused: ``fused: false``, the previous default (rotary pass, erf GELU pass);
-- fp16 fused: rotary inside the attention kernel, fc1's GELU in cuBLASLt's epilogue (tanh);
-- fp16 fused, erf GELU: rotary inside attention only (separates the tanh GELU's share);
+- fp16 fused (the default): fc1's GELU in cuBLASLt's epilogue (tanh), the residual adds inside
+  out_proj's and fc2's GEMMs (``esm2.FOLD_RESIDUAL``);
+- fp16 fused, erf GELU: the residual adds in the GEMMs only (separates the tanh GELU's share);
+- fp16 fused, residual adds as passes: the default of 2026-12-07 (separates the fold's share);
 - fp8 unfused / fp8 fused: E4M3 products, two-pass / one-pass GELU + quantisation.
 
 Per path and ESM-2 stratum (residues < 50, 50-200, > 200, as ``fp32_compare``):
@@ -34,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from workloads.frames import virnucpro_frames  # noqa: E402
 from virnucflow.engine import EmbedOptions, Embedder  # noqa: E402
 from virnucflow.steps.fp32_compare import STRATA, stratum  # noqa: E402
-from virnucflow.models import fp8  # noqa: E402
+from virnucflow.models import esm2, fp8  # noqa: E402
 from virnucflow.models.esm2 import ESM2, TransformerLayer, tokenize  # noqa: E402
 from workloads.published import KNOWN_CONFIGS  # noqa: E402
 from virnucflow.models.random_weights import init_random  # noqa: E402
@@ -98,24 +100,27 @@ def main() -> None:
 
     vectors, seconds = {}, {}
 
-    def run(name, e, fused, patch_erf=False):
+    def run(name, e, fused, patch_erf=False, fold=True):
         set_fused(e.model, fused)
         original = TransformerLayer.fc1_gelu
         if patch_erf:
             TransformerLayer.fc1_gelu = lambda self, h, fused: original(self, h, False)
+        esm2.FOLD_RESIDUAL = fold
         try:
             t = time.monotonic()
             vectors[name] = e.embed_tokens(tokens)
             seconds[name] = time.monotonic() - t
         finally:
             TransformerLayer.fc1_gelu = original
+            esm2.FOLD_RESIDUAL = True
         print(f"{name}: {seconds[name]:.1f} s", flush=True)
 
     # production paths first (one model per precision, the switch toggled), then FP32
     e16 = embedder(state, cfg, base)
     run("fp16 unfused (previous default)", e16, False)
     run("fp16 fused (default)", e16, True)
-    run("fp16 fused, erf GELU (rotary in attention only)", e16, True, patch_erf=True)
+    run("fp16 fused, erf GELU (residual adds in the GEMMs only)", e16, True, patch_erf=True)
+    run("fp16 fused, residual adds as passes (2026-12-07 default)", e16, True, fold=False)
     sub = tokens[: args.token_frames]
     states16 = {}
     for fused in (False, True):
@@ -167,7 +172,8 @@ def main() -> None:
     lines += ["", "Fused error / unfused error, same frames (all strata; the Done-when bound is 1.05):", "",
               "| precision | fused path | 1 - mean cosine | 1 - min cosine | max abs diff | mean abs diff |", "|---|---|---|---|---|---|"]
     pairs = [("fp16", "fp16 fused (default)", "fp16 unfused (previous default)"),
-             ("fp16", "fp16 fused, erf GELU (rotary in attention only)", "fp16 unfused (previous default)"),
+             ("fp16", "fp16 fused, erf GELU (residual adds in the GEMMs only)", "fp16 unfused (previous default)"),
+             ("fp16", "fp16 fused, residual adds as passes (2026-12-07 default)", "fp16 unfused (previous default)"),
              ("fp8", "fp8 fused (one-pass quantisation)", "fp8 unfused (two-pass quantisation)")]
     for prec, a, b in pairs:
         if (a, "all") in summary and (b, "all") in summary:

@@ -50,12 +50,13 @@ def test_kernels_in_the_interpreter():
                          env={**os.environ, "TRITON_INTERPRET": "1"}, capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
-    assert res.stdout.strip().splitlines()[-1].startswith("26 passed")
+    assert res.stdout.strip().splitlines()[-1].startswith("28 passed")
 
 
-def test_rotary_in_place_on_the_fused_projection(device):
+@pytest.mark.parametrize("heads", [4, 5])  # q and k heads: 8 = one program's worth, 10 = some masked
+def test_rotary_in_place_on_the_fused_projection(device, heads):
     g = torch.Generator().manual_seed(0)
-    t, heads, d = 70, 4, 16
+    t, d = 70, 16
     qkv = torch.randn(t, 3 * heads * d, generator=g).to(device)
     freqs = torch.rand(t, d // 2, generator=g).to(device) * 10
     cos, sin = torch.cat([freqs, freqs], 1).cos(), torch.cat([freqs, freqs], 1).sin()
@@ -165,6 +166,27 @@ def test_esm2_fused_against_unfused(device, monkeypatch):
         m.fused = False
         plain = m.embed(batch, "triton")
     assert (fused - plain).abs().max() < 1e-5
+
+
+def test_esm2_residual_folded_into_the_products_against_unfused(device, monkeypatch):
+    """The fused path's layers with the residual adds in out_proj's and fc2's products and their
+    biases carried as one row that the LayerNorms add (``forward_folded``; chosen on GPUs in
+    FP16/BF16, forced here in FP32) against the unfused layers: FP32 1e-5. The model's biases
+    are made large, so a bias left out or added twice fails by far more."""
+    model, tokens = _small_model("esm2")
+    tokens = [tokens[i] for i in (3, 6)]
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.self_attn.out_proj.bias.normal_(0, 1)
+            layer.fc2.bias.normal_(0, 1)
+    m = model.prepare(device, Precision("fp32", "fp32"), fused=True)
+    batch = make_packed(tokens, np.arange(len(tokens)), pad_to=sum(len(t) for t in tokens) + 50).to(device)
+    with torch.no_grad():
+        plain = m.embed(batch, "triton")
+        monkeypatch.setattr(ESM2, "folds_residual", lambda self, x, packed: packed)
+        folded = m.embed(batch, "triton")
+    assert (folded - plain).abs().max() < 1e-5
+    assert plain.abs().max() > 0.1
 
 
 @pytest.mark.skipif(not CUDA, reason="cuBLASLt's GELU epilogue runs on GPUs only")

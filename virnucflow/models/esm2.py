@@ -23,12 +23,14 @@ Two forwards share the layers:
   token-dropout rescale per sequence, packed attention backends.
 
 ``ESM2.fused`` (config ``embedding.fused``, default on) runs fc1's GELU in
-cuBLASLt's GEMM epilogue (FP16/BF16 on a GPU; the tanh approximation of GELU)
-and, with ``ROTARY_IN_ATTENTION``, lets the ``triton`` attention kernel rotate
-q and k as it loads them (off: measured slower than the separate pass). Off,
-the layer runs the separate erf-GELU pass (the reference the tests compare
-with). The bias adds are the GEMMs' epilogues and each residual add is part of
-the add+LayerNorm pass in both.
+cuBLASLt's GEMM epilogue (the tanh approximation of GELU) and, on packed
+FP16/BF16 rows on a GPU, the residual adds inside out_proj's and fc2's GEMMs
+(:meth:`TransformerLayer.forward_folded`: the residual stream updated in place,
+the biases carried as one FP32 row that the LayerNorms add); with
+``ROTARY_IN_ATTENTION`` the ``triton`` attention kernel rotates q and k as it
+loads them (off: measured slower than the separate pass). Off, the layer runs
+the separate erf-GELU pass and each residual add inside the add+LayerNorm pass
+(the reference the tests compare with). The bias adds are the GEMMs' epilogues.
 
 Pooling (:meth:`ESM2.embed`) is the original VirNucPro's: mean of the last
 layer over residues only, first 1024 residues.
@@ -48,6 +50,7 @@ from .attention import PackedAttention, PaddedAttention
 from .packing import PackedBatch, PaddedBatch
 from .pooling import ESM_POOLING, PooledEncoder
 from .precision import Precision
+from .rotary import Rotary, RotaryEmbedding
 
 log = logging.getLogger("virnucflow")
 
@@ -68,6 +71,8 @@ TOKEN_DROPOUT_RATIO = 0.15 * 0.8  # fair-esm's mask_ratio_train
 #: pass (H100, 2026-12-07: attention + rotary inside 0.947 ms against 0.303 + 0.412 ms; whole
 #: model 102,483 against 103,475 tokens/s; benchmarks/results/esm2_fused_H100.md)
 ROTARY_IN_ATTENTION = False
+#: the fused path's residual adds inside out_proj's and fc2's GEMMs (TransformerLayer.forward_folded)
+FOLD_RESIDUAL = True
 
 
 @dataclass(frozen=True)
@@ -106,47 +111,6 @@ class ESM2Tokenizer:
 
     def encode_batch(self, proteins: list[str]) -> list[np.ndarray]:
         return [tokenize(p) for p in proteins]
-
-
-class RotaryEmbedding(nn.Module):
-    """Holds ``inv_freq`` (loaded from the checkpoint, not recomputed)."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        if torch.empty(0).device.type == "meta":  # built for its shapes: the checkpoint's values replace these
-            inv_freq = torch.empty(dim // 2)
-        else:
-            inv_freq = 1.0 / (10000 ** (torch.arange(0, dim, 2).float() / dim))
-        self.register_buffer("inv_freq", inv_freq)
-
-
-class Rotary:
-    """FP32 cos/sin tables for one batch: (N, D), one row per position (padded) or token (packed)."""
-
-    def __init__(self, inv_freq: torch.Tensor, positions: torch.Tensor):
-        self.inv_freq = inv_freq
-        self.cos, self.sin = self._tables(positions)
-        self._by_position: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def _tables(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        freqs = positions.float()[:, None] * self.inv_freq.float()[None, :]  # (N, D/2)
-        emb = torch.cat((freqs, freqs), dim=-1)  # (N, D)
-        return emb.cos(), emb.sin()
-
-    def by_position(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(n, D) tables for positions 0..n-1 (the same values as the per-token rows), for the
-        attention kernel that rotates q and k itself; made once per batch."""
-        if self._by_position is None or self._by_position[0].shape[0] < n:
-            self._by_position = self._tables(torch.arange(n, device=self.cos.device))
-        return self._by_position
-
-    def padded(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, L, H, D), table per position."""
-        return kernels.rotary_reference(x, self.cos[None, :, None, :], self.sin[None, :, None, :])
-
-    def packed(self, x: torch.Tensor) -> torch.Tensor:
-        """x (T, H, D), table per token."""
-        return kernels.rotary_reference(x, self.cos[:, None, :], self.sin[:, None, :])
 
 
 class MultiheadAttention(nn.Module):
@@ -229,12 +193,28 @@ class TransformerLayer(nn.Module):
         residual, h = self.add_norm(residual, self.self_attn.out_proj(o.flatten(-2)), self.final_layer_norm, quantize)
         return self.fc2(self.fc1_gelu(h, fused)), residual
 
+    def forward_folded(self, residual: torch.Tensor, shift: torch.Tensor, rotary: Rotary, attend) -> torch.Tensor:
+        """The fused path's packed layer with the residual adds inside the GEMMs: ``residual``
+        (T, E) is updated in place by out_proj's and fc2's products (cuBLAS with beta 1: one
+        rounding of residual + product, as in FP32), their biases, the same for every token, are
+        carried as one FP32 row ``shift`` (the stream is ``residual + shift``) that each
+        LayerNorm adds as it reads the rows. Each add+LayerNorm then reads one tensor and
+        writes one, not two and two. Returns the new ``shift``."""
+        attn = self.self_attn
+        _, h = self.add_norm(residual, shift, self.self_attn_layer_norm, False, write_sum=False)
+        o = self.attention(h, rotary, attend, True, True)
+        residual.addmm_(o.flatten(-2), attn.out_proj.weight.t())
+        shift = shift + attn.out_proj.bias
+        _, h = self.add_norm(residual, shift, self.final_layer_norm, False, write_sum=False)
+        residual.addmm_(self.fc1_gelu(h, True), self.fc2.weight.t())
+        return shift + self.fc2.bias
+
     @staticmethod
-    def add_norm(residual: torch.Tensor, y: torch.Tensor, ln: nn.LayerNorm, quantize: bool):
+    def add_norm(residual: torch.Tensor, y: torch.Tensor, ln: nn.LayerNorm, quantize: bool, write_sum: bool = True):
         """``residual + y`` and its LayerNorm in one pass; in E4M3 rows for the FP8 projections."""
         if quantize:
             return fp8.add_layer_norm_quantized(residual, y, ln.weight, ln.bias, ln.eps)
-        return kernels.add_layer_norm(residual, y, ln.weight, ln.bias, ln.eps)
+        return kernels.add_layer_norm(residual, y, ln.weight, ln.bias, ln.eps, write_sum=write_sum)
 
     def attention(self, h: torch.Tensor, rotary: Rotary, attend, packed: bool, fused: bool) -> torch.Tensor:
         """Self-attention before out_proj: fused with ROTARY_IN_ATTENTION, the attention kernel
@@ -334,11 +314,28 @@ class ESM2(PooledEncoder, nn.Module):
 
     def _layers(self, x: torch.Tensor, rotaries: list[Rotary], attend, packed: bool) -> torch.Tensor:
         """The transformer stack and the final LayerNorm (fused with the last residual add)."""
+        ln = self.emb_layer_norm_after
+        if self.folds_residual(x, packed):
+            return self.layers_folded(x, rotaries, attend)
         hidden, residual = x, None
         for layer, rotary in zip(self.layers, rotaries):
             hidden, residual = layer(hidden, residual, rotary, attend, packed, self.fused)
-        ln = self.emb_layer_norm_after
         return kernels.add_layer_norm(residual, hidden, ln.weight, ln.bias, ln.eps, write_sum=False)[1]
+
+    def layers_folded(self, x: torch.Tensor, rotaries: list[Rotary], attend) -> torch.Tensor:
+        """:meth:`_layers` on packed rows with :meth:`TransformerLayer.forward_folded` (``x``, the
+        residual stream, is updated in place)."""
+        shift = x.new_zeros(x.shape[-1], dtype=torch.float32)
+        for layer, rotary in zip(self.layers, rotaries):
+            shift = layer.forward_folded(x, shift, rotary, attend)
+        ln = self.emb_layer_norm_after
+        return kernels.add_layer_norm(x, shift, ln.weight, ln.bias, ln.eps, write_sum=False)[1]
+
+    def folds_residual(self, x: torch.Tensor, packed: bool) -> bool:
+        """Whether the layers run :meth:`TransformerLayer.forward_folded`: the fused path on packed
+        FP16/BF16 rows on a GPU (precision fp8 keeps the separate adds: its products take no residual)."""
+        return (FOLD_RESIDUAL and self.fused and packed and x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
+                and not self.layers[0].fp8)
 
     def forward_padded(self, batch: PaddedBatch, backend: str = "math") -> torch.Tensor:
         """(B, L) tokens -> (B, L, E) final-layer states (after emb_layer_norm_after)."""

@@ -79,7 +79,7 @@ def geglu_reference(h: torch.Tensor) -> torch.Tensor:
 
 
 def add_layer_norm_reference(x, y, weight, bias, eps):
-    s = x + y
+    s = (x + y).to(x.dtype)
     return s, F.layer_norm(s, (s.shape[-1],), weight, bias, eps)
 
 
@@ -91,20 +91,23 @@ def _kernels():
     triton, tl = _triton()  # noqa: F841
 
     @triton.jit
-    def rotary_inplace_kernel(qkv, cos, sin, T, stride_row, E: tl.constexpr, D: tl.constexpr, BLOCK_T: tl.constexpr):
-        # program: BLOCK_T tokens x one head x q or k, rotated where they are
+    def rotary_inplace_kernel(qkv, cos, sin, T, stride_row, NQK: tl.constexpr, D: tl.constexpr,
+                              BLOCK_T: tl.constexpr, HEADS: tl.constexpr):
+        # program: BLOCK_T tokens x HEADS of the 2H q and k heads (q's heads then k's, D apart),
+        # rotated where they are; the tokens' cos/sin rows are read once for all HEADS
         pid_t = tl.program_id(0)
-        which = tl.program_id(1)
-        head = tl.program_id(2)
         half: tl.constexpr = D // 2
-        rows = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)[:, None]
-        cols = tl.arange(0, half)[None, :]
-        mask = rows < T
-        ptr = qkv + rows * stride_row + which * E + head * D + cols
+        rows = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
+        heads = tl.program_id(1) * HEADS + tl.arange(0, HEADS)
+        cols = tl.arange(0, half)
+        row_ok = rows < T
+        mask = row_ok[:, None, None] & (heads < NQK)[None, :, None]
+        ptr = qkv + rows[:, None, None] * stride_row + heads[None, :, None] * D + cols[None, None, :]
         x1 = tl.load(ptr, mask=mask).to(tl.float32)
         x2 = tl.load(ptr + half, mask=mask).to(tl.float32)
-        c = tl.load(cos + rows * D + cols, mask=mask)
-        s = tl.load(sin + rows * D + cols, mask=mask)
+        table = rows[:, None] * D + cols[None, :]
+        c = tl.load(cos + table, mask=row_ok[:, None])[:, None, :]
+        s = tl.load(sin + table, mask=row_ok[:, None])[:, None, :]
         tl.store(ptr, (x1 * c - x2 * s).to(qkv.dtype.element_ty), mask=mask)
         tl.store(ptr + half, (x2 * c + x1 * s).to(qkv.dtype.element_ty), mask=mask)
 
@@ -120,11 +123,12 @@ def _kernels():
 
     @triton.jit
     def add_ln_kernel(x, y, w, b, s_out, n_out, scale_out, eps, E: tl.constexpr, BLOCK: tl.constexpr,
-                      WRITE_SUM: tl.constexpr, QUANT: tl.constexpr):
+                      WRITE_SUM: tl.constexpr, QUANT: tl.constexpr, Y_ROW: tl.constexpr):
         row = tl.program_id(0)
         cols = tl.arange(0, BLOCK)
         mask = cols < E
-        s = tl.load(x + row * E + cols, mask=mask).to(tl.float32) + tl.load(y + row * E + cols, mask=mask).to(tl.float32)
+        y_at = y + row * E + cols if Y_ROW else y + cols  # y: a row per row, or one row for all
+        s = tl.load(x + row * E + cols, mask=mask).to(tl.float32) + tl.load(y_at, mask=mask).to(tl.float32)
         s = s.to(s_out.dtype.element_ty)  # the stored residual, as the unfused add rounds it
         if WRITE_SUM:
             tl.store(s_out + row * E + cols, s, mask=mask)
@@ -153,6 +157,10 @@ def _kernels():
 # --------------------------------------------------------------------------- public
 
 
+#: rotary_qk_inplace's tiles: tokens and q/k heads per program (benchmarks/esm2_gemm_probe.py times others)
+ROTARY_BLOCK_T, ROTARY_HEADS, ROTARY_WARPS = 16, 16, 4
+
+
 def rotary_qk_inplace(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int):
     """Rotate the q and k parts of a fused (T, 3E) projection in place; return q, k, v
     as (T, H, D) views of it (no copies: the attention kernels take strided rows)."""
@@ -166,9 +174,10 @@ def rotary_qk_inplace(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, h
         view[:, 1].copy_(k)
     else:
         k = _kernels()
-        block_t = 64
-        k.rotary_inplace[(k.cdiv(t, block_t), 2, heads)](qkv, cos.contiguous(), sin.contiguous(), t, qkv.stride(0),
-                                                     E=e, D=d, BLOCK_T=block_t)
+        block_t, per_program = ROTARY_BLOCK_T, min(ROTARY_HEADS, k.next_power_of_2(2 * heads))
+        k.rotary_inplace[(k.cdiv(t, block_t), k.cdiv(2 * heads, per_program))](
+            qkv, cos.contiguous(), sin.contiguous(), t, qkv.stride(0), NQK=2 * heads, D=d, BLOCK_T=block_t,
+            HEADS=per_program, num_warps=ROTARY_WARPS)
     q, k, v = qkv.view(t, 3, heads, d).unbind(1)
     return q, k, v
 
@@ -197,6 +206,7 @@ def add_layer_norm_runs_fused(x: torch.Tensor, y: torch.Tensor) -> bool:
 def add_layer_norm(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
                    write_sum: bool = True, quantized_out: tuple[torch.Tensor, torch.Tensor] | None = None):
     """``s = x + y`` and ``LayerNorm(s)``; returns ``(s, ln)`` (``s`` is None without ``write_sum``).
+    ``y`` is (M, E) like ``x`` or one (E,) row added to every row (the fused ESM-2 layer's biases).
 
     ``quantized_out`` (Triton only, see :func:`add_layer_norm_runs_fused`): an (M, E) E4M3 and an
     (M, 1) float32 tensor that receive the normalised rows quantised per row (``ln`` is then None):
@@ -217,5 +227,5 @@ def add_layer_norm(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias:
         n = n_out = torch.empty_like(x)
         scale_out = n_out  # unused
     k.add_ln[(rows,)](x, y, weight, bias, s, n_out, scale_out, eps, E=e, BLOCK=k.next_power_of_2(e),
-                      WRITE_SUM=write_sum, QUANT=quantized_out is not None, num_warps=ADD_LN_WARPS)
+                      WRITE_SUM=write_sum, QUANT=quantized_out is not None, Y_ROW=y.ndim == 2, num_warps=ADD_LN_WARPS)
     return (s if write_sum else None), n
