@@ -290,6 +290,7 @@ def bench_esm(name: str, proteins: list[str], args, sampler) -> None:
     cleanup()
 
     # ours, packed, FP8 E4M3 matrix products (opt-in; GPUs with FP8 tensor cores)
+    import virnucflow.models.fp8 as fp8_module
     from virnucflow.models.fp8 import supported
 
     if CUDA and supported(DEV) is None:
@@ -298,6 +299,17 @@ def bench_esm(name: str, proteins: list[str], args, sampler) -> None:
         sec, busy, peak = timed(lambda: e.embed_tokens(tokens), args.reps, sampler)
         record("ESM-2 3B", name, "ours packed fp8", len(tokens), n_tok, sec, busy, peak, precision="fp8",
                attention=e.backend, **{f"vs_fp16_{k}": v for k, v in cos_stats(fp8_vec, ours_vec).items()})
+        del e
+        cleanup()
+        fp8_module.FAST_ACCUM = True
+        e = ours_esm(state, cfg, "fp8", True)
+        vec = e.embed_tokens(tokens)
+        sec_f, busy, peak = timed(lambda: e.embed_tokens(tokens), args.reps, sampler)
+        fp8_module.FAST_ACCUM = False
+        record("ESM-2 3B", name, "ours packed fp8, fast accumulation (use_fast_accum)", len(tokens), n_tok, sec_f, busy,
+               peak, precision="fp8", attention=e.backend, vs_fp8=f"{100 * (sec_f / sec - 1):+.2f}% time",
+               **{f"vs_fp16_{k}": v for k, v in cos_stats(vec, ours_vec).items()},
+               **{f"vs_fp8_{k}": v for k, v in cos_stats(vec, fp8_vec).items()})
         del e
         cleanup()
         e = ours_esm(state, cfg, "fp8", True, fused=False)

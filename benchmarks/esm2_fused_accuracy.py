@@ -132,6 +132,9 @@ def main() -> None:
         e8 = embedder(state, cfg, EmbedOptions.defaults(device=dev.type, precision="fp8"))
         run("fp8 unfused (two-pass quantisation)", e8, False)
         run("fp8 fused (one-pass quantisation)", e8, True)
+        fp8.FAST_ACCUM = True
+        run("fp8 fused, fast accumulation", e8, True)
+        fp8.FAST_ACCUM = False
         del e8
         torch.cuda.empty_cache()
     ref = embedder(state, cfg, base.reference())
@@ -174,7 +177,8 @@ def main() -> None:
     pairs = [("fp16", "fp16 fused (default)", "fp16 unfused (previous default)"),
              ("fp16", "fp16 fused, erf GELU (residual adds in the GEMMs only)", "fp16 unfused (previous default)"),
              ("fp16", "fp16 fused, residual adds as passes (2026-12-07 default)", "fp16 unfused (previous default)"),
-             ("fp8", "fp8 fused (one-pass quantisation)", "fp8 unfused (two-pass quantisation)")]
+             ("fp8", "fp8 fused (one-pass quantisation)", "fp8 unfused (two-pass quantisation)"),
+             ("fp8", "fp8 fused, fast accumulation", "fp8 fused (one-pass quantisation)")]
     for prec, a, b in pairs:
         if (a, "all") in summary and (b, "all") in summary:
             x, y = summary[(a, "all")], summary[(b, "all")]

@@ -45,6 +45,9 @@ FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0  # largest finite E4M3 value
 MIN_SCALE = 1e-12  # rows of zeros quantise to zeros
 ACTIVATIONS = {"gelu": F.gelu}
+#: ``torch._scaled_mm(use_fast_accum=...)``: Hopper's FP8 products accumulated without the
+#: periodic promotion to FP32 (faster, less exact; benchmarks/esm2_gemm_probe.py measures both)
+FAST_ACCUM = False
 
 
 def supported(device: torch.device) -> str | None:
@@ -267,7 +270,7 @@ class Fp8Linear(nn.Module):
             out_dtype = _out_dtype(q.device, self.dtype)
             bias = self.bias.to(out_dtype) if self.bias is not None else None
             y = torch._scaled_mm(q, self.weight.t(), scale_a=scale, scale_b=self.weight_scale, bias=bias,
-                                 out_dtype=out_dtype)
+                                 out_dtype=out_dtype, use_fast_accum=FAST_ACCUM)
         else:
             y = scaled_mm_reference(q, scale, self.weight, self.weight_scale, self.bias, self.dtype)
         return y.reshape(*shape, self.out_features)
