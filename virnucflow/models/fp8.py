@@ -12,7 +12,7 @@ mode every ``nn.Linear`` of a model becomes an :class:`Fp8Linear`:
   of E4M3 and its scale) that also applies the activation function before it
   where the model fuses one (ESM-2's erf GELU before ``fc2``);
 - the product runs in ``torch._scaled_mm`` with both scales applied in its
-  epilogue, plus the bias, written in 16 bits.
+  epilogue, plus the bias, written in 16 bits (fast accumulation: ``FAST_ACCUM``).
 
 Everything else (embeddings, LayerNorm, rotary, attention, pooling) stays as
 in FP16. FP8 keeps 3 mantissa bits: the relative error per product is around
@@ -45,9 +45,12 @@ FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0  # largest finite E4M3 value
 MIN_SCALE = 1e-12  # rows of zeros quantise to zeros
 ACTIVATIONS = {"gelu": F.gelu}
-#: ``torch._scaled_mm(use_fast_accum=...)``: Hopper's FP8 products accumulated without the
-#: periodic promotion to FP32 (faster, less exact; benchmarks/esm2_gemm_probe.py measures both)
-FAST_ACCUM = False
+#: ``torch._scaled_mm(use_fast_accum=True)``: Hopper's FP8 products accumulated without the
+#: periodic promotion to FP32. H100, 2026-12-07: the four ESM-2 3B products 1.24-1.31x faster, the
+#: whole model 161,792 against 137,450 tokens/s; a product's largest error against FP32 of the same
+#: E4M3 values 2.5e-3-5.4e-3 (3.5e-4 without), pooled vectors against FP32 unchanged at 4 digits
+#: (mean abs diff 0.06122 vs 0.06113: the E4M3 rounding dominates). benchmarks/results/.
+FAST_ACCUM = True
 
 
 def supported(device: torch.device) -> str | None:
