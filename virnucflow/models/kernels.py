@@ -79,7 +79,10 @@ def geglu_reference(h: torch.Tensor) -> torch.Tensor:
 
 
 def add_layer_norm_reference(x, y, weight, bias, eps):
-    s = (x + y).to(x.dtype)
+    if y.ndim == 1:  # one row for all (ESM2's folded residual): x + y normalised in FP32, unrounded
+        s = x.float() + y.float()
+        return s.to(x.dtype), F.layer_norm(s, (s.shape[-1],), weight.float(), bias.float(), eps).to(x.dtype)
+    s = x + y
     return s, F.layer_norm(s, (s.shape[-1],), weight, bias, eps)
 
 
@@ -129,7 +132,10 @@ def _kernels():
         mask = cols < E
         y_at = y + row * E + cols if Y_ROW else y + cols  # y: a row per row, or one row for all
         s = tl.load(x + row * E + cols, mask=mask).to(tl.float32) + tl.load(y_at, mask=mask).to(tl.float32)
-        s = s.to(s_out.dtype.element_ty)  # the stored residual, as the unfused add rounds it
+        if Y_ROW:
+            s = s.to(s_out.dtype.element_ty)  # the stored residual, as the unfused add rounds it
+        # (one row for all: x + that row is normalised unrounded; rounding it would add an error
+        # that the stream x itself does not carry)
         if WRITE_SUM:
             tl.store(s_out + row * E + cols, s, mask=mask)
         s = s.to(tl.float32)
@@ -206,7 +212,9 @@ def add_layer_norm_runs_fused(x: torch.Tensor, y: torch.Tensor) -> bool:
 def add_layer_norm(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
                    write_sum: bool = True, quantized_out: tuple[torch.Tensor, torch.Tensor] | None = None):
     """``s = x + y`` and ``LayerNorm(s)``; returns ``(s, ln)`` (``s`` is None without ``write_sum``).
-    ``y`` is (M, E) like ``x`` or one (E,) row added to every row (the fused ESM-2 layer's biases).
+    ``y`` is (M, E) like ``x`` (``s`` rounded to x's dtype before the norm, as an unfused add rounds
+    it) or one (E,) row added to every row (ESM-2's folded residual: the bias row; ``s`` normalised
+    in FP32 as it is, the stream ``x`` being what is stored).
 
     ``quantized_out`` (Triton only, see :func:`add_layer_norm_runs_fused`): an (M, E) E4M3 and an
     (M, 1) float32 tensor that receive the normalised rows quantised per row (``ln`` is then None):
