@@ -170,8 +170,9 @@ def test_esm2_fused_against_unfused(device, monkeypatch):
 
 def test_esm2_residual_folded_into_the_products_against_unfused(device, monkeypatch):
     """The fused path's layers with the residual adds in out_proj's and fc2's products and their
-    biases carried as one row that the LayerNorms add (``forward_folded``; chosen on GPUs in
-    FP16/BF16, forced here in FP32) against the unfused layers: FP32 1e-5. The model's biases
+    biases carried as one row that the LayerNorms add (``forward_folded``: ``esm2.FOLD_RESIDUAL``,
+    off by default, for FP16/BF16 on GPUs; forced here in FP32) against the unfused layers: FP32
+    1e-5. The model's biases
     are made large, so a bias left out or added twice fails by far more."""
     model, tokens = _small_model("esm2")
     tokens = [tokens[i] for i in (3, 6)]
