@@ -47,7 +47,7 @@ def set_fused(model, fused: bool) -> None:
     model.fused = fused
     for m in model.modules():
         if isinstance(m, fp8.Fp8Linear):
-            m.one_pass = fused
+            m.fused = fused
 
 
 def embedder(state, cfg, opts: EmbedOptions) -> Embedder:

@@ -325,4 +325,4 @@ def test_the_fused_switch_reaches_the_model_and_its_fp8_layers(esm):
         e8 = Embedder.create(copy.deepcopy(esm), EmbedOptions.defaults(device="cpu", fused=fused, precision="fp8",
                                                                        fp16_on_cpu=True))
         layers = [m for m in e8.model.modules() if isinstance(m, Fp8Linear)]
-        assert layers and all(m.one_pass is fused for m in layers) and e8.model.fused is fused
+        assert layers and all(m.fused is fused for m in layers) and e8.model.fused is fused

@@ -281,7 +281,7 @@ class ESM2(PooledEncoder, nn.Module):
             layer.self_attn.fuse_qkv()
         self.fused = fused
         if precision.fp8:
-            log.info("%s: %d linear layers quantised to FP8 E4M3", self.name, fp8.quantize_model(self, one_pass=fused))
+            log.info("%s: %d linear layers quantised to FP8 E4M3", self.name, fp8.quantize_model(self, fused=fused))
             for layer in self.layers:
                 layer.fp8 = True
         self.eval()

@@ -12,7 +12,8 @@ mode every ``nn.Linear`` of a model becomes an :class:`Fp8Linear`:
   of E4M3 and its scale) that also applies the activation function before it
   where the model fuses one (ESM-2's erf GELU before ``fc2``);
 - the product runs in ``torch._scaled_mm`` with both scales applied in its
-  epilogue, plus the bias, written in 16 bits (fast accumulation: ``FAST_ACCUM``).
+  epilogue, plus the bias, written in 16 bits, with Hopper's fast accumulation on
+  the fused path (``embedding.fused``; ``FAST_ACCUM``).
 
 Everything else (embeddings, LayerNorm, rotary, attention, pooling) stays as
 in FP16. FP8 keeps 3 mantissa bits: the relative error per product is around
@@ -45,7 +46,8 @@ FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0  # largest finite E4M3 value
 MIN_SCALE = 1e-12  # rows of zeros quantise to zeros
 ACTIVATIONS = {"gelu": F.gelu}
-#: ``torch._scaled_mm(use_fast_accum=True)``: Hopper's FP8 products accumulated without the
+#: ``torch._scaled_mm(use_fast_accum=True)`` on the fused path (``Fp8Linear.fused``; ``fused: false``
+#: accumulates as before): Hopper's FP8 products accumulated without the
 #: periodic promotion to FP32. H100, 2026-12-07: the four ESM-2 3B products 1.24-1.31x faster, the
 #: whole model 161,792 against 137,450 tokens/s; a product's largest error against FP32 of the same
 #: E4M3 values 2.5e-3-5.4e-3 (3.5e-4 without), pooled vectors against FP32 unchanged at 4 digits
@@ -256,7 +258,7 @@ class Fp8Linear(nn.Module):
         bias = linear.bias.detach() if linear.bias is not None else None
         self.register_buffer("bias", bias)
         self.activation = activation
-        self.one_pass = True  # the one-pass quantisation kernel (False: the previous two-pass one)
+        self.fused = True  # one-pass quantisation and fast accumulation (False: the previous kernels)
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
     def extra_repr(self) -> str:
@@ -268,33 +270,34 @@ class Fp8Linear(nn.Module):
             (q, scale), shape = x, x.q.shape[:-1]
         else:
             shape = x.shape[:-1]
-            q, scale = quantize_rows(x.reshape(-1, x.shape[-1]), self.activation, self.one_pass)
+            q, scale = quantize_rows(x.reshape(-1, x.shape[-1]), self.activation, self.fused)
         if q.is_cuda and kernels.use_triton(q):
             out_dtype = _out_dtype(q.device, self.dtype)
             bias = self.bias.to(out_dtype) if self.bias is not None else None
             y = torch._scaled_mm(q, self.weight.t(), scale_a=scale, scale_b=self.weight_scale, bias=bias,
-                                 out_dtype=out_dtype, use_fast_accum=FAST_ACCUM)
+                                 out_dtype=out_dtype, use_fast_accum=FAST_ACCUM and self.fused)
         else:
             y = scaled_mm_reference(q, scale, self.weight, self.weight_scale, self.bias, self.dtype)
         return y.reshape(*shape, self.out_features)
 
 
-def quantize_model(model: nn.Module, one_pass: bool = True) -> int:
+def quantize_model(model: nn.Module, fused: bool = True) -> int:
     """Replace the model's ``nn.Linear`` modules (in place) by :class:`Fp8Linear`; returns how many.
-    ``one_pass``: the one-pass row quantisation (False: the previous kernel; ``embedding.fused``).
+    ``fused`` (``embedding.fused``): the one-pass row quantisation and fast accumulation (False: the
+    previous two-pass kernel and FP32 accumulation).
 
     Linears whose sizes are not multiples of 16 (FP8 GEMMs need them) stay as they are.
     """
-    fused = {}
+    activations = {}  # (module, linear) -> the activation module before that linear
     for module in model.modules():
         for act_name, linear_name in getattr(module, "fp8_fused_activations", ()):
-            fused[(id(module), linear_name)] = act_name
+            activations[(id(module), linear_name)] = act_name
     n = 0
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if not isinstance(child, nn.Linear) or child.in_features % 16 or child.out_features % 16:
                 continue
-            act_name = fused.get((id(module), name))
+            act_name = activations.get((id(module), name))
             activation = None
             if act_name is not None:
                 act = getattr(module, act_name)
@@ -303,6 +306,6 @@ def quantize_model(model: nn.Module, one_pass: bool = True) -> int:
                 activation = "gelu"
                 setattr(module, act_name, nn.Identity())
             setattr(module, name, Fp8Linear(child, activation))
-            getattr(module, name).one_pass = one_pass
+            getattr(module, name).fused = fused
             n += 1
     return n
