@@ -303,11 +303,11 @@ def bench_esm(name: str, proteins: list[str], args, sampler) -> None:
                attention=e.backend, **{f"vs_fp16_{k}": v for k, v in cos_stats(fp8_vec, ours_vec).items()})
         del e
         cleanup()
-        fp8_module.FAST_ACCUM = False
+        fast, fp8_module.FAST_ACCUM = fp8_module.FAST_ACCUM, False
         e = ours_esm(state, cfg, "fp8", True)
         vec = e.embed_tokens(tokens)
         sec_f, busy, peak = timed(lambda: e.embed_tokens(tokens), args.reps, sampler)
-        fp8_module.FAST_ACCUM = True
+        fp8_module.FAST_ACCUM = fast
         record("ESM-2 3B", name, "ours packed fp8, FP32 accumulation (previous)", len(tokens), n_tok, sec_f, busy,
                peak, precision="fp8", attention=e.backend, vs_fp8=f"{100 * (sec_f / sec - 1):+.2f}% time",
                **{f"vs_fp16_{k}": v for k, v in cos_stats(vec, ours_vec).items()},

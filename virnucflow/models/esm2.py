@@ -316,12 +316,12 @@ class ESM2(PooledEncoder, nn.Module):
 
     def _layers(self, x: torch.Tensor, rotaries: list[Rotary], attend, packed: bool) -> torch.Tensor:
         """The transformer stack and the final LayerNorm (fused with the last residual add)."""
-        ln = self.emb_layer_norm_after
         if self.folds_residual(x, packed):
             return self.layers_folded(x, rotaries, attend)
         hidden, residual = x, None
         for layer, rotary in zip(self.layers, rotaries):
             hidden, residual = layer(hidden, residual, rotary, attend, packed, self.fused)
+        ln = self.emb_layer_norm_after
         return kernels.add_layer_norm(residual, hidden, ln.weight, ln.bias, ln.eps, write_sum=False)[1]
 
     def layers_folded(self, x: torch.Tensor, rotaries: list[Rotary], attend) -> torch.Tensor:
