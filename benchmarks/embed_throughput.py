@@ -262,23 +262,23 @@ def bench_esm(name: str, proteins: list[str], args, sampler) -> None:
     del e
     cleanup()
 
-    # the fused path with esm2.FOLD_RESIDUAL the other way (the residual adds inside out_proj's and
-    # fc2's GEMMs, or as their own add+LayerNorm passes)
+    # the fused path with each of esm2's layer switches the other way: QKV_ROTARY_EPILOGUE (q and k
+    # rotated by the q|k|v Triton GEMM, or by a pass after cuBLAS's product) and FOLD_RESIDUAL (the
+    # residual adds inside cuBLAS's out_proj and fc2 products, or in the add+LayerNorm passes)
     import virnucflow.models.esm2 as esm2_module
 
-    fold = esm2_module.FOLD_RESIDUAL
-    esm2_module.FOLD_RESIDUAL = not fold
-    e = ours_esm(state, cfg, "fp16", True)
-    vec = e.embed_tokens(tokens)
-    sec_g, busy, peak = timed(lambda: e.embed_tokens(tokens), args.reps, sampler)
-    esm2_module.FOLD_RESIDUAL = fold
-    how = "as their own passes" if fold else "in the GEMMs"
-    record("ESM-2 3B", name, f"ours packed fused, residual adds {how} (FOLD_RESIDUAL={not fold})", len(tokens),
-           n_tok, sec_g, busy, peak, precision="fp16", attention=e.backend,
-           vs_ours=f"{100 * (sec_g / sec - 1):+.2f}% time",
-           **{f"vs_ours_{k}": v for k, v in cos_stats(vec, ours_vec).items()})
-    del e
-    cleanup()
+    for flag in ("QKV_ROTARY_EPILOGUE", "FOLD_RESIDUAL"):
+        was = getattr(esm2_module, flag)
+        setattr(esm2_module, flag, not was)
+        e = ours_esm(state, cfg, "fp16", True)
+        vec = e.embed_tokens(tokens)
+        sec_g, busy, peak = timed(lambda: e.embed_tokens(tokens), args.reps, sampler)
+        setattr(esm2_module, flag, was)
+        record("ESM-2 3B", name, f"ours packed fused, {flag}={not was}", len(tokens), n_tok, sec_g, busy, peak,
+               precision="fp16", attention=e.backend, vs_ours=f"{100 * (sec_g / sec - 1):+.2f}% time",
+               **{f"vs_ours_{k}": v for k, v in cos_stats(vec, ours_vec).items()})
+        del e
+        cleanup()
 
     # the same with PyTorch's varlen FlashAttention (auto's choice before the Triton kernel)
     e = None if args.quick else ours_esm(state, cfg, "fp16", True, attention="varlen")

@@ -7,9 +7,11 @@ attention, no TF32: ``EmbedOptions.reference``); each production path runs
 packed on the same frames:
 
 - fp16 unfused: ``fused: false``, the previous default (rotary pass, erf GELU pass);
-- fp16 fused (the default): fc1's GELU in cuBLASLt's epilogue (tanh), as ``esm2.FOLD_RESIDUAL`` says;
+- fp16 fused (the default): q/k rotated in the q|k|v GEMM's epilogue, fc1's GELU in cuBLASLt's
+  epilogue (tanh), as ``esm2.FOLD_RESIDUAL`` says;
 - fp16 fused, erf GELU: the fused path with the erf GELU pass (separates the tanh GELU's share);
 - fp16 fused with ``esm2.FOLD_RESIDUAL`` the other way (residual adds in the GEMMs / as passes);
+- fp16 fused with ``esm2.QKV_ROTARY_EPILOGUE`` the other way (the rotary pass, or in the GEMM);
 - fp8 unfused / fp8 fused: E4M3 products, two-pass / one-pass GELU + quantisation.
 
 Per path and ESM-2 stratum (residues < 50, 50-200, > 200, as ``fp32_compare``):
@@ -99,14 +101,15 @@ def main() -> None:
 
     vectors, seconds = {}, {}
 
-    default_fold = esm2.FOLD_RESIDUAL
+    default_fold, default_rope = esm2.FOLD_RESIDUAL, esm2.QKV_ROTARY_EPILOGUE
 
-    def run(name, e, fused, patch_erf=False, fold=None):
+    def run(name, e, fused, patch_erf=False, fold=None, rope=None):
         set_fused(e.model, fused)
         original = TransformerLayer.fc1_gelu
         if patch_erf:
             TransformerLayer.fc1_gelu = lambda self, h, fused: original(self, h, False)
         esm2.FOLD_RESIDUAL = default_fold if fold is None else fold
+        esm2.QKV_ROTARY_EPILOGUE = default_rope if rope is None else rope
         try:
             t = time.monotonic()
             vectors[name] = e.embed_tokens(tokens)
@@ -114,6 +117,7 @@ def main() -> None:
         finally:
             TransformerLayer.fc1_gelu = original
             esm2.FOLD_RESIDUAL = default_fold
+            esm2.QKV_ROTARY_EPILOGUE = default_rope
         print(f"{name}: {seconds[name]:.1f} s", flush=True)
 
     # production paths first (one model per precision, the switch toggled), then FP32
@@ -124,6 +128,8 @@ def main() -> None:
     other_fold = ("fp16 fused, residual adds as passes" if default_fold
                   else "fp16 fused, residual adds in the GEMMs (FOLD_RESIDUAL)")
     run(other_fold, e16, True, fold=not default_fold)  # the default is the row "fp16 fused (default)"
+    other_rope = f"fp16 fused, QKV_ROTARY_EPILOGUE={not default_rope}"
+    run(other_rope, e16, True, rope=not default_rope)
     sub = tokens[: args.token_frames]
     states16 = {}
     for fused in (False, True):
@@ -180,6 +186,7 @@ def main() -> None:
     pairs = [("fp16", "fp16 fused (default)", "fp16 unfused (previous default)"),
              ("fp16", "fp16 fused, erf GELU", "fp16 unfused (previous default)"),
              ("fp16", other_fold, "fp16 unfused (previous default)"),
+             ("fp16", other_rope, "fp16 unfused (previous default)"),
              ("fp8", "fp8 fused (one-pass quantisation)", "fp8 unfused (two-pass quantisation)"),
              ("fp8", "fp8 fused (one-pass quantisation)", "fp8 fused, FP32 accumulation (previous)")]
     for prec, a, b in pairs:

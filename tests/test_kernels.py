@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from virnucflow.models import attention_kernel, fp8, kernels
+from virnucflow.models import attention_kernel, fp8, gemm, kernels
 from virnucflow.models.dnabert_s import DNABERTS, DNABERTSConfig
 from virnucflow.models.attention import PackedAttention
 from virnucflow.models.esm2 import ESM2, ESM2Config, tokenize
@@ -50,7 +50,7 @@ def test_kernels_in_the_interpreter():
                          env={**os.environ, "TRITON_INTERPRET": "1"}, capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
-    assert res.stdout.strip().splitlines()[-1].startswith("28 passed")
+    assert res.stdout.strip().splitlines()[-1].startswith("40 passed")
 
 
 @pytest.mark.parametrize("heads", [4, 5])  # q and k heads: 8 = one program's worth, 10 = some masked
@@ -86,6 +86,102 @@ def test_add_layer_norm_with_and_without_the_sum(device):
     torch.testing.assert_close(scale, n2.abs().amax(1, keepdim=True) / 448, atol=0, rtol=1e-5)
     if not INTERPRETED:
         torch.testing.assert_close(q.float() * scale, n2, atol=float(scale.max()) * 2**-9, rtol=2**-4)
+
+
+def test_layer_norm_alone(device):
+    g = torch.Generator().manual_seed(2)
+    x, w, b = (torch.randn(*shape, generator=g).to(device) for shape in ((5, 100), (100,), (100,)))
+    s, n = kernels.add_layer_norm(x, None, w, b, 1e-5)
+    assert s is x
+    torch.testing.assert_close(n, torch.nn.functional.layer_norm(x, (100,), w, b, 1e-5), atol=1e-5, rtol=0)
+
+
+SMALL_TILES = [gemm.Tile(32, 64, 32, 2, 4, group_m=2),  # persistent: programs walk several tiles
+               gemm.Tile(32, 64, 32, 2, 4, group_m=2, persistent=False)]
+
+
+def _gemm_operands(device, m=70, k=96, n=192, d=32):
+    """FP16 operands with |x @ w.T + b| < 2, where FP16's spacing is at most 2**-10 (so 2e-3 is one
+    rounding step either way), and FP32 cos/sin rows for heads of ``d``."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(m, k, generator=g).half().to(device)
+    w = (torch.randn(n, k, generator=g) * 0.25 * k ** -0.5).half().to(device)
+    b = (torch.randn(n, generator=g) * 0.1).half().to(device)
+    r = (torch.randn(m, n, generator=g) * 0.3).half().to(device)
+    freqs = torch.rand(m, d // 2, generator=g) * 10
+    cos, sin = (f(torch.cat([freqs, freqs], 1)).to(device) for f in (torch.cos, torch.sin))
+    return x, w, b, r, (cos, sin, 128, d)
+
+
+@pytest.mark.parametrize("tile", SMALL_TILES, ids=["persistent", "a-tile-each"])
+@pytest.mark.parametrize("epilogue", ["bias", "gelu", "rotary", "residual"])
+def test_gemm_epilogues_against_the_fp32_reference(device, epilogue, tile):
+    """The Triton GEMM with each epilogue against the same arithmetic in FP32 rounded once (FP16
+    2e-3: one rounding step at these magnitudes); 70 rows (a partial last row-tile), a weight of 6
+    column-tiles. Mutations: a flipped sign in the rotation, the GELU or the residual left out,
+    each fail here by > 0.05 (checked)."""
+    x, w, b, r, rope = _gemm_operands(device)
+    kw = {"gelu": {"gelu": True}, "rotary": {"rotary": rope}, "residual": {"residual": r}}.get(epilogue, {})
+    assert gemm.runs_fused(x, w, kw.get("rotary"), tile)
+    ref = gemm.linear_reference(x.float(), w.float(), b.float(), **{k: (v.float() if k == "residual" else v)
+                                                                    for k, v in kw.items()})
+    assert ref.abs().max() < 2 and ref.abs().max() > 0.5
+    out = gemm.linear(x, w, b, tile=tile, **kw)
+    torch.testing.assert_close(out.float(), ref, atol=2e-3, rtol=0)
+    if epilogue == "residual":  # in place, as ESM-2's residual stream would be updated
+        stream = r.clone()
+        assert gemm.linear(x, w, b, residual=stream, out=stream, tile=tile) is stream
+        torch.testing.assert_close(stream.float(), ref, atol=2e-3, rtol=0)
+
+
+def test_gemm_rotary_reference_is_the_rotary_pass():
+    """linear_reference's rotary epilogue (FP32) is fair-esm's rotation of q and k as the unfused
+    path applies it to the projection (kernels.rotary_qkv_reference), v untouched."""
+    x, w, b, _, (cos, sin, _, d) = _gemm_operands(torch.device("cpu"), n=3 * 64)
+    x, w, b = x.float(), w.float(), b.float()
+    q, k, v = kernels.rotary_qkv_reference(torch.nn.functional.linear(x, w, b), cos, sin, 2)
+    fused = gemm.linear_reference(x, w, b, rotary=(cos, sin, 128, d)).view(-1, 3, 2, d)
+    for a, e in zip(fused.unbind(1), (q, k, v)):
+        torch.testing.assert_close(a, e, atol=1e-6, rtol=0)
+
+
+def test_gemm_takes_only_what_it_tiles(device):
+    """Rotary columns that split a tile, or heads that split across tiles, and FP32 rows fall back
+    to the PyTorch reference (same values)."""
+    x, w, b, _, (cos, sin, _, d) = _gemm_operands(device)
+    tile = SMALL_TILES[0]
+    assert not gemm.runs_fused(x, w, (cos, sin, 96, d), tile)  # 96 columns: 1.5 tiles of 64
+    assert not gemm.runs_fused(x, w, (cos, sin, 128, 128), tile)  # a head wider than a tile
+    assert not gemm.runs_fused(x.float(), w.float(), None, tile)
+    out = gemm.linear(x, w, b, rotary=(cos, sin, 96, d), tile=tile)  # three heads of 32
+    torch.testing.assert_close(out, gemm.linear_reference(x, w, b, rotary=(cos, sin, 96, d)), atol=0, rtol=0)
+
+
+def test_esm2_qkv_rotary_epilogue_against_the_rotary_pass(device, monkeypatch):
+    """The fused FP16 ESM-2 (packed) with q and k rotated by the q|k|v GEMM (the default) against
+    the rotary pass over the rounded projection: both as far from the FP32 model, the GEMM taken in
+    every layer. FP16: the two differ by the rounding of q and k before or after the rotation."""
+    model = ESM2(ESM2Config(2, 128, 4))  # heads of 32, 2E = 256 columns: one tile of TILE
+    init_random(model, 0)
+    tokens = [tokenize(a) for a in mixed_frames(8, seed=1, high=200)[1]][:3]
+    batch = make_packed(tokens, np.arange(len(tokens)), pad_to=sum(len(t) for t in tokens) + 50).to(device)
+    import copy
+
+    ref = copy.deepcopy(model).prepare(device, Precision("fp32", "fp32"), fused=False)
+    m = model.prepare(device, Precision("fp16", "fp16"), fused=True)
+    calls = []
+    real = gemm.linear
+    monkeypatch.setattr(gemm, "linear", lambda *a, **k: calls.append(k.get("rotary")) or real(*a, **k))
+    with torch.no_grad():
+        exact = ref.embed(batch, "triton")
+        epilogue = m.embed(batch, "triton").float()
+        assert len(calls) == 2 and all(c is not None and c[2] == 256 for c in calls)
+        monkeypatch.setattr("virnucflow.models.esm2.QKV_ROTARY_EPILOGUE", False)
+        passes = m.embed(batch, "triton").float()
+    assert len(calls) == 2
+    err_epilogue, err_passes = (epilogue - exact).abs().max(), (passes - exact).abs().max()
+    assert err_epilogue < 2e-3 and err_passes < 2e-3 and err_epilogue < 1.5 * err_passes
+    assert (epilogue - passes).abs().max() < 2e-3
 
 
 @pytest.mark.parametrize("head_size", [24, 64])

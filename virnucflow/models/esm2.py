@@ -22,9 +22,10 @@ Two forwards share the layers:
   positions restarting at each sequence and computed once per batch in FP32,
   token-dropout rescale per sequence, packed attention backends.
 
-``ESM2.fused`` (config ``embedding.fused``, default on) runs fc1's GELU in
-cuBLASLt's GEMM epilogue (FP16/BF16 on a GPU; the tanh approximation of GELU)
-and, with ``FOLD_RESIDUAL`` (off, see there) on packed FP16/BF16 rows on a GPU, the
+``ESM2.fused`` (config ``embedding.fused``, default on) rotates q and k in the
+q|k|v projection's GEMM epilogue (``QKV_ROTARY_EPILOGUE``, a Triton GEMM, FP16 on
+a GPU), runs fc1's GELU in cuBLASLt's GEMM epilogue (FP16/BF16 on a GPU; the tanh
+approximation of GELU) and, with ``FOLD_RESIDUAL`` (off, see there) on packed FP16/BF16 rows on a GPU, the
 residual adds inside out_proj's and fc2's GEMMs (:meth:`TransformerLayer.forward_folded`);
 with ``ROTARY_IN_ATTENTION`` (off: slower) the ``triton`` attention kernel
 rotates q and k as it loads them. Off, the layer runs the separate erf-GELU pass
@@ -44,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import fp8, kernels
+from . import fp8, gemm, kernels
 from .attention import PackedAttention, PaddedAttention
 from .packing import PackedBatch, PaddedBatch
 from .pooling import ESM_POOLING, PooledEncoder
@@ -75,6 +76,11 @@ ROTARY_IN_ATTENTION = False
 #: error against FP32 is 1.077x the unfused path's (#26 allows 1.05x; with the erf GELU 0.964x);
 #: benchmarks/results/esm2_fused_accuracy_H100.md
 FOLD_RESIDUAL = False
+#: the fused path's q and k rotated by the q|k|v projection's GEMM (a Triton GEMM with a rotary
+#: epilogue, :mod:`.gemm`; FP16 on a GPU), not by a pass over its output. H100, 2026-12-07:
+#: 1.945-1.951 ms against 2.016 for cuBLAS + the rotary pass (benchmarks/esm2_epilogue_gemm_probe.py;
+#: the GELU and residual epilogues measured slower than cuBLAS(Lt) and are not used)
+QKV_ROTARY_EPILOGUE = True
 
 
 @dataclass(frozen=True)
@@ -148,8 +154,15 @@ class MultiheadAttention(nn.Module):
             q, k, v = self.q_proj(x) * self.scaling, self.k_proj(x), self.v_proj(x)
         return q.reshape(shape), k.reshape(shape), v.reshape(shape)
 
-    def project_rotated(self, x: torch.Tensor, rotary: Rotary, packed: bool):
-        """q (scaled) and k rotated, and v; (T, H, D) packed or (B, L, H, D) padded."""
+    def project_rotated(self, x: torch.Tensor, rotary: Rotary, packed: bool, fused: bool = False):
+        """q (scaled) and k rotated, and v; (T, H, D) packed or (B, L, H, D) padded. ``fused``
+        (with QKV_ROTARY_EPILOGUE, FP16 on a GPU): rotated by the projection's GEMM (:mod:`.gemm`)."""
+        if packed and self.qkv is not None and fused and QKV_ROTARY_EPILOGUE:
+            e = self.num_heads * self.head_dim
+            rope = (rotary.cos, rotary.sin, 2 * e, self.head_dim)
+            if gemm.runs_fused(x, self.qkv.weight, rope):
+                qkv = gemm.linear(x, self.qkv.weight, self.qkv.bias, rotary=rope)
+                return qkv.view(x.shape[0], 3, self.num_heads, self.head_dim).unbind(1)
         if packed and self.qkv is not None:
             # one pass over the fused projection: q and k rotated in place (FP32 arithmetic),
             # returned with v as strided views that the attention kernels read directly
@@ -227,7 +240,7 @@ class TransformerLayer(nn.Module):
             qkv = attn.qkv(h)  # q|k|v, q scaled; strided (T, H, D) views of it
             q, k, v = qkv.view(qkv.shape[0], 3, attn.num_heads, attn.head_dim).unbind(1)
             return attend(q, k, v, 1.0, rotary=rotary.by_position(attend.max_seqlen))
-        q, k, v = attn.project_rotated(h, rotary, packed)
+        q, k, v = attn.project_rotated(h, rotary, packed, fused)
         return attend(q, k, v, 1.0)  # q already scaled
 
     def fc1_gelu(self, h: torch.Tensor, fused: bool) -> torch.Tensor:
@@ -251,8 +264,8 @@ class ESM2(PooledEncoder, nn.Module):
     pooling = "ESM-2: mean over residues 1..min(1024, len) (original)"
     pooling_window = ESM_POOLING
     fp8 = True
-    #: the fused kernels (config ``embedding.fused``): fc1's GELU in cuBLASLt's epilogue (and
-    #: ROTARY_IN_ATTENTION); False runs the unfused reference kernels
+    #: the fused kernels (config ``embedding.fused``): q and k rotated in the q|k|v GEMM's epilogue,
+    #: fc1's GELU in cuBLASLt's epilogue (and the switches above); False runs the unfused reference kernels
     fused = True
 
     def __init__(self, cfg: ESM2Config):

@@ -79,6 +79,8 @@ def geglu_reference(h: torch.Tensor) -> torch.Tensor:
 
 
 def add_layer_norm_reference(x, y, weight, bias, eps):
+    if y is None:  # the norm alone
+        return x, F.layer_norm(x, (x.shape[-1],), weight, bias, eps)
     if y.ndim == 1:  # one row for all (ESM2's folded residual): x + y normalised in FP32, unrounded
         s = x.float() + y.float()
         return s.to(x.dtype), F.layer_norm(s, (s.shape[-1],), weight.float(), bias.float(), eps).to(x.dtype)
@@ -126,17 +128,19 @@ def _kernels():
 
     @triton.jit
     def add_ln_kernel(x, y, w, b, s_out, n_out, scale_out, eps, E: tl.constexpr, BLOCK: tl.constexpr,
-                      WRITE_SUM: tl.constexpr, QUANT: tl.constexpr, Y_ROW: tl.constexpr):
+                      WRITE_SUM: tl.constexpr, QUANT: tl.constexpr, Y_ROW: tl.constexpr, HAS_Y: tl.constexpr):
         row = tl.program_id(0)
         cols = tl.arange(0, BLOCK)
         mask = cols < E
         y_at = y + row * E + cols if Y_ROW else y + cols  # y: a row per row, or one row for all
-        s = tl.load(x + row * E + cols, mask=mask).to(tl.float32) + tl.load(y_at, mask=mask).to(tl.float32)
-        if Y_ROW:
+        s = tl.load(x + row * E + cols, mask=mask).to(tl.float32)
+        if HAS_Y:
+            s += tl.load(y_at, mask=mask).to(tl.float32)
+        if Y_ROW and HAS_Y:
             s = s.to(s_out.dtype.element_ty)  # the stored residual, as the unfused add rounds it
         # (one row for all: x + that row is normalised unrounded; rounding it would add an error
         # that the stream x itself does not carry)
-        if WRITE_SUM:
+        if WRITE_SUM and HAS_Y:
             tl.store(s_out + row * E + cols, s, mask=mask)
         s = s.to(tl.float32)
         mean = tl.sum(s, axis=0) / E
@@ -206,15 +210,16 @@ ADD_LN_WARPS = 4  # per row (Triton's default; benchmarks/profile_esm2_layer.py 
 
 def add_layer_norm_runs_fused(x: torch.Tensor, y: torch.Tensor) -> bool:
     """Whether :func:`add_layer_norm` runs its Triton kernel on these rows (else the PyTorch reference)."""
-    return use_triton(x) and x.ndim == 2 and x.is_contiguous() and y.is_contiguous()
+    return use_triton(x) and x.ndim == 2 and x.is_contiguous() and (y is None or y.is_contiguous())
 
 
-def add_layer_norm(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
+def add_layer_norm(x: torch.Tensor, y: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor, eps: float,
                    write_sum: bool = True, quantized_out: tuple[torch.Tensor, torch.Tensor] | None = None):
     """``s = x + y`` and ``LayerNorm(s)``; returns ``(s, ln)`` (``s`` is None without ``write_sum``).
     ``y`` is (M, E) like ``x`` (``s`` rounded to x's dtype before the norm, as an unfused add rounds
     it) or one (E,) row added to every row (ESM-2's folded residual: the bias row; ``s`` normalised
-    in FP32 as it is, the stream ``x`` being what is stored).
+    in FP32 as it is, the stream ``x`` being what is stored), or None: the norm of ``x`` alone
+    (``s`` is then ``x``).
 
     ``quantized_out`` (Triton only, see :func:`add_layer_norm_runs_fused`): an (M, E) E4M3 and an
     (M, 1) float32 tensor that receive the normalised rows quantised per row (``ln`` is then None):
@@ -227,13 +232,14 @@ def add_layer_norm(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias:
         return (s if write_sum else None), n
     k = _kernels()
     rows, e = x.shape
-    s = torch.empty_like(x) if write_sum else x  # unused when not written
+    s = torch.empty_like(x) if write_sum and y is not None else x  # x itself when nothing is added
     if quantized_out is not None:
         n = None
         n_out, scale_out = quantized_out
     else:
         n = n_out = torch.empty_like(x)
         scale_out = n_out  # unused
-    k.add_ln[(rows,)](x, y, weight, bias, s, n_out, scale_out, eps, E=e, BLOCK=k.next_power_of_2(e),
-                      WRITE_SUM=write_sum, QUANT=quantized_out is not None, Y_ROW=y.ndim == 2, num_warps=ADD_LN_WARPS)
+    k.add_ln[(rows,)](x, x if y is None else y, weight, bias, s, n_out, scale_out, eps, E=e, BLOCK=k.next_power_of_2(e),
+                      WRITE_SUM=write_sum, QUANT=quantized_out is not None, Y_ROW=y is not None and y.ndim == 2,
+                      HAS_Y=y is not None, num_warps=ADD_LN_WARPS)
     return (s if write_sum else None), n
