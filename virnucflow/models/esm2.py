@@ -157,7 +157,7 @@ class MultiheadAttention(nn.Module):
     def project_rotated(self, x: torch.Tensor, rotary: Rotary, packed: bool, fused: bool = False):
         """q (scaled) and k rotated, and v; (T, H, D) packed or (B, L, H, D) padded. ``fused``
         (with QKV_ROTARY_EPILOGUE, FP16 on a GPU): rotated by the projection's GEMM (:mod:`.gemm`)."""
-        if packed and self.qkv is not None and fused and QKV_ROTARY_EPILOGUE:
+        if packed and type(self.qkv) is nn.Linear and fused and QKV_ROTARY_EPILOGUE:  # (not FP8's rows)
             e = self.num_heads * self.head_dim
             rope = (rotary.cos, rotary.sin, 2 * e, self.head_dim)
             if gemm.runs_fused(x, self.qkv.weight, rope):
