@@ -28,14 +28,13 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.esm2_gemm_probe import frames_batch, table  # noqa: E402
 from benchmarks.gpu_util import cuda_median_ms as timed  # noqa: E402
 from virnucflow.models import esm2, gemm, kernels  # noqa: E402
 from virnucflow.models.attention import PackedAttention  # noqa: E402
-from virnucflow.models.esm2 import ESM2, ESM2Config, tokenize  # noqa: E402
-from virnucflow.models.packing import make_packed  # noqa: E402
+from virnucflow.models.esm2 import ESM2, ESM2Config  # noqa: E402
 from virnucflow.models.precision import Precision  # noqa: E402
 from virnucflow.models.random_weights import init_random  # noqa: E402
-from workloads.frames import virnucpro_frames  # noqa: E402
 
 T = gemm.Tile
 CANDIDATES = [
@@ -43,10 +42,6 @@ CANDIDATES = [
     T(128, 256, 64, 3, 8, persistent=False), T(128, 128, 64, 4, 4, persistent=False),
     T(128, 256, 64, 3, 8, warp_specialize=True), T(128, 128, 64, 4, 4, warp_specialize=True),
 ]
-
-
-def table(title: str, header: str) -> None:
-    print(f"\n### {title}\n\n{header}\n|{'---|' * header.count('|', 1)}", flush=True)
 
 
 def products(t: int, reps: int, rotary) -> dict:
@@ -149,13 +144,13 @@ def layer_rows(batch, reps: int, best) -> None:
     tiles = {name: b[1] or (gemm.RESIDUAL_TILE if name in ("out_proj", "fc2") else gemm.TILE)
              for name, b in best.items()}
     was = esm2.QKV_ROTARY_EPILOGUE
-    paths = {"fused (default: q/k rotated in qkv's Triton GEMM, cuBLAS(Lt) for the others)":
-             lambda: layer(y, x, rotary, attend, True, True),
-             "fused, QKV_ROTARY_EPILOGUE off (cuBLAS qkv + rotary pass; the previous default)":
-             lambda: layer(y, x, rotary, attend, True, True),
-             "every epilogue in the Triton GEMMs, best tiles": lambda: all_epilogues(layer, x, rotary, attend, tiles)}
-    for name, fn in paths.items():
-        esm2.QKV_ROTARY_EPILOGUE = was and "off" not in name
+    paths = [("fused, cuBLAS qkv + rotary pass (QKV_ROTARY_EPILOGUE off)", False,
+              lambda: layer(y, x, rotary, attend, True, True)),
+             ("fused, q/k rotated in qkv's Triton GEMM (QKV_ROTARY_EPILOGUE on)", True,
+              lambda: layer(y, x, rotary, attend, True, True)),
+             ("every epilogue in the Triton GEMMs, best tiles", was, lambda: all_epilogues(layer, x, rotary, attend, tiles))]
+    for name, flag, fn in paths:
+        esm2.QKV_ROTARY_EPILOGUE = flag
         ms = timed(fn, reps)
         print(f"| {name} | {ms:.3f} | {batch.num_tokens / (36 * ms / 1e3):,.0f} |", flush=True)
     esm2.QKV_ROTARY_EPILOGUE = was
@@ -171,15 +166,7 @@ def main() -> None:
 
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, Triton {triton.__version__}")
     with torch.inference_mode():
-        _, aas = virnucpro_frames(400, seed=1)
-        tokens, total = [], 0
-        for a in aas:
-            tok = tokenize(a)
-            if total + len(tok) > args.tokens:
-                break
-            tokens.append(tok)
-            total += len(tok)
-        batch = make_packed(tokens, torch.arange(len(tokens)).numpy(), pad_to=args.tokens).to(torch.device("cuda"))
+        batch = frames_batch(args.tokens, pad_to=args.tokens)
         with torch.device("cuda"):
             probe = ESM2(ESM2Config(1, 2560, 40))
         probe.prepare(torch.device("cuda"), Precision("fp16", "fp16"), fused=True)

@@ -35,6 +35,19 @@ from virnucflow.models.random_weights import init_random  # noqa: E402
 from workloads.frames import virnucpro_frames  # noqa: E402
 
 
+def frames_batch(budget: int, pad_to: int | None = None):
+    """A packed batch on the GPU of 500 bp windows' proteins (seed 1), as many as ``budget`` tokens hold."""
+    _, aas = virnucpro_frames(400, seed=1)
+    tokens, total = [], 0
+    for a in aas:
+        tok = tokenize(a)
+        if total + len(tok) > budget:
+            break
+        tokens.append(tok)
+        total += len(tok)
+    return make_packed(tokens, torch.arange(len(tokens)).numpy(), pad_to=pad_to).to(torch.device("cuda"))
+
+
 def table(title: str, header: str) -> None:
     print(f"\n### {title}\n\n{header}\n|{'---|' * header.count('|', 1)}", flush=True)
 
@@ -136,15 +149,7 @@ def main() -> None:
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
     with torch.inference_mode():
         gemms(args.tokens, args.reps)
-        _, aas = virnucpro_frames(400, seed=1)
-        tokens, total = [], 0
-        for a in aas:
-            tok = tokenize(a)
-            if total + len(tok) > args.tokens:
-                break
-            tokens.append(tok)
-            total += len(tok)
-        batch = make_packed(tokens, torch.arange(len(tokens)).numpy()).to(torch.device("cuda"))
+        batch = frames_batch(args.tokens)
         with torch.device("cuda"):
             model = ESM2(ESM2Config(1, 2560, 40))
         init_random(model, 0)

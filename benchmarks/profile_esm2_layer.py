@@ -24,12 +24,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.gpu_util import cuda_median_ms as timed  # noqa: E402
-from workloads.frames import virnucpro_frames  # noqa: E402
+from benchmarks.esm2_gemm_probe import frames_batch  # noqa: E402
 from virnucflow.models import fp8, kernels  # noqa: E402
 from virnucflow.models.attention import PackedAttention, resolve_backend  # noqa: E402
 from virnucflow.models import esm2  # noqa: E402
-from virnucflow.models.esm2 import ESM2, ESM2Config, tokenize  # noqa: E402
-from virnucflow.models.packing import make_packed  # noqa: E402
+from virnucflow.models.esm2 import ESM2, ESM2Config  # noqa: E402
 from virnucflow.models.precision import Precision  # noqa: E402
 from virnucflow.models.random_weights import init_random  # noqa: E402
 
@@ -43,15 +42,7 @@ def main() -> None:
     args = p.parse_args()
     dev = torch.device("cuda")
     gpu = torch.cuda.get_device_name()
-    _, aas = virnucpro_frames(400, seed=1)
-    tokens, total = [], 0
-    for a in aas:
-        t = tokenize(a)
-        if total + len(t) > BUDGET:
-            break
-        tokens.append(t)
-        total += len(t)
-    batch = make_packed(tokens, torch.arange(len(tokens)).numpy(), pad_to=BUDGET).to(dev)
+    batch = frames_batch(BUDGET, pad_to=BUDGET)
     cfg = ESM2Config(1, 2560, 40)
     with torch.device(dev):
         model = ESM2(cfg)
@@ -159,7 +150,7 @@ def main() -> None:
                     print(f"fp8 {fused}: {type(err).__name__}: {err}", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    lines = [f"# ESM-2 3B, one layer at {BUDGET:,} packed tokens ({len(tokens)} proteins of 500 bp windows), {gpu}", "",
+    lines = [f"# ESM-2 3B, one layer at {BUDGET:,} packed tokens ({len(batch.cu_seqlens) - 1} proteins of 500 bp windows), {gpu}", "",
              f"torch {torch.__version__}; median of {args.reps} runs per step (CUDA events)", "",
              "| path | step | ms | TFLOP/s |", "|---|---|---|---|"]
     for name, step, ms, tf in rows:

@@ -158,7 +158,8 @@ def test_gemm_takes_only_what_it_tiles(device):
 
 
 def test_esm2_qkv_rotary_epilogue_against_the_rotary_pass(device, monkeypatch):
-    """The fused FP16 ESM-2 (packed) with q and k rotated by the q|k|v GEMM (the default) against
+    """The fused FP16 ESM-2 (packed) with q and k rotated by the q|k|v GEMM (QKV_ROTARY_EPILOGUE,
+    off by default, switched on here) against
     the rotary pass over the rounded projection: both as far from the FP32 model, the GEMM taken in
     every layer. FP16: the two differ by the rounding of q and k before or after the rotation."""
     model = ESM2(ESM2Config(2, 128, 4))  # heads of 32, 2E = 256 columns: one tile of TILE
@@ -169,6 +170,7 @@ def test_esm2_qkv_rotary_epilogue_against_the_rotary_pass(device, monkeypatch):
 
     ref = copy.deepcopy(model).prepare(device, Precision("fp32", "fp32"), fused=False)
     m = model.prepare(device, Precision("fp16", "fp16"), fused=True)
+    monkeypatch.setattr("virnucflow.models.esm2.QKV_ROTARY_EPILOGUE", True)
     calls = []
     real = gemm.linear
     monkeypatch.setattr(gemm, "linear", lambda *a, **k: calls.append(k.get("rotary")) or real(*a, **k))

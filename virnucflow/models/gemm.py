@@ -48,7 +48,8 @@ class Tile:
 
 #: the tile, and the one with a residual epilogue (its tile read needs 64 KB more shared memory than
 #: 128 x 256 x 3 stages leaves), chosen by benchmarks/esm2_epilogue_gemm_probe.py on an H100 for ESM-2
-#: 3B's products (qkv with its rotary epilogue: 1.951 ms; warp specialisation 1.945 ms, not taken)
+#: 3B's products (qkv with its rotary epilogue: 1.951 and 1.979 ms in two runs; warp-specialised 1.945
+#: and 1.867, not taken: the GPU tests ran this tile)
 TILE = Tile()
 RESIDUAL_TILE = Tile(block_n=128, stages=4)
 
