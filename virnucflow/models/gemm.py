@@ -111,7 +111,7 @@ def _kernel():
             if GELU:
                 acc = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))
             if ROTARY_COLS > 0:
-                if off_n < ROTARY_COLS:  # a tile holds whole heads, all rotated or none (linear() checks)
+                if off_n < ROTARY_COLS:  # a tile holds whole heads, all rotated or none (runs_fused checks)
                     half: tl.constexpr = HEAD_DIM // 2
                     rows = off_m + tl.arange(0, BLOCK_M)
                     at = rows[:, None] * stride_cs + tl.arange(0, half)[None, :]
@@ -139,9 +139,11 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, gelu: bool = False
            residual: torch.Tensor | None = None, out: torch.Tensor | None = None, tile: Tile | None = None):
     """``x @ w.T + b`` with the epilogues above; ``out`` may be ``residual`` (in place).
     ``rotary``: ``(cos, sin, cols, head_dim)``, cos/sin (rows, head_dim) FP32 per row of x.
-    Falls back to :func:`linear_reference` where :func:`runs_fused` says no."""
+    Falls back to :func:`linear_reference` where :func:`runs_fused` says no (or ``residual`` or
+    ``out`` is not contiguous)."""
     tile = tile or (TILE if residual is None else RESIDUAL_TILE)
-    if not runs_fused(x, w, rotary, tile):
+    plain = all(t is None or t.is_contiguous() for t in (residual, out))  # (TMA descriptors of rows)
+    if not (plain and runs_fused(x, w, rotary, tile)):
         y = linear_reference(x, w, b, gelu, rotary, residual)
         return y if out is None else out.copy_(y)
     m, k_dim = x.shape
