@@ -11,6 +11,7 @@ another order: 1e-6 on unit-scale values, 1e-5 through whole models.
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -166,8 +167,6 @@ def test_esm2_qkv_rotary_epilogue_against_the_rotary_pass(device, monkeypatch):
     init_random(model, 0)
     tokens = [tokenize(a) for a in mixed_frames(8, seed=1, high=200)[1]][:3]
     batch = make_packed(tokens, np.arange(len(tokens)), pad_to=sum(len(t) for t in tokens) + 50).to(device)
-    import copy
-
     ref = copy.deepcopy(model).prepare(device, Precision("fp32", "fp32"), fused=False)
     m = model.prepare(device, Precision("fp16", "fp16"), fused=True)
     monkeypatch.setattr("virnucflow.models.esm2.QKV_ROTARY_EPILOGUE", True)

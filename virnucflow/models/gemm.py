@@ -14,10 +14,10 @@ the FP32 accumulator before its one rounding to x's dtype, any of:
 Tiles are read by TMA descriptors (out-of-range rows and columns read as zero
 and are not written), and each program walks tiles ``NUM_PROGRAMS`` apart
 (persistent when fewer programs than tiles), grouped ``GROUP_M`` row-tiles at
-a time for L2 reuse (:data:`TILE`). ESM-2 uses the rotary epilogue
-(``esm2.QKV_ROTARY_EPILOGUE``); the GELU and residual epilogues measured slower
+a time for L2 reuse (:data:`TILE`). ESM-2 can use the rotary epilogue
+(``esm2.QKV_ROTARY_EPILOGUE``, off); the GELU and residual epilogues measured slower
 than cuBLAS(Lt) and its passes on an H100 (``benchmarks/esm2_epilogue_gemm_probe.py``:
-Triton's GEMMs ran at 650-680 TFLOP/s where cuBLAS ran at 700-740). The PyTorch reference
+Triton's GEMMs ran at 625-690 TFLOP/s where cuBLAS ran at 700-737). The PyTorch reference
 (:func:`linear_reference`) is what the CPU tests compare the kernel with,
 under ``TRITON_INTERPRET=1``.
 """
@@ -31,7 +31,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from .kernels import _triton, rotate_half, use_triton
+from .kernels import _triton, rotary_reference, use_triton
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,7 @@ def linear_reference(x, w, b, gelu=False, rotary=None, residual=None):
     if rotary is not None:
         cos, sin, cols, d = rotary
         part = y[:, :cols].view(y.shape[0], cols // d, d)
-        c, s = cos[:, None, :].float(), sin[:, None, :].float()
-        y[:, :cols] = (part * c + rotate_half(part) * s).view(y.shape[0], cols)
+        y[:, :cols] = rotary_reference(part, cos[:, None, :], sin[:, None, :]).view(y.shape[0], cols)
     if residual is not None:
         y = y + residual.float()
     return y.to(x.dtype)
